@@ -1,0 +1,116 @@
+"""The ``hato`` command and the standard MTA entry points.
+
+``hato [-c DIR] COMMAND [ARGS]`` runs one of the commands below; ``sendmail``,
+``mailq`` and ``newaliases`` (and any Postfix tool name, through a symlink)
+dispatch on the name they were called by, as Postfix's programs do.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from .. import __version__
+from .common import parse_options, UsageError
+
+Command = Callable[[list[str]], int]
+
+
+def _lazy(module: str, func: str = "main") -> Command:
+    def call(argv: list[str]) -> int:
+        import importlib
+
+        mod = importlib.import_module(f"hato.cli.{module}")
+        return int(getattr(mod, func)(argv) or 0)
+
+    return call
+
+
+def _not_yet(name: str, issue: str) -> Command:
+    def call(argv: list[str]) -> int:
+        print(f"hato: {name}: not yet implemented (arrives with {issue})", file=sys.stderr)
+        return 1
+
+    return call
+
+
+# Commands that later work provides answer honestly that they are not there yet.
+COMMANDS: dict[str, Command] = {
+    "postconf": _lazy("postconf"),
+    "check": _lazy("check"),
+    "init": _lazy("init"),
+    "postmap": _not_yet("postmap", "the lookup tables work"),
+    "postalias": _not_yet("postalias", "the lookup tables work"),
+    "newaliases": _not_yet("newaliases", "the lookup tables work"),
+    "start": _not_yet("start", "the mail flow work (master)"),
+    "stop": _not_yet("stop", "the mail flow work (master)"),
+    "reload": _not_yet("reload", "the mail flow work (master)"),
+    "status": _not_yet("status", "the mail flow work (master)"),
+    "abort": _not_yet("abort", "the mail flow work (master)"),
+    "flush": _not_yet("flush", "the mail flow work (qmgr)"),
+    "sendmail": _not_yet("sendmail", "the mail flow work"),
+    "postdrop": _not_yet("postdrop", "the mail flow work"),
+    "postqueue": _not_yet("postqueue", "the queue administration work"),
+    "mailq": _not_yet("mailq", "the queue administration work"),
+    "postsuper": _not_yet("postsuper", "the queue administration work"),
+    "postcat": _not_yet("postcat", "the queue administration work"),
+    "qshape": _not_yet("qshape", "the queue administration work"),
+    "postmulti": _not_yet("postmulti", "the multiple instances work"),
+    "saslauthd": _not_yet("saslauthd", "the saslauthd work"),
+    "testsaslauthd": _not_yet("testsaslauthd", "the saslauthd work"),
+    "saslpasswd": _not_yet("saslpasswd", "the TLS and SASL work"),
+    "sasldblistusers": _not_yet("sasldblistusers", "the TLS and SASL work"),
+    "maildirmake": _not_yet("maildirmake", "the Maildir++ quota work"),
+}
+
+USAGE = """\
+usage: hato [-c config_dir] [-v] command [args...]
+
+instance:  init DIR | start | stop | abort | reload | status | check | flush
+tools:     postconf postmap postalias newaliases sendmail mailq postqueue
+           postsuper postcat qshape postmulti saslauthd saslpasswd
+           sasldblistusers maildirmake
+"""
+
+
+def hato(argv: Sequence[str]) -> int:
+    try:
+        opts, args = parse_options(argv, "c:vV")
+    except UsageError as err:
+        print(f"hato: fatal: usage: {err}", file=sys.stderr)
+        return 1
+    for opt, val in opts:
+        if opt == "-c":
+            os.environ["MAIL_CONFIG"] = val
+        elif opt == "-V":
+            print(f"hato {__version__}")
+            return 0
+    if not args or args[0] in ("help", "-h", "--help"):
+        sys.stdout.write(USAGE) if args else sys.stderr.write(USAGE)
+        return 0 if args else 1
+    if args[0] == "--version":
+        print(f"hato {__version__}")
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"hato: fatal: unknown command: {args[0]}", file=sys.stderr)
+        sys.stderr.write(USAGE)
+        return 1
+    return command(args[1:])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv
+    prog = os.path.basename(argv[0]) if argv else "hato"
+    if prog in COMMANDS and prog != "hato":
+        code = COMMANDS[prog](list(argv[1:]))
+    else:
+        code = hato(list(argv[1:]))
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
