@@ -21,6 +21,7 @@ import sys
 from ..config.errors import ConfigError
 from ..config.expand import Expander
 from ..config.maincf import split_nameval
+from ..config.postfix_names import postfix_parameter_names
 from ..config.mastercf import FIELD_NAMES, MasterCf, Service, format_command, format_entry
 from ..config.settings import Config, Settings
 from .common import Fatal, Messages, load_config, parse_options, run
@@ -81,17 +82,24 @@ class Postconf:
     def warn_unused(self, cfg: Config) -> None:
         for path, name in cfg.undefined_references():
             self.msgs.warn(f"{path}: undefined parameter: {name}")
+        postfix_names = postfix_parameter_names()
         for name, value, _line in cfg.unused():
-            self.msgs.warn(f"{cfg.main.path}: unused parameter: {name}={value}")
+            if name in postfix_names:
+                self.msgs.warn(f"{cfg.main.path}: Postfix parameter not implemented by hato: "
+                               f"{name}={value}")
+            else:
+                self.msgs.warn(f"{cfg.main.path}: unused parameter: {name}={value}")
         for svc, name, value in cfg.unused_master():
-            self.msgs.warn(f"{cfg.master.path}: unused parameter: {name}={value}")
+            if name in postfix_names:
+                self.msgs.warn(f"{cfg.master.path}: Postfix parameter not implemented by hato: "
+                               f"{name}={value}")
+            else:
+                self.msgs.warn(f"{cfg.master.path}: unused parameter: {name}={value}")
 
-    def expander(self, settings: Settings, cfg: Config, where: str) -> Expander:
-        return Expander(settings.raw)
-
-    def expand_value(self, settings: Settings, cfg: Config, value: str, where: str) -> str:
+    def expand_value(self, settings: Settings, cfg: Config, value: str, where: str,
+                     name: str | None = None) -> str:
         exp = Expander(settings.raw)
-        value = exp.expand(value)
+        value = exp.expand_param(name, value) if name else exp.expand(value)
         for name in exp.undefined:
             self.msgs.warn(f"{where}: undefined parameter: {name}")
         return value
@@ -108,8 +116,18 @@ class Postconf:
         known = cfg.known()
         set_here = cfg.main_values()
         set_here.update(self.overrides)
+        # Postfix parameters hato does not implement are still shown where
+        # they are set, so that postconf -n lists the whole configuration.
+        foreign = {n for n in set_here if n not in known and n in postfix_parameter_names()}
 
         def value_of(name: str) -> str | None:
+            if name in foreign:
+                if "d" in self.mode:
+                    return None
+                value = set_here[name]
+                if "x" in self.mode and settings is not None:
+                    value = self.expand_value(settings, cfg, value, cfg.main.path)
+                return value
             if "d" in self.mode:
                 value = cfg.default(name, known)
                 if value is not None and "x" in self.mode:
@@ -120,12 +138,12 @@ class Postconf:
                 return None
             value = settings.raw(name)
             if value is not None and "x" in self.mode:
-                value = self.expand_value(settings, cfg, value, cfg.main.path)
+                value = self.expand_value(settings, cfg, value, cfg.main.path, name)
             return value
 
         if names:
             for name in names:
-                value = value_of(name) if name in known else None
+                value = value_of(name) if name in known or name in foreign else None
                 if value is None:
                     if name not in known or "n" not in self.mode:
                         self.msgs.warn(f"{name}: unknown parameter")
@@ -133,7 +151,7 @@ class Postconf:
                 self.show(name, value)
             return 0
         if "n" in self.mode:
-            candidates = sorted(n for n in set_here if n in known)
+            candidates = sorted(n for n in set_here if n in known or n in foreign)
         else:
             candidates = sorted(known)
         for name in candidates:
@@ -148,10 +166,9 @@ class Postconf:
         if "e" in self.mode:
             pairs = []
             for arg in args:
-                name, value = split_nameval(arg, "", 0) if True else ("", "")
+                name, value = split_nameval(arg, "", 0)
                 pairs.append((name, value))
-            for name, value in pairs:
-                main.set(name, value)
+            main.set_many(pairs)
         elif "X" in self.mode:
             for name in args:
                 main.remove(name)

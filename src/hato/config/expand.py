@@ -76,8 +76,10 @@ def references(text: str) -> Iterator[tuple[str, str]]:
     i, n = 0, len(text)
     while i < n:
         j = text.find("$", i)
-        if j < 0 or j + 1 >= n:
+        if j < 0:
             return
+        if j + 1 >= n:
+            raise ExpandError(f'empty macro name: "{text}"')
         c = text[j + 1]
         if c == "$":
             i = j + 2
@@ -91,7 +93,7 @@ def references(text: str) -> Iterator[tuple[str, str]]:
             yield "name", text[j + 1 : k]
             i = k
         else:
-            i = j + 1
+            raise ExpandError(f'empty macro name: "{text}"')
 
 
 def _balanced(text: str, start: int) -> tuple[str, int]:
@@ -158,8 +160,7 @@ class Expander:
                 break
             out.append(text[i:j])
             if j + 1 >= n:
-                out.append("$")
-                break
+                raise ExpandError(f'empty macro name: "{text}"')
             c = text[j + 1]
             if c == "$":
                 out.append("$")
@@ -174,9 +175,17 @@ class Expander:
                 out.append(self._use(text[j + 1 : k]))
                 i = k
             else:
-                out.append("$")
-                i = j + 1
+                raise ExpandError(f'empty macro name: "{text}"')
         return "".join(out)
+
+    def expand_param(self, name: str, value: str) -> str:
+        """Expand *value*, the value of parameter *name*: a reference back to
+        *name* is reported as a loop that starts at *name*."""
+        self._chain.append(name)
+        try:
+            return self.expand(value)
+        finally:
+            self._chain.pop()
 
     # -- pieces -------------------------------------------------------------
 

@@ -140,6 +140,12 @@ class MainCf:
 
     # -- editing ------------------------------------------------------------
 
+    def _kept(self, d: Definition) -> list[str]:
+        """Comment and blank lines inside a definition's continuation lines:
+        an edit keeps them, before the new text, as Postfix does."""
+        return [line for line in self.lines[d.first : d.last + 1]
+                if not line.strip() or line.lstrip().startswith("#")]
+
     def _spans(self, name: str) -> list[Definition]:
         return [d for d in self.definitions if d.name == name]
 
@@ -156,11 +162,11 @@ class MainCf:
     def set(self, name: str, value: str) -> None:
         """``postconf -e``: replace every definition of *name*, or append one."""
         eol = self._eol()
-        text = f"{name} = {value}{eol}" if value else f"{name} ={eol}"
+        text = f"{name} = {value}{eol}"
         spans = self._spans(name)
         if spans:
             for d in reversed(spans):
-                self.lines[d.first : d.last + 1] = [text]
+                self.lines[d.first : d.last + 1] = self._kept(d) + [text]
             self._reparse()
         else:
             if self.lines and not self.lines[-1].endswith(("\n", "\r")):
@@ -168,11 +174,22 @@ class MainCf:
             self.lines.append(text)
             self._reparse()
 
+    def set_many(self, pairs: list[tuple[str, str]]) -> None:
+        """``postconf -e a=1 b=2``: names already defined are replaced in
+        place; new names are appended in name order, as Postfix does."""
+        new = sorted({n for n, _ in pairs if not self._spans(n)})
+        values = dict(pairs)
+        for name, value in pairs:
+            if name not in new:
+                self.set(name, value)
+        for name in new:
+            self.set(name, values[name])
+
     def remove(self, name: str) -> bool:
         """``postconf -X``: delete every definition of *name*."""
         spans = self._spans(name)
         for d in reversed(spans):
-            self.lines[d.first : d.last + 1] = []
+            self.lines[d.first : d.last + 1] = self._kept(d)
         if spans:
             self._reparse()
         return bool(spans)

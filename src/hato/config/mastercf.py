@@ -318,6 +318,10 @@ class MasterCf:
             body = raw.rstrip("\r\n")
             stripped = body.strip()
             if not stripped or stripped.startswith("#"):
+                # Comments up to the next entry belong to this entry's span,
+                # as in Postfix's editor (they are kept when it is rewritten).
+                if start is not None:
+                    last = idx
                 continue
             if len(body) > MAX_LOGICAL_LINE:
                 raise ConfigError(f"line longer than {MAX_LOGICAL_LINE} characters",
@@ -342,8 +346,14 @@ class MasterCf:
 
     # -- edits (postconf -Me/-MX/-M#/-Fe/-Pe/-PX) ---------------------------
 
-    def _replace(self, svc: Service, new_lines: list[str]) -> None:
-        self.lines[svc.first : svc.last + 1] = new_lines
+    def _replace(self, svc: Service, new_lines: list[str], comments_first: bool = True) -> None:
+        """Replace an entry's lines; comment and blank lines that stood
+        between its continuation lines are kept, before the new text (after
+        it for a whole new entry, -Me), as Postfix's editor does."""
+        kept = [line for line in self.lines[svc.first : svc.last + 1]
+                if not line.strip() or line.lstrip().startswith("#")]
+        self.lines[svc.first : svc.last + 1] = (
+            kept + new_lines if comments_first else new_lines + kept)
         self.warnings = []
         self._scan()
 
@@ -354,7 +364,7 @@ class MasterCf:
         entry = format_entry(fields, fold=True) + "\n"
         found = self.find(name, type_)
         if found:
-            self._replace(found[0], [entry])
+            self._replace(found[0], [entry], comments_first=False)
         else:
             if self.lines and not self.lines[-1].endswith("\n"):
                 self.lines[-1] += "\n"
@@ -370,7 +380,12 @@ class MasterCf:
     def comment_out(self, name: str, type_: str) -> bool:
         found = self.find(name, type_)
         for svc in reversed(found):
-            self._replace(svc, ["#" + line for line in self.lines[svc.first : svc.last + 1]])
+            span = self.lines[svc.first : svc.last + 1]
+            self.lines[svc.first : svc.last + 1] = [
+                line if not line.strip() or line.lstrip().startswith("#") else "#" + line
+                for line in span]
+            self.warnings = []
+            self._scan()
         return bool(found)
 
     def set_field(self, name: str, type_: str, index: int, value: str) -> bool:

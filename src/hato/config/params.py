@@ -71,6 +71,8 @@ _p("compatibility_level", S, "0", "The backwards-compatibility level of the conf
 _p("mail_name", S, "Postfix", "The mail system name shown in the SMTP greeting and headers.")
 _p("mail_version", S, "", "The version of the mail system.", computed=True)
 _p("mail_release_date", S, "", "The release date of the mail system.", computed=True)
+_p("proxy_interfaces", L, "",
+   "Addresses this system receives mail on through a proxy or NAT device.")
 
 # --- directories, owners, processes ------------------------------------------
 _p("config_directory", S, "/etc/hato", "The directory with main.cf and master.cf.", computed=True)
@@ -86,6 +88,54 @@ _p("default_process_limit", I, "100", "The default maximal number of processes p
 _p("process_id", S, "", "The process ID of a running process.", computed=True)
 _p("process_name", S, "", "The name of a running process.", computed=True)
 _p("service_name", S, "", "The master.cf service name of a running daemon.", computed=True)
+_p("html_directory", S, "no", 'Where HTML documentation is installed, or "no".')
+_p("mailq_path", S, "/usr/bin/mailq", "Where the Sendmail-compatible mailq command is installed.")
+_p("manpage_directory", S, "/usr/share/man", "Where the manual pages are installed.")
+_p("newaliases_path", S, "/usr/bin/newaliases",
+   "Where the Sendmail-compatible newaliases command is installed.")
+_p("process_id_directory", S, "pid", "The directory for PID files, relative to $queue_directory.")
+_p("readme_directory", S, "no", 'Where README documentation is installed, or "no".')
+_p("sample_directory", S, "/etc/hato", "The directory with example configuration files.")
+_p("sendmail_path", S, "/usr/sbin/sendmail",
+   "Where the Sendmail-compatible sendmail command is installed.")
+_p("shlib_directory", S, "no", 'Where shared libraries and database plugins live, or "no".')
+
+# --- master and services ------------------------------------------------------
+_p("daemon_table_open_error_is_fatal", B, "no",
+   "Whether a daemon exits (yes) or degrades (no) when a lookup table fails to open.")
+_p("daemon_timeout", T, "18000s",
+   "How long a daemon may spend on one request before its watchdog kills it.", lo=1)
+_p("export_environment", L, "TZ MAIL_CONFIG LANG",
+   "Environment variables passed on to external commands.")
+_p("import_environment", L,
+   "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY DISPLAY LANG=C POSTLOG_SERVICE"
+   " POSTLOG_HOSTNAME",
+   "Environment variables kept from the parent process, or name=value settings.")
+_p("known_tcp_ports", L, "lmtp=24, smtp=25, smtps=submissions=465, submission=587",
+   "Port numbers for service names, used instead of looking up /etc/services.")
+_p("master_service_disable", L, "",
+   "master.cf services (name/type or type) that master does not start.")
+_p("max_idle", T, "100s", "How long an idle daemon process waits for work before it exits.", lo=1)
+_p("max_use", I, "100", "How many requests a daemon process serves before it exits.", lo=1)
+_p("service_throttle_time", T, "60s",
+   "How long master waits before restarting a service that keeps failing.", lo=1)
+
+# --- multiple instances -------------------------------------------------------
+_p("alternate_config_directories", L, "",
+   "Other configuration directories that users may name with -c or MAIL_CONFIG.")
+_p("multi_instance_directories", L, "", "The configuration directories of the secondary instances.")
+_p("multi_instance_enable", B, "no",
+   "Allow the multi-instance manager to start and stop this instance.")
+_p("multi_instance_group", S, "", "The instance group this instance belongs to.")
+_p("multi_instance_name", S, "", "The name of this instance.")
+_p("multi_instance_wrapper", S, "",
+   "The multi-instance manager command that the start/stop command calls.")
+_p("postmulti_control_commands", L, "reload flush",
+   "Commands that postmulti runs only on instances that are running.")
+_p("postmulti_start_commands", L, "start",
+   "Commands that postmulti treats as starting an instance.")
+_p("postmulti_stop_commands", L, "stop abort drain quick-stop",
+   "Commands that postmulti treats as stopping an instance.")
 
 # --- logging -----------------------------------------------------------------
 _p("maillog_file", S, "", "The file that hato logs to instead of syslog.")
@@ -93,6 +143,62 @@ _p("maillog_file_prefixes", L, "/var, /dev/stdout", "Path prefixes that maillog_
 _p("syslog_name", S, "${multi_instance_name?{$multi_instance_name}:{postfix}}",
    "The name that prefixes each program name in log records.")
 _p("syslog_facility", S, "mail", "The syslog facility of log records.")
+_p("debug_peer_level", I, "2",
+   "How much verbose logging increases for peers matching debug_peer_list.", lo=1)
+_p("debug_peer_list", L, "",
+   "Peer names, addresses or destinations that get extra verbose logging.")
+_p("delay_logging_resolution_limit", I, "2",
+   "The number of decimal digits for sub-second delays in log records.", hi=6)
+_p("helpful_warnings", B, "yes", "Log warnings about questionable settings, with suggestions.")
+_p("info_log_address_format", S, "external",
+   "How addresses are written in non-debug logging: external or internal form.")
+_p("maillog_file_compressor", S, "gzip",
+   "The program that compresses $maillog_file after rotation.")
+_p("maillog_file_rotate_suffix", S, "%Y%m%d-%H%M%S",
+   "The strftime() suffix appended to $maillog_file when it is rotated.")
+_p("respectful_logging", B, "${{$compatibility_level} <level {3.6} ? {no} : {yes}}",
+   'Log "allowlist"/"denylist" instead of the older "whitelist"/"blacklist".')
+_p("show_user_unknown_table_name", B, "yes", 'Name the recipient table in "User unknown" replies.')
+
+# --- lookup tables ------------------------------------------------------------
+_p("default_database_type", S, "hash",
+   "The table type used by postmap, postalias and newaliases when none is given.")
+_p("lmdb_map_size", Z, "16777216", "The initial size limit of an lmdb database, in bytes.", lo=1)
+_p("parent_domain_matches_subdomains", L,
+   "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,"
+   "qmqpd_authorized_clients,relay_domains,smtpd_access_maps",
+   "Features where the pattern example.com also matches its subdomains.")
+_p("proxy_read_maps", M,
+   "$local_recipient_maps $mydestination $virtual_alias_maps $virtual_alias_domains"
+   " $virtual_mailbox_maps $virtual_mailbox_domains $relay_recipient_maps $relay_domains"
+   " $canonical_maps $sender_canonical_maps $recipient_canonical_maps $relocated_maps"
+   " $transport_maps $mynetworks $smtpd_sender_login_maps $sender_bcc_maps $recipient_bcc_maps"
+   " $smtp_generic_maps $lmtp_generic_maps $alias_maps $smtpd_client_restrictions"
+   " $smtpd_helo_restrictions $smtpd_sender_restrictions $smtpd_relay_restrictions"
+   " $smtpd_recipient_restrictions $address_verify_sender_dependent_default_transport_maps"
+   " $address_verify_sender_dependent_relayhost_maps $address_verify_transport_maps"
+   " $fallback_transport_maps $lmtp_discard_lhlo_keyword_address_maps"
+   " $lmtp_pix_workaround_maps $lmtp_sasl_password_maps $lmtp_tls_policy_maps"
+   " $mailbox_command_maps $mailbox_transport_maps"
+   " $postscreen_discard_ehlo_keyword_address_maps $rbl_reply_maps"
+   " $sender_dependent_default_transport_maps $sender_dependent_relayhost_maps"
+   " $smtp_discard_ehlo_keyword_address_maps $smtp_pix_workaround_maps"
+   " $smtp_sasl_password_maps $smtp_tls_policy_maps $smtpd_discard_ehlo_keyword_address_maps"
+   " $smtpd_milter_maps $virtual_gid_maps $virtual_uid_maps $local_login_sender_maps"
+   " $postscreen_reject_footer_maps $smtpd_reject_footer_maps $tls_server_sni_maps"
+   " $tlsproxy_client_policy_maps $default_delivery_status_filter $lmtp_delivery_status_filter"
+   " $lmtp_dns_reply_filter $lmtp_reply_filter $local_delivery_status_filter"
+   " $pipe_delivery_status_filter $postscreen_command_filter $smtp_delivery_status_filter"
+   " $smtp_dns_reply_filter $smtp_reply_filter $smtpd_command_filter $smtpd_dns_reply_filter"
+   " $virtual_delivery_status_filter $body_checks $header_checks $lmtp_body_checks"
+   " $lmtp_header_checks $lmtp_mime_header_checks $lmtp_nested_header_checks"
+   " $milter_header_checks $mime_header_checks $nested_header_checks $smtp_body_checks"
+   " $smtp_header_checks $smtp_mime_header_checks $smtp_nested_header_checks",
+   "Tables that the proxymap service may read.")
+_p("proxy_write_maps", M,
+   "$smtp_sasl_auth_cache_name $lmtp_sasl_auth_cache_name $address_verify_map"
+   " $postscreen_cache_map",
+   "Tables that the proxywrite service may update.")
 
 # --- stress ------------------------------------------------------------------
 _p("stress", S, "", "Set to yes by master when a service reaches its process limit.")
@@ -108,6 +214,8 @@ _p("smtpd_client_connection_rate_limit", I, "0", "Maximal connection attempts pe
 _p("smtpd_client_event_limit_exceptions", L,
    "${smtpd_client_connection_limit_exceptions:$mynetworks}",
    "Clients exempt from connection count, rate and request limits.")
+_p("anvil_status_update_time", T, "600s",
+   "How often anvil logs its peak connection and rate statistics.", lo=1)
 
 PARAMS: dict[str, Param] = _T
 
@@ -122,8 +230,38 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
     "mail_version": "hato's own version",
     "mail_release_date": "hato's own release date",
     "process_id": "the process ID differs between any two processes",
+    "html_directory": "hato installs no HTML documentation",
+    "readme_directory": "hato installs no README files (its documentation is in docs/)",
+    "sample_directory": "follows config_directory",
+    "shlib_directory": "hato loads no shared libraries or database plugins",
 }
 
 
 def get(name: str) -> Param | None:
     return PARAMS.get(name)
+
+
+# Names Postfix still accepts in main.cf but no longer shows with ``postconf -d``
+# (its pcf_legacy_str_table): each is only the fallback of its successor's
+# default, e.g. postscreen_denylist_action = ${postscreen_blacklist_action?...}.
+# They are not in PARAMS; a main.cf that sets one is not using an unknown name.
+LEGACY_PARAMS: dict[str, str] = {
+    "authorized_verp_clients": "smtpd_authorized_verp_clients",
+    "fallback_relay": "smtp_fallback_relay",
+    "lmtp_per_record_deadline": "lmtp_per_request_deadline",
+    "postscreen_blacklist_action": "postscreen_denylist_action",
+    "postscreen_dnsbl_ttl": "postscreen_dnsbl_max_ttl",
+    "postscreen_dnsbl_whitelist_threshold": "postscreen_dnsbl_allowlist_threshold",
+    "postscreen_whitelist_interfaces": "postscreen_allowlist_interfaces",
+    "smtp_per_record_deadline": "smtp_per_request_deadline",
+    "smtpd_client_connection_limit_exceptions": "smtpd_client_event_limit_exceptions",
+    "smtpd_per_record_deadline": "smtpd_per_request_deadline",
+    "tlsproxy_client_level": "tlsproxy_client_security_level",
+    "tlsproxy_client_policy": "tlsproxy_client_policy_maps",
+    "virtual_maps": "virtual_alias_maps",
+}
+
+
+# The rest of the table lives in data modules, one per area; each registers its
+# entries with _p(), so PARAMS is complete once this module is imported.
+from . import params_flow, params_smtp, params_smtpd  # noqa: F401

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 
 from . import values
@@ -60,6 +61,17 @@ _SUFFIX_KIND = {
     "recipient_refill_delay": Kind.TIME, "recipient_refill_limit": Kind.INT,
     "transport_rate_delay": Kind.TIME, "time_limit": Kind.TIME,
 }
+
+
+@lru_cache(maxsize=1)
+def _names_in_defaults() -> frozenset[str]:
+    """Names the built-in defaults refer to. Legacy names such as
+    postscreen_blacklist_action are used this way: a default of a newer
+    parameter refers to them, so setting them is not "unused"."""
+    names: set[str] = set()
+    for p in PARAMS.values():
+        names.update(referenced_names(p.default))
+    return frozenset(names)
 
 
 def config_directory_from_env(option: str | None) -> tuple[str, bool]:
@@ -129,7 +141,7 @@ class Config:
         defined = set(self.main.values())
         for svc in self.master.services:
             defined |= set(svc.overrides())
-        referenced: set[str] = set()
+        referenced: set[str] = set(_names_in_defaults())
         for text in self._all_texts():
             referenced.update(referenced_names(text))
         classes = self.main.values().get("smtpd_restriction_classes", "")
@@ -223,6 +235,7 @@ class Config:
                  overrides: Mapping[str, str] | None = None) -> "Settings":
         layer = self.main_values()
         if service is not None:
+            layer["service_name"] = service.name
             layer.update(service.overrides())
         if overrides:
             layer.update(overrides)
@@ -285,9 +298,7 @@ class Settings(Mapping[str, str]):
         raw = self.raw(name)
         if raw is None:
             return None
-        expander = Expander(self._lookup)
-        expander._chain.append(name)
-        value = expander.expand(raw)
+        value = Expander(self._lookup).expand_param(name, raw)
         self._cache[name] = value
         return value
 

@@ -1,0 +1,177 @@
+"""``hato check``: validate an instance's configuration before anything runs,
+as ``postfix check`` does.
+
+It reads main.cf and master.cf and reports, each with file and line:
+
+* syntax errors (a line without ``=``, a master.cf entry with too few
+  columns, an unbalanced ``${``) — errors;
+* values that do not parse as their parameter's type or lie outside its
+  bounds — errors;
+* parameters nothing uses (typos) — warnings;
+* Postfix parameters hato does not implement — named as such;
+* master.cf services whose daemon hato does not run (yet) — named as such;
+* missing or unsafe paths, unknown mail_owner/setgid_group when run as root.
+
+Exit status 0 when there are no errors, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import stat
+
+from ..config.errors import ConfigError
+from ..config.expand import Expander
+from ..config.postfix_names import postfix_parameter_names
+from ..config.settings import Config
+from ..master.catalog import Status, describe
+from .common import Messages, load_config, parse_options, run
+
+
+class Report:
+    def __init__(self, msgs: Messages):
+        self.msgs = msgs
+        self.errors = 0
+
+    def error(self, text: str) -> None:
+        self.errors += 1
+        self.msgs.info(f"error: {text}")
+
+    def warn(self, text: str) -> None:
+        self.msgs.warn(text)
+
+
+def _where(path: str, line: int | None) -> str:
+    return f"{path}, line {line}" if line else path
+
+
+def check_parameters(cfg: Config, report: Report) -> None:
+    known = cfg.known()
+    postfix_names = postfix_parameter_names()
+    main = cfg.main
+    for name, value, line in cfg.unused():
+        where = _where(main.path, line)
+        if name in postfix_names:
+            report.warn(f"{where}: Postfix parameter {name} is not implemented by hato "
+                        f"and has no effect: {name}={value}")
+        else:
+            report.warn(f"{where}: unused parameter: {name}={value}")
+    settings = cfg.settings()
+    for name in main.values():
+        if name not in known:
+            continue
+        where = _where(main.path, main.lineno(name))
+        try:
+            settings.check(name)
+        except ConfigError as err:
+            report.error(f"{where}: {err.message}")
+    for svc in cfg.master.services:
+        overrides = svc.overrides()
+        svc_settings = cfg.settings(svc)
+        where = _where(cfg.master.path, svc.lineno)
+        for name, value in overrides.items():
+            if name not in known:
+                if name in postfix_names:
+                    report.warn(f"{where}: service {svc.key}: Postfix parameter {name} is not "
+                                f"implemented by hato and has no effect: {name}={value}")
+                else:
+                    report.warn(f"{where}: service {svc.key}: unused parameter: {name}={value}")
+                continue
+            try:
+                svc_settings.check(name)
+            except ConfigError as err:
+                report.error(f"{where}: service {svc.key}: {err.message}")
+    for path, name in cfg.undefined_references():
+        report.warn(f"{path}: undefined parameter: {name}")
+
+
+def check_services(cfg: Config, report: Report) -> None:
+    seen: dict[str, int] = {}
+    for svc in cfg.master.services:
+        where = _where(cfg.master.path, svc.lineno)
+        if svc.key in seen:
+            report.error(f"{where}: duplicate service {svc.key} (first at line {seen[svc.key]})")
+        seen.setdefault(svc.key, svc.lineno)
+        info = describe(svc.command)
+        if info is None:
+            report.warn(f"{where}: service {svc.key}: unknown daemon \"{svc.command}\"; "
+                        f"hato cannot run it")
+        elif info[0] is Status.PLANNED:
+            report.warn(f"{where}: service {svc.key}: daemon {svc.command} ({info[1]}) is "
+                        f"{Status.PLANNED.value} in hato")
+
+
+def check_paths(cfg: Config, report: Report) -> None:
+    for fname in ("main.cf", "master.cf"):
+        path = os.path.join(cfg.config_dir, fname)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            if fname == "master.cf":
+                report.warn(f"{path}: file not found; no services are defined")
+            continue
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            report.warn(f"{path}: group or other writable")
+    settings = cfg.settings()
+    for name in ("queue_directory", "data_directory"):
+        try:
+            directory = settings.str(name)
+        except ConfigError as err:
+            report.error(str(err))
+            continue
+        if not os.path.isabs(directory):
+            report.error(f"{name} = {directory}: must be an absolute path")
+        elif not os.path.isdir(directory):
+            parent = os.path.dirname(directory.rstrip("/")) or "/"
+            if not os.access(parent, os.W_OK):
+                report.error(f"{name} = {directory}: does not exist and cannot be created")
+    if os.geteuid() == 0:
+        owner = settings.str("mail_owner")
+        group = settings.str("setgid_group")
+        try:
+            pw = pwd.getpwnam(owner)
+            if pw.pw_uid == 0:
+                report.error(f"mail_owner = {owner}: must not be the super-user")
+        except KeyError:
+            report.error(f"mail_owner = {owner}: unknown user; create it or set mail_owner")
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            report.error(f"setgid_group = {group}: unknown group; create it or set setgid_group")
+
+
+def check_expansions(cfg: Config, report: Report) -> None:
+    settings = cfg.settings()
+    for name, value in cfg.main.values().items():
+        try:
+            Expander(settings.raw).expand(value)
+        except ConfigError as err:
+            report.error(f"{_where(cfg.main.path, cfg.main.lineno(name))}: {name}: {err.message}")
+
+
+def body(msgs: Messages, argv: list[str]) -> int:
+    opts, args = parse_options(argv, "c:v")
+    config_dir = None
+    for opt, val in opts:
+        if opt == "-c":
+            config_dir = val
+    if args:
+        msgs.fatal("usage: hato [-c config_dir] check")
+    cfg = load_config(config_dir, process_name="check")
+    report = Report(msgs)
+    for w in cfg.main.warnings + cfg.master.warnings:
+        report.warn(w)
+    check_expansions(cfg, report)
+    check_parameters(cfg, report)
+    check_services(cfg, report)
+    check_paths(cfg, report)
+    if report.errors:
+        msgs.info(f"{report.errors} error(s) in the configuration in {cfg.config_dir}")
+        return 1
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    return run("hato", body, argv)

@@ -1,0 +1,115 @@
+"""``hato init DIR``: write a working default instance under DIR.
+
+The instance runs as the invoking user: queue, data, log and Maildirs live
+inside DIR; services listen on loopback only, on unprivileged ports (SMTP on
+127.0.0.1:2525, submission on 127.0.0.1:2587). Existing files are never
+overwritten.
+
+    hato init [-p smtp_port] DIR
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import time
+
+from .. import __version__
+from .common import Messages, parse_options, run
+
+MAIN_CF = """\
+# main.cf of a hato instance, written by `hato init` {date}.
+# Every parameter here is a Postfix parameter; `hato postconf -d` lists the
+# defaults and `hato check` validates this file.
+
+compatibility_level = 3.6
+
+# The instance lives in one directory and runs as {user}.
+queue_directory = {root}/queue
+data_directory = {root}/data
+mail_owner = {user}
+setgid_group = {group}
+maillog_file = {root}/log/maillog
+
+# Loopback only.
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+myhostname = localhost.localdomain
+mydestination = $myhostname, localhost.$mydomain, localhost
+
+# Mail for the local domain lands in Maildirs under {root}/mail.
+home_mailbox = Maildir/
+virtual_mailbox_base = {root}/mail
+"""
+
+MASTER_CF = """\
+# master.cf of a hato instance, written by `hato init` {date}.
+# ==========================================================================
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+#               (yes)   (yes)   (no)    (never) (100)
+# ==========================================================================
+127.0.0.1:{smtp_port} inet n    -       n       -       -       smtpd
+127.0.0.1:{submission_port} inet n -    n       -       -       smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+  -o syslog_name=postfix/$service_name
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+"""
+
+
+def body(msgs: Messages, argv: list[str]) -> int:
+    opts, args = parse_options(argv, "p:")
+    smtp_port = 2525
+    for opt, val in opts:
+        if opt == "-p":
+            if not val.isdigit() or not 0 < int(val) < 65535:
+                msgs.fatal(f"-p: bad port number: {val}")
+            smtp_port = int(val)
+    if len(args) != 1:
+        msgs.fatal("usage: hato init [-p smtp_port] DIR")
+    root = os.path.abspath(args[0])
+    os.makedirs(root, exist_ok=True)
+    for sub in ("queue", "data", "log", "mail"):
+        os.makedirs(os.path.join(root, sub), mode=0o755, exist_ok=True)
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    group = grp.getgrgid(os.getegid()).gr_name
+    values = {
+        "root": root, "user": user, "group": group, "smtp_port": smtp_port,
+        "submission_port": smtp_port + 62,
+        "date": time.strftime("%Y-%m-%d") + f" by hato {__version__}",
+    }
+    wrote = []
+    for name, template in (("main.cf", MAIN_CF), ("master.cf", MASTER_CF)):
+        path = os.path.join(root, name)
+        if os.path.exists(path):
+            msgs.info(f"{path} exists; left unchanged")
+            continue
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(template.format(**values))
+        wrote.append(path)
+    for path in wrote:
+        print(f"hato: wrote {path}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    return run("hato", body, argv)

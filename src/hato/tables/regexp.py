@@ -1,0 +1,193 @@
+"""``regexp:`` tables: regexp_table(5) with POSIX regular expressions.
+
+Postfix compiles regexp tables with the C library's ``regcomp()`` and
+matches with ``regexec()``; so does this module (through ctypes), so that
+matching is exactly Postfix's: POSIX extended syntax, leftmost-longest
+matching (``^(a|ab)`` against ``abc`` sets ``$1`` to ``ab``), POSIX classes
+such as ``[[:alpha:]]``, and byte-wise matching in the "C" locale.
+
+Flags after the closing delimiter toggle regcomp() options, starting from
+``REG_EXTENDED | REG_ICASE``: ``i`` (case), ``m`` (``REG_NEWLINE``), ``x``
+(extended syntax: ``/re/x`` is a basic regular expression). The file syntax
+(``if``/``endif``, ``!``, ``$1`` substitution, ``/pat1/!/pat2/``) is in
+:mod:`hato.tables.patternfile`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+from .base import TableError
+from .patternfile import Pattern, PatternFileTable, Report, log, printable
+
+REG_EXTENDED = 1
+REG_ICASE = 2
+REG_NEWLINE = 4
+REG_NOSUB = 8
+REG_NOMATCH = 1
+
+_REGEX_T_SIZE = 256  # glibc's regex_t is 64 bytes; leave room
+_LC_ALL_MASK = 8127  # glibc: every LC_*_MASK bit except LC_ALL's
+
+
+def _load_libc() -> ctypes.CDLL:
+    name = ctypes.util.find_library("c") or "libc.so.6"
+    libc = ctypes.CDLL(name)
+    libc.regcomp.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    libc.regcomp.restype = ctypes.c_int
+    libc.regexec.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                             ctypes.c_void_p, ctypes.c_int]
+    libc.regexec.restype = ctypes.c_int
+    libc.regerror.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    libc.regerror.restype = ctypes.c_size_t
+    libc.regfree.argtypes = [ctypes.c_void_p]
+    libc.regfree.restype = None
+    libc.newlocale.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p]
+    libc.newlocale.restype = ctypes.c_void_p
+    libc.uselocale.argtypes = [ctypes.c_void_p]
+    libc.uselocale.restype = ctypes.c_void_p
+    return libc
+
+
+try:
+    _libc = _load_libc()
+except (OSError, AttributeError) as _err:  # pragma: no cover - not glibc
+    raise ImportError(f"the C library's POSIX regex functions are not available: {_err}") \
+        from None
+
+_regcomp = _libc.regcomp
+_regexec = _libc.regexec
+_regerror = _libc.regerror
+_regfree = _libc.regfree
+_uselocale = _libc.uselocale
+#: Postfix runs in the "C" locale: regcomp()/regexec() must too, whatever
+#: LC_CTYPE Python set at start-up (C.UTF-8 would make '.' match a character).
+_C_LOCALE = _libc.newlocale(_LC_ALL_MASK, b"C", None)
+if not _C_LOCALE:  # pragma: no cover
+    raise ImportError("newlocale(C) failed")
+
+
+class _Regex:
+    """One compiled regex_t."""
+
+    __slots__ = ("buf", "addr")
+
+    def __init__(self, buf: ctypes.Array):
+        self.buf = buf
+        self.addr = ctypes.addressof(buf)
+
+
+def _compile_raw(regex: bytes, options: int) -> tuple[_Regex | None, int, str]:
+    buf = ctypes.create_string_buffer(_REGEX_T_SIZE)
+    prev = _uselocale(_C_LOCALE)
+    try:
+        err = _regcomp(ctypes.addressof(buf), regex, options)
+    finally:
+        _uselocale(prev)
+    if err != 0:
+        msg = ctypes.create_string_buffer(256)
+        _regerror(err, ctypes.addressof(buf), msg, 256)
+        return None, 0, msg.value.decode("utf-8", "replace")
+    return _Regex(buf), 0, ""
+
+
+def _find_nsub_offset() -> int:
+    """Where regex_t keeps re_nsub (size_t): found by compiling probes."""
+    probes = [(b"(a)", 1), (b"(a)(b)(c)", 3), (b"((a)(b))(c)(d)(e)(f)", 7)]
+    compiled = []
+    for text, _count in probes:
+        rx = _compile_raw(text, REG_EXTENDED)[0]
+        if rx is None:  # pragma: no cover
+            raise ImportError("regcomp() does not work")
+        compiled.append(rx)
+    size = ctypes.sizeof(ctypes.c_size_t)
+    try:
+        for off in range(0, _REGEX_T_SIZE - size + 1, size):
+            if all(int.from_bytes(rx.buf.raw[off:off + size], "little") == count
+                   for rx, (_t, count) in zip(compiled, probes)):
+                return off
+    finally:
+        for rx in compiled:
+            _regfree(rx.addr)
+    raise ImportError("cannot find re_nsub in regex_t")  # pragma: no cover
+
+
+_NSUB_OFFSET = _find_nsub_offset()
+_SIZE_T = ctypes.sizeof(ctypes.c_size_t)
+
+
+def regex_compile(regex: bytes, options: int) -> tuple[_Regex, int]:
+    """regcomp() in the "C" locale: (compiled, number of groups);
+    ValueError with regerror()'s text."""
+    rx, _unused, err = _compile_raw(regex, options)
+    if rx is None:
+        raise ValueError(err)
+    nsub = int.from_bytes(rx.buf.raw[_NSUB_OFFSET:_NSUB_OFFSET + _SIZE_T], "little")
+    return rx, nsub
+
+
+class RegexpTable(PatternFileTable):
+    """``regexp:/path``: first matching rule wins, as in Postfix."""
+
+    type_name = "regexp"
+    default_options = REG_EXTENDED | REG_ICASE
+    second_pattern = True
+    trailing_backslash_closes = True
+    no_delimiter_action = "skipping"
+
+    _pmatch: ctypes.Array | None = None
+    _pmatch_len = 0
+
+    def parse_option(self, options: int, ch: int, report: Report, line: int) -> int | None:
+        if ch == 0x69:  # i
+            return options ^ REG_ICASE
+        if ch == 0x6D:  # m
+            return options ^ REG_NEWLINE
+        if ch == 0x78:  # x
+            return options ^ REG_EXTENDED
+        report.warn(line, f'unknown regexp option "{printable(bytes([ch]))}": '
+                          f'skipping this rule')
+        return None
+
+    def compile(self, pattern: Pattern, want_groups: bool) -> tuple[object, int]:
+        options = pattern.options if want_groups else pattern.options | REG_NOSUB
+        return regex_compile(pattern.regex, options)
+
+    def free(self, expr: object) -> None:
+        if isinstance(expr, _Regex) and expr.addr:
+            _regfree(expr.addr)
+            expr.addr = 0
+
+    def execute(self, expr: object, key: bytes,
+                groups: int) -> list[tuple[int, int]] | bool | None:
+        assert isinstance(expr, _Regex)
+        if groups == 0:
+            err = _regexec(expr.addr, key, 0, None, 0)
+            if err == 0:
+                return True
+        else:
+            count = groups + 1
+            if count > self._pmatch_len:
+                self._pmatch = (ctypes.c_int * (2 * count))()
+                self._pmatch_len = count
+            pm = self._pmatch
+            err = _regexec(expr.addr, key, count, pm, 0)
+            if err == 0:
+                return [(pm[2 * i], pm[2 * i + 1]) for i in range(count)]
+        if err == REG_NOMATCH:
+            return False
+        msg = ctypes.create_string_buffer(256)
+        _regerror(err, expr.addr, msg, 256)
+        log.warning("regexp map %s: %s", self.spec, msg.value.decode("utf-8", "replace"))
+        return None
+
+    def _run(self, key: bytes) -> bytes | None:
+        prev = _uselocale(_C_LOCALE)
+        try:
+            return super()._run(key)
+        finally:
+            _uselocale(prev)
+
+
+__all__ = ["RegexpTable", "TableError", "regex_compile"]

@@ -1,0 +1,122 @@
+"""Bad configuration gives one clear line with file and line, a non-zero
+exit status, and nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.hatorun import hato_inprocess
+from tests.conftest import run_hato
+
+GOOD_MASTER = "smtp inet n - n - - smtpd\n"
+
+
+def make(tmp_path, main: bytes | str, master: bytes | str = GOOD_MASTER):
+    d = tmp_path / "cfg"
+    d.mkdir()
+    (d / "main.cf").write_bytes(main if isinstance(main, bytes) else main.encode())
+    (d / "master.cf").write_bytes(master if isinstance(master, bytes) else master.encode())
+    return d
+
+
+def fatal_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "fatal" in line or "error:" in line]
+
+
+@pytest.mark.parametrize("main, line, words", [
+    ("myhostname = a.example\nsmtpd_banner\n", 2, "missing '=' after attribute name"),
+    (b"myhostname = a.example\nsmtpd_banner = \xff\n", 2, "invalid UTF-8"),
+    (b"smtpd_banner = " + b"x" * (1024 * 1024) + b"\n", 1, "logical line longer than"),
+], ids=["no-equals", "non-utf8", "1mb-line"])
+@pytest.mark.parametrize("command", [["postconf", "-n"], ["check"],
+                                     ["postconf", "-e", "myhostname=b.example"]])
+def test_main_cf_syntax(tmp_path, main, line, words, command):
+    d = make(tmp_path, main)
+    before = (d / "main.cf").read_bytes()
+    r = hato_inprocess("-c", str(d), *command)
+    assert r.returncode != 0
+    lines = fatal_lines(r.stderr)
+    assert len(lines) == 1, r.stderr
+    assert f"{d}/main.cf, line {line}: {words}" in lines[0]
+    assert (d / "main.cf").read_bytes() == before
+
+
+@pytest.mark.parametrize("master, words", [
+    ("smtp inet n - n -\n", "bad field count"),
+    ("smtp inet n - n - - smtpd\nrelay unix - - n - smtp\n", "bad field count"),
+    ("smtp tcp n - n - - smtpd\n", 'invalid type field "tcp"'),
+])
+def test_master_cf_columns(tmp_path, master, words):
+    d = make(tmp_path, "myhostname = a.example\n", master)
+    before = (d / "master.cf").read_bytes()
+    for command in (["postconf", "-M"], ["check"], ["postconf", "-Pe", "smtp/inet/a=b"]):
+        r = hato_inprocess("-c", str(d), *command)
+        assert r.returncode != 0
+        lines = fatal_lines(r.stderr)
+        assert len(lines) == 1 and f"{d}/master.cf, line" in lines[0] and words in lines[0]
+    assert (d / "master.cf").read_bytes() == before
+
+
+def test_unbalanced_expansion(tmp_path):
+    d = make(tmp_path, "myhostname = a.example\nsmtpd_banner = ${myhostname\n")
+    r = hato_inprocess("-c", str(d), "postconf", "-x", "smtpd_banner")
+    assert r.returncode != 0 and "truncated macro reference" in r.stderr
+    r = hato_inprocess("-c", str(d), "check")
+    assert r.returncode != 0
+    assert f"{d}/main.cf, line 2: smtpd_banner: truncated macro reference" in r.stderr
+
+
+def test_expansion_loop_is_named(tmp_path):
+    d = make(tmp_path, "myhostname = $mydomain\nmydomain = $myorigin\nmyorigin = $myhostname\n")
+    r = hato_inprocess("-c", str(d), "postconf", "-x", "myhostname")
+    assert r.returncode != 0
+    assert "myhostname -> mydomain -> myorigin -> myhostname" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("smtpd_timeout = 3x", "invalid time value: smtpd_timeout = 3x"),
+    ("default_process_limit = 0", "invalid default_process_limit parameter value 0 < 1"),
+    ("smtpd_recipient_limit = many", "bad numerical configuration"),
+])
+def test_check_types_and_bounds(tmp_path, setting, words):
+    d = make(tmp_path, f"myhostname = a.example\n{setting}\n")
+    r = hato_inprocess("-c", str(d), "check")
+    assert r.returncode == 1
+    assert f"{d}/main.cf, line 2: {words}" in r.stderr
+
+
+def test_check_bad_override_in_master(tmp_path):
+    d = make(tmp_path, "myhostname = a.example\n",
+             "submission inet n - n - - smtpd\n  -o smtpd_timeout=forever\n")
+    r = hato_inprocess("-c", str(d), "check")
+    assert r.returncode == 1
+    assert f"{d}/master.cf, line 1: service submission/inet: invalid time value" in r.stderr
+
+
+def test_check_names_unimplemented_and_unused(tmp_path):
+    d = make(tmp_path, "myhostname = a.example\nsmtp_sasl_mechanism_filter = plain\n"
+                       "myhostnmae = typo\n")
+    r = hato_inprocess("-c", str(d), "check")
+    assert f"{d}/main.cf, line 3: unused parameter: myhostnmae=typo" in r.stderr
+    assert (f"{d}/main.cf, line 2: Postfix parameter smtp_sasl_mechanism_filter is not "
+            "implemented by hato") in r.stderr or r.returncode == 0
+
+
+def test_missing_config_directory(tmp_path):
+    r = run_hato("-c", str(tmp_path / "nope"), "postconf", "-n")
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"postconf: fatal: open {tmp_path}/nope/main.cf: No such file or directory")
+
+
+def test_unknown_command_and_options():
+    r = hato_inprocess("frobnicate")
+    assert r.returncode == 1 and "unknown command: frobnicate" in r.stderr
+    r = hato_inprocess("postconf", "-Z")
+    assert r.returncode == 1 and "usage" in r.stderr
+
+
+def test_not_yet_commands_say_so():
+    r = hato_inprocess("start")
+    assert r.returncode == 1 and "not yet implemented" in r.stderr
