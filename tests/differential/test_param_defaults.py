@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from hato.config.params import DELIBERATE_DIFFERENCES, LEGACY_PARAMS, PARAMS, Kind
+from hato.config.params import (
+    DELIBERATE_DIFFERENCES,
+    LEGACY_PARAMS,
+    PARAMS,
+    RAW_PARAMS,
+    Kind,
+)
 
 pytestmark = pytest.mark.differential
 
@@ -34,15 +40,18 @@ def _postconf() -> str:
 
 
 @pytest.fixture(scope="module")
-def postfix_defaults(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """``postconf -d`` parsed into {name: default}."""
-    exe = _postconf()
+def empty_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     conf: Path = tmp_path_factory.mktemp("postfix-empty")
     (conf / "main.cf").write_text("")
     (conf / "master.cf").write_text("")
-    proc = subprocess.run([exe, "-c", str(conf), "-d"], capture_output=True, text=True,
-                          check=False)
-    assert proc.returncode == 0, f"postconf -d failed: {proc.stderr}"
+    return conf
+
+
+def _postconf_d(conf: Path, *args: str) -> dict[str, str]:
+    """``postconf -c CONF ARGS...`` parsed into {name: value}."""
+    proc = subprocess.run([_postconf(), "-c", str(conf), *args], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, f"postconf {' '.join(args[:3])} ... failed: {proc.stderr}"
     out: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         name, sep, value = line.partition(" = ")
@@ -50,6 +59,13 @@ def postfix_defaults(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]
             assert line.endswith(" ="), f"unexpected postconf -d line: {line!r}"
             name, value = line[:-2], ""
         out[name] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def postfix_defaults(empty_config: Path) -> dict[str, str]:
+    """``postconf -d`` parsed into {name: default}."""
+    out = _postconf_d(empty_config, "-d")
     assert len(out) > 500, "postconf -d printed too few parameters"
     return out
 
@@ -99,3 +115,18 @@ def test_time_units_match_defaults() -> None:
            if p.kind is Kind.TIME and p.default and p.default[-1].isalpha()
            and p.default[-1] != p.unit]
     assert not bad, f"TIME parameters whose unit differs from their default's: {bad}"
+
+
+def test_raw_parameters_are_those_postfix_does_not_expand(
+        empty_config: Path, postfix_defaults: dict[str, str]) -> None:
+    """RAW_PARAMS are exactly the table's parameters whose ``$`` Postfix leaves
+    alone: ``postconf -dx`` prints them as ``postconf -d`` does."""
+    assert RAW_PARAMS <= set(PARAMS), sorted(RAW_PARAMS - set(PARAMS))
+    names = sorted(n for n, p in PARAMS.items()
+                   if "$" in p.default and not p.computed and n in postfix_defaults)
+    expanded = _postconf_d(empty_config, "-dx", *names)
+    unexpanded = {n for n in names if expanded[n] == postfix_defaults[n]}
+    assert unexpanded == {n for n in names if n in RAW_PARAMS}, (
+        "RAW_PARAMS disagrees with postconf -dx: "
+        f"not expanded by Postfix {sorted(unexpanded)}")
+

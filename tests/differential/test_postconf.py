@@ -87,7 +87,11 @@ def test_default_expansions(tmp_path, postfix_postconf):
 def test_generated_main_cf(tmp_path, postfix_postconf, seed):
     rng = random.Random(seed)
     names = _closed_names()
-    chosen = rng.sample(names, 12)
+    # Parameters postconf itself interprets (and refuses junk in) stay out.
+    interpreted = {"inet_protocols", "inet_interfaces", "mynetworks_style", "mynetworks",
+                   "compatibility_level", "myhostname", "mydomain", "config_directory",
+                   "process_name", "process_id", "service_name"}
+    chosen = rng.sample([n for n in names if n not in interpreted], 12)
     lines = ["# generated"]
     for name in chosen:
         value = random_value(rng, names)
@@ -175,7 +179,12 @@ def test_edit_main_cf(tmp_path, postfix_postconf, args):
     pf = run_postfix("postconf", "-c", str(a), *args)
     ht = hato_inprocess("postconf", "-c", str(b), *args)
     assert (pf.returncode == 0) == (ht.returncode == 0), (pf.stderr, ht.stderr)
-    assert (b / "main.cf").read_text() == (a / "main.cf").read_text()
+    ours, theirs = (b / "main.cf").read_text(), (a / "main.cf").read_text()
+    if len(args) > 2:
+        # Postfix appends several new names in its (randomly seeded) hash
+        # order; the lines must be the same, their order may differ.
+        ours, theirs = sorted(ours.splitlines()), sorted(theirs.splitlines())
+    assert ours == theirs
 
 
 @pytest.mark.parametrize("args", [

@@ -182,18 +182,19 @@ def postfix_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def require_map_type(postfix_dir: Path, type_name: str) -> None:
     postconf = require_tool("postconf", "postfix")
-    proc = subprocess.run([postconf, "-m"], capture_output=True, text=True,
+    proc = subprocess.run([postconf, "-m"], capture_output=True, text=True, check=False,
                           env={**os.environ, "MAIL_CONFIG": str(postfix_dir)}, timeout=60)
     if type_name not in proc.stdout.split():
+        package = "postfix" if type_name == "socketmap" else f"postfix-{type_name}"
         pytest.fail(f"Postfix lacks the {type_name} table type: install the Debian package "
-                    f"postfix-{type_name}")
+                    f"{package}")
 
 
 def postmap_batch(postfix_dir: Path, spec: str, keys: list[str],
                   env: dict[str, str] | None = None) -> dict[str, str]:
     postmap = require_tool("postmap", "postfix")
     proc = subprocess.run([postmap, "-q", "-", spec], input="\n".join(keys) + "\n",
-                          capture_output=True, text=True, timeout=600,
+                          capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, "MAIL_CONFIG": str(postfix_dir), **(env or {})})
     assert proc.returncode == 0, f"postmap -q - {spec} failed: {proc.stderr[-2000:]}"
     found: dict[str, str] = {}
@@ -208,7 +209,7 @@ def postmap_batch(postfix_dir: Path, spec: str, keys: list[str],
 def postmap_one(postfix_dir: Path, spec: str, key: str) -> str | None:
     postmap = require_tool("postmap", "postfix")
     proc = subprocess.run([postmap, "-q", key, spec], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "MAIL_CONFIG": str(postfix_dir)})
+                          timeout=120, check=False, env={**os.environ, "MAIL_CONFIG": str(postfix_dir)})
     if "fatal:" in proc.stderr or proc.returncode > 1:
         return RETRY
     return proc.stdout.rstrip("\n") if proc.returncode == 0 else None

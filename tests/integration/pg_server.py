@@ -86,7 +86,7 @@ class PgServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
         proc = subprocess.run([*self._prefix(), *args], capture_output=True, text=True,
-                              env=env, timeout=120, cwd=str(self.base))
+                              env=env, timeout=120, cwd=str(self.base), check=False)
         if check and proc.returncode != 0:
             log = self.logfile.read_text(errors="replace")[-3000:] if self.logfile.exists() else ""
             pytest.fail(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n"

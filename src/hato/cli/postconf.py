@@ -21,6 +21,7 @@ import sys
 from ..config.errors import ConfigError
 from ..config.expand import Expander
 from ..config.maincf import split_nameval
+from ..config.params import RAW_PARAMS
 from ..config.postfix_names import postfix_parameter_names
 from ..config.mastercf import FIELD_NAMES, MasterCf, Service, format_command, format_entry
 from ..config.settings import Config, Settings
@@ -77,6 +78,11 @@ class Postconf:
                           main_missing_ok="d" in self.mode)
         for w in cfg.main.warnings + cfg.master.warnings:
             self.msgs.warn(w)
+        errors = cfg.syntax_errors()
+        if errors:
+            for err in errors[1:]:
+                self.msgs.warn(str(err))
+            raise errors[0]
         return cfg
 
     def warn_unused(self, cfg: Config) -> None:
@@ -99,7 +105,7 @@ class Postconf:
     def expand_value(self, settings: Settings, cfg: Config, value: str, where: str,
                      name: str | None = None) -> str:
         exp = Expander(settings.raw)
-        value = exp.expand_param(name, value) if name else exp.expand(value)
+        value = (exp.expand_param(name, value) if name else exp.expand(value)).strip()
         for name in exp.undefined:
             self.msgs.warn(f"{where}: undefined parameter: {name}")
         return value
@@ -130,14 +136,14 @@ class Postconf:
                 return value
             if "d" in self.mode:
                 value = cfg.default(name, known)
-                if value is not None and "x" in self.mode:
-                    value = Expander(cfg.default_lookup).expand(value)
+                if value is not None and "x" in self.mode and name not in RAW_PARAMS:
+                    value = Expander(cfg.default_lookup).expand(value).strip()
                 return value
             assert settings is not None
             if "n" in self.mode and name not in set_here:
                 return None
             value = settings.raw(name)
-            if value is not None and "x" in self.mode:
+            if value is not None and "x" in self.mode and name not in RAW_PARAMS:
                 value = self.expand_value(settings, cfg, value, cfg.main.path, name)
             return value
 

@@ -49,9 +49,19 @@ from ..config.expand import Expander
 from ..config.values import split_list
 from ..tables import registry
 from ..tables.base import Table, TableError, TableRetry
-from ..tables.textfile import (BuildOptions, DupMode, FileOpenFlags, IndexWriter, NulMode,
-                               fold_key, parse_source, printable, read_source, to_bytes,
-                               to_text)
+from ..tables.textfile import (
+    BuildOptions,
+    DupMode,
+    FileOpenFlags,
+    IndexWriter,
+    NulMode,
+    fold_key,
+    parse_source,
+    printable,
+    read_source,
+    to_bytes,
+    to_text,
+)
 from .common import Fatal, Messages, load_config, run
 
 POSTMAP_OPTIONS = "bc:d:fFhimnNopq:rsuUvw"
@@ -752,7 +762,7 @@ def newaliases_main(argv: list[str]) -> int:
     def body(msgs: Messages, args: list[str]) -> int:
         cmd = Command("newaliases", msgs, True)
         try:
-            opts, rest = getopt_postfix("newaliases", args, "c:C:vo:", msgs)
+            opts, _rest = getopt_postfix("newaliases", args, "c:C:vo:", msgs)
         except Usage:
             raise Fatal(f"usage: newaliases {USAGE['newaliases']}") from None
         for ch, val in opts:

@@ -296,8 +296,9 @@ def expand(text: str, lookup: Lookup, *, recurse: bool = True) -> str:
     return Expander(lookup, recurse=recurse).expand(text)
 
 
-def referenced_names(text: str) -> list[str]:
-    """Every parameter name *text* refers to, in any branch of any condition."""
+def referenced_names(text: str, strict: bool = False) -> list[str]:
+    """Every parameter name *text* refers to, in any branch of any condition.
+    With *strict*, a syntax error raises ExpandError instead of ending the scan."""
     names: list[str] = []
 
     def scan(t: str) -> None:
@@ -332,5 +333,6 @@ def referenced_names(text: str) -> list[str]:
     try:
         scan(text)
     except ExpandError:
-        pass
+        if strict:
+            raise
     return names

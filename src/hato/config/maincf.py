@@ -176,14 +176,10 @@ class MainCf:
 
     def set_many(self, pairs: list[tuple[str, str]]) -> None:
         """``postconf -e a=1 b=2``: names already defined are replaced in
-        place; new names are appended in name order, as Postfix does."""
-        new = sorted({n for n, _ in pairs if not self._spans(n)})
-        values = dict(pairs)
+        place, new names appended in the order given (Postfix appends them in
+        its hash table's order, which varies from run to run)."""
         for name, value in pairs:
-            if name not in new:
-                self.set(name, value)
-        for name in new:
-            self.set(name, values[name])
+            self.set(name, value)
 
     def remove(self, name: str) -> bool:
         """``postconf -X``: delete every definition of *name*."""

@@ -68,7 +68,7 @@ _p("mynetworks_style", S, "${{$compatibility_level} <level {2} ? {subnet} : {hos
 _p("inet_interfaces", L, "all", "The network interface addresses this mail system receives mail on.")
 _p("inet_protocols", L, "all", "The internet protocols hato uses: ipv4, ipv6 or all.")
 _p("compatibility_level", S, "0", "The backwards-compatibility level of the configuration.")
-_p("mail_name", S, "Postfix", "The mail system name shown in the SMTP greeting and headers.")
+_p("mail_name", S, "hato", "The mail system name shown in the SMTP greeting and headers.")
 _p("mail_version", S, "", "The version of the mail system.", computed=True)
 _p("mail_release_date", S, "", "The release date of the mail system.", computed=True)
 _p("proxy_interfaces", L, "",
@@ -230,6 +230,7 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
     "mail_version": "hato's own version",
     "mail_release_date": "hato's own release date",
     "process_id": "the process ID differs between any two processes",
+    "mail_name": "the greeting and Received: headers name the software that runs: hato",
     "html_directory": "hato installs no HTML documentation",
     "readme_directory": "hato installs no README files (its documentation is in docs/)",
     "sample_directory": "follows config_directory",
@@ -260,6 +261,22 @@ LEGACY_PARAMS: dict[str, str] = {
     "tlsproxy_client_policy": "tlsproxy_client_policy_maps",
     "virtual_maps": "virtual_alias_maps",
 }
+
+
+# Parameters whose value is not $-expanded when the configuration is read
+# (Postfix's CONFIG_RAW_TABLE): the program that uses the value expands it later
+# with its own macros ($home, $rbl_code, ...), and postconf -x prints it as is.
+RAW_PARAMS: frozenset[str] = frozenset({
+    "command_execution_directory",
+    "default_rbl_reply",
+    "forward_path",
+    "luser_relay",
+    "mailbox_command",
+    "postscreen_expansion_filter",
+    "postscreen_reject_footer",
+    "smtpd_expansion_filter",
+    "smtpd_reject_footer",
+})
 
 
 # The rest of the table lives in data modules, one per area; each registers its

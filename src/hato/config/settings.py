@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .expand import Expander, referenced_names
 from .maincf import MainCf
 from .mastercf import MasterCf, Service
-from .params import PARAMS, Kind, Param
+from .params import PARAMS, RAW_PARAMS, Kind, Param
 
 DEFAULT_CONFIG_DIRECTORY = "/etc/hato"
 
@@ -147,6 +147,26 @@ class Config:
         classes = self.main.values().get("smtpd_restriction_classes", "")
         referenced.update(values.split_list(classes))
         return {n for n in defined & referenced}
+
+    def syntax_errors(self) -> list[ConfigError]:
+        """``$name`` syntax errors anywhere in main.cf values and master.cf
+        ``-o`` values, each with file and line (Postfix refuses to work with
+        such a configuration at all)."""
+        errors: list[ConfigError] = []
+        for name, value in self.main.values().items():
+            try:
+                referenced_names(value, strict=True)
+            except ConfigError as err:
+                errors.append(ConfigError(f"{name}: {err.message}", self.main.path,
+                                          self.main.lineno(name)))
+        for svc in self.master.services:
+            for name, value in svc.overrides().items():
+                try:
+                    referenced_names(value, strict=True)
+                except ConfigError as err:
+                    errors.append(ConfigError(f"{svc.key}: {name}: {err.message}",
+                                              self.master.path, svc.lineno))
+        return errors
 
     def known(self) -> dict[str, Param]:
         known = dict(PARAMS)
@@ -298,7 +318,11 @@ class Settings(Mapping[str, str]):
         raw = self.raw(name)
         if raw is None:
             return None
-        value = Expander(self._lookup).expand_param(name, raw)
+        if name in RAW_PARAMS:
+            # Expanded later by the program that uses it, with its own macros.
+            self._cache[name] = raw
+            return raw
+        value = Expander(self._lookup).expand_param(name, raw).strip()
         self._cache[name] = value
         return value
 

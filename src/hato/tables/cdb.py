@@ -26,7 +26,7 @@ import os
 import struct
 from collections.abc import Iterator
 
-from .base import OpenFlags, TableError, TableRetry
+from .base import OpenFlags, TableError
 from .textfile import BuildOptions, IndexedTable, IndexWriter, SourceError
 
 HEADER_SIZE = 2048
@@ -140,39 +140,54 @@ def write_cdb(path: str, records: dict[bytes, bytes]) -> None:
         fh.flush()
 
 
+#: cdb files up to this size are read into a dict when opened (a dict
+#: lookup is much faster than walking the hash table in Python); larger
+#: ones are looked up in the mapped file.
+IN_MEMORY_LIMIT = 64 * 1024 * 1024
+
+
 class CdbTable(IndexedTable):
     """``cdb:/path``: the index ``/path.cdb``."""
 
     type_name = "cdb"
     suffix = ".cdb"
+    _hard_errors = (ValueError, struct.error)
 
     def __init__(self, spec: str, flags: OpenFlags = OpenFlags()):
         self._cdb: CdbFile | None = None
+        self._records: dict[bytes, bytes] | None = None
         super().__init__(spec, flags)
 
     def _open_index(self) -> None:
-        self._cdb = CdbFile(self.index_path)
+        cdb = CdbFile(self.index_path)
+        if cdb.size <= IN_MEMORY_LIMIT:
+            try:
+                records: dict[bytes, bytes] = {}
+                for key, value in cdb.items():
+                    records.setdefault(key, value)  # cdb_find() finds the first
+            except (ValueError, struct.error) as err:
+                cdb.close()
+                raise TableError(f"open database {self.index_path}: corrupt cdb file: "
+                                 f"{err}") from None
+            self._records = records
+            self._raw_get = records.get
+            cdb.close()
+            return
+        self._records = None
+        self._cdb = cdb
+        self._raw_get = cdb.get
 
     def _close_index(self) -> None:
+        self._records = None
         if self._cdb is not None:
             self._cdb.close()
             self._cdb = None
 
-    def _get_raw(self, key: bytes) -> bytes | None:
-        if self._cdb is None:
-            raise TableRetry(self.name, "table is closed")
-        try:
-            return self._cdb.get(key)
-        except (ValueError, struct.error) as err:
-            raise TableRetry(self.name, f"{self.index_path}: corrupt cdb file: {err}") from None
-
     def _items_raw(self) -> Iterator[tuple[bytes, bytes]]:
-        if self._cdb is None:
-            return
-        try:
+        if self._records is not None:
+            yield from list(self._records.items())
+        elif self._cdb is not None:
             yield from self._cdb.items()
-        except (ValueError, struct.error) as err:
-            raise TableRetry(self.name, f"{self.index_path}: corrupt cdb file: {err}") from None
 
 
 class CdbWriter(IndexWriter):

@@ -22,14 +22,24 @@ import socket
 import threading
 
 from .base import OpenFlags, Table, TableError
-from .patternfile import (SPACE, Report, key_bytes, log, logical_lines, printable,
-                          read_file, result_text, utf8_mode)
+from .patternfile import (
+    SPACE,
+    Report,
+    key_bytes,
+    log,
+    logical_lines,
+    printable,
+    read_file,
+    result_text,
+    utf8_mode,
+)
 
 _SPACE = frozenset(SPACE)
 _ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 OP_MATCH, OP_IF, OP_ENDIF = 0, 1, 2
-_BITS = {socket.AF_INET: 32, socket.AF_INET6: 128}
+_AF_INET, _AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)
+_BITS: dict[int, int] = {_AF_INET: 32, _AF_INET6: 128}
 
 
 class _Bad(Exception):
@@ -37,7 +47,7 @@ class _Bad(Exception):
 
 
 def _family(text: str) -> int:
-    return socket.AF_INET6 if ":" in text else socket.AF_INET
+    return _AF_INET6 if ":" in text else _AF_INET
 
 
 def _pton(family: int, text: str) -> int | None:
@@ -98,7 +108,7 @@ def parse_network(pattern: str) -> tuple[int, int, int]:
 
 
 class _Rule:
-    __slots__ = ("op", "lineno", "family", "net", "mask", "length", "match", "value", "end")
+    __slots__ = ("end", "family", "length", "lineno", "mask", "match", "net", "op", "value")
 
     def __init__(self, op: int, lineno: int, family: int = 0, net: int = 0, length: int = 0,
                  match: bool = True, value: bytes = b""):
@@ -178,8 +188,8 @@ class CidrTable(Table):
         self._load()
 
     def _load(self) -> None:
-        data, st = read_file(self.spec)
-        report = Report("cidr", self.spec)
+        data, st = read_file(self.spec, "cidr")
+        report = Report("cidr", self.spec, self.utf8)
         rules: list[_Rule] = []
         stack: list[int] = []
         for lineno, line in logical_lines(data, report):
@@ -200,7 +210,7 @@ class CidrTable(Table):
         self.rules = rules
         self.warnings = report.warnings
         self._fast = self._index(rules)
-        self._stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        self._stamp = None if st is None else (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     @staticmethod
     def _index(rules: list[_Rule]) -> dict[int, list[tuple[int, dict[int, int]]]] | None:
@@ -218,6 +228,8 @@ class CidrTable(Table):
                 for fam, lens in by_family.items()}
 
     def refresh(self) -> bool:
+        if self._stamp is None:
+            return False
         try:
             st = os.stat(self.spec)
         except OSError:

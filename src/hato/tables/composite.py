@@ -19,7 +19,8 @@ pattern table for the address search order). Members are opened through
 from __future__ import annotations
 
 from .base import OpenFlags, Table, TableError
-from .simple import balpar, require_name, split_braced
+from .patternfile import balpar, split_braced
+from .simple import require_name
 
 
 def parse_members(type_name: str, spec: str) -> list[str]:

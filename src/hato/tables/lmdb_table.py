@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import lmdb
 
-from .base import OpenFlags, TableError, TableRetry
+from .base import OpenFlags, TableError
 from .textfile import BuildOptions, IndexedTable, IndexWriter, SourceError
 
 #: LMDB's compiled-in key size limit (mdb_env_get_maxkeysize()).
@@ -55,7 +55,7 @@ def write_file(path: str, records: dict[bytes, bytes], map_size: int = DEFAULT_M
         try:
             with env.begin(write=True) as txn:
                 cursor = txn.cursor()
-                consumed, added = cursor.putmulti(items, append=True)
+                _consumed, added = cursor.putmulti(items, append=True)
                 if added != len(items):
                     raise TableError(f"{path}: wrote {added} of {len(items)} records")
             env.sync(True)
@@ -69,15 +69,14 @@ def write_file(path: str, records: dict[bytes, bytes], map_size: int = DEFAULT_M
             pass
 
 
-def lmdb_error(name: str, err: lmdb.Error) -> TableRetry:
-    return TableRetry(name, f"lmdb error: {err}")
-
-
 class LmdbTable(IndexedTable):
     """``lmdb:/path``: the index ``/path.lmdb``."""
 
     type_name = "lmdb"
     suffix = ".lmdb"
+    # an empty key or one longer than 511 bytes cannot be stored: not found
+    _soft_errors = (lmdb.BadValsizeError,)
+    _hard_errors = (lmdb.Error,)
 
     def __init__(self, spec: str, flags: OpenFlags = OpenFlags()):
         self._env: lmdb.Environment | None = None
@@ -91,6 +90,7 @@ class LmdbTable(IndexedTable):
         except lmdb.Error as err:
             raise TableError(f"open database {self.index_path}: not an LMDB file "
                              f"or unreadable: {err}") from None
+        self._raw_get = self._txn.get
 
     def _close_index(self) -> None:
         if self._txn is not None:
@@ -99,17 +99,6 @@ class LmdbTable(IndexedTable):
         if self._env is not None:
             self._env.close()
             self._env = None
-
-    def _get_raw(self, key: bytes) -> bytes | None:
-        if len(key) > MAX_KEY_SIZE or not key:
-            return None  # no such key can be stored
-        txn = self._txn
-        if txn is None:
-            raise TableRetry(self.name, "table is closed")
-        try:
-            return txn.get(key)
-        except lmdb.Error as err:
-            raise lmdb_error(self.name, err) from None
 
     def _items_raw(self) -> Iterator[tuple[bytes, bytes]]:
         if self._env is None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 
-from .patternfile import Pattern, PatternFileTable, Report, log, printable
+from .patternfile import Pattern, PatternFileTable, Report, Rule, _Node, log, printable
 
 PCRE2_CASELESS = 0x00000008
 PCRE2_DOLLAR_ENDONLY = 0x00000010
@@ -72,11 +73,20 @@ def _load() -> ctypes.CDLL:
     lib.pcre2_get_ovector_pointer_8.restype = ctypes.POINTER(sz)
     lib.pcre2_match_8.argtypes = [vp, ctypes.c_char_p, sz, sz, ctypes.c_uint32, vp, vp]
     lib.pcre2_match_8.restype = ctypes.c_int
+    lib.pcre2_get_mark_8.argtypes = [vp]
+    lib.pcre2_get_mark_8.restype = ctypes.c_char_p
+    try:
+        lib.pcre2_jit_compile_8.argtypes = [vp, ctypes.c_uint32]
+        lib.pcre2_jit_compile_8.restype = ctypes.c_int
+    except AttributeError:  # pragma: no cover - a build without JIT
+        pass
     return lib
 
 
 _lib = _load()
 _match = _lib.pcre2_match_8
+_jit = getattr(_lib, "pcre2_jit_compile_8", None)
+PCRE2_JIT_COMPLETE = 1
 _UNSET = (1 << (8 * ctypes.sizeof(ctypes.c_size_t))) - 1
 
 
@@ -122,6 +132,13 @@ class _MatchData:
             pass
 
 
+#: Syntax that refers to groups by number or name, changes the matching
+#: process, or sets options for the whole pattern: such a pattern is matched
+#: on its own, never as part of a combined pattern.
+_NOT_COMBINABLE = re.compile(
+    rb"\(\*|\(\?(?:<[A-Za-z_]|P|'|&|R|\(|C|[0-9]|[+-][0-9])|\\[gk0-9]")
+
+
 class PcreTable(PatternFileTable):
     """``pcre:/path``: first matching rule wins, as in Postfix."""
 
@@ -149,6 +166,75 @@ class PcreTable(PatternFileTable):
         if self._md is None or self._md.pairs < groups + 1:
             self._md = _MatchData(max(groups + 1, 10))
         return code, groups
+
+    def combinable(self, pattern: Pattern) -> bool:
+        regex = pattern.regex
+        if _NOT_COMBINABLE.search(regex):
+            return False
+        # a '#' comment (extended mode) would swallow the closing parenthesis
+        return not (b"#" in regex and (pattern.options & PCRE2_EXTENDED or b"(?" in regex))
+
+    def combine(self, rules: list[Rule]) -> object | None:
+        # \E ends a \Q...\E quote left open (and is ignored otherwise)
+        text = b"|".join(b"(?:" + r.pattern.regex + b"\\E)" for r in rules)  # type: ignore[union-attr]
+        try:
+            code, groups = pcre_compile(text, rules[0].pattern.options)  # type: ignore[union-attr]
+        except ValueError:
+            return None
+        if groups != sum(r.groups for r in rules):
+            self.free(code)
+            return None
+        # Only combined patterns are JIT-compiled: they are a pre-filter, so
+        # a JIT resource limit just means "look closer"; each rule itself is
+        # matched by the interpreter, as in Postfix.
+        if _jit is not None:
+            _jit(code, PCRE2_JIT_COMPLETE)
+        return code
+
+    def _build_runs(self, rules: list[Rule]) -> dict[int, _Node]:
+        runs = super()._build_runs(rules)
+        for start, node in runs.items():
+            node.finder = self._finder(rules[start:node.hi], start)
+            if node.finder is not None:
+                self._combined.append(node.finder)
+        return runs
+
+    def _finder(self, rules: list[Rule], start: int) -> int | None:
+        """A pattern whose k-th alternative matches where rule start+k
+        matches, tried in order from the start of the key, each marked with
+        its rule's index: one match names the first rule that matches."""
+        options = rules[0].pattern.options  # type: ignore[union-attr]
+        anywhere = b"" if options & PCRE2_ANCHORED else b"(?s:.*?)"
+        text = b"|".join(b"(*MARK:%d)%s(?:%s\\E)" % (start + k, anywhere, r.pattern.regex)  # type: ignore[union-attr]
+                         for k, r in enumerate(rules))
+        try:
+            code, groups = pcre_compile(text, options | PCRE2_ANCHORED)
+        except ValueError:
+            return None
+        if groups != sum(r.groups for r in rules):
+            self.free(code)
+            return None
+        if _jit is not None:
+            _jit(code, PCRE2_JIT_COMPLETE)
+        return code
+
+    def _first_in_run(self, node: _Node, key: bytes, known: bool = False) -> int | None:
+        finder = node.finder
+        if finder is None:
+            return super()._first_in_run(node, key, known)
+        if node.expr is not None and self.execute(node.expr, key, 0) is False:
+            return None  # a quick "none of them" first
+        md = self._md
+        assert md is not None
+        rc = _match(finder, key, len(key), 0, 0, md.ptr, None)
+        if rc >= 0:
+            mark = _lib.pcre2_get_mark_8(md.ptr)
+            index = int(mark) if mark and mark.isdigit() else -1
+            if node.lo <= index < node.hi and self._verify(index, key):
+                return index
+        elif rc == PCRE2_ERROR_NOMATCH and node.expr is None:
+            return None
+        return super()._first_in_run(node, key, known)  # the finder could not tell
 
     def free(self, expr: object) -> None:
         if isinstance(expr, int) and expr:

@@ -52,7 +52,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .base import OpenFlags, TableError, TableRetry
-from .sqlconf import SqlTable
+from .sqlconf import DEFAULT_FLAGS, SqlTable
 
 log = logging.getLogger("hato.tables")
 
@@ -83,7 +83,7 @@ class PgsqlTable(SqlTable):
     type_name = "pgsql"
     select_function = True
 
-    def __init__(self, spec: str, flags: OpenFlags = OpenFlags()):
+    def __init__(self, spec: str, flags: OpenFlags = DEFAULT_FLAGS):
         super().__init__(spec, flags)
         cf = self.cf
         self.user = cf.get_str("user", "") or ""
@@ -106,7 +106,7 @@ class PgsqlTable(SqlTable):
     # -- hosts and connections -------------------------------------------------
 
     def _host(self, text: str) -> _Host:
-        options: dict[str, object] = {"client_encoding": self.encoding,
+        options: dict[str, str | int] = {"client_encoding": self.encoding,
                                       "connect_timeout": self.connect_timeout}
         if _URI.match(text):
             try:
@@ -160,7 +160,7 @@ class PgsqlTable(SqlTable):
     def _connect(self, host: _Host) -> pq.abc.PGconn:
         try:
             conn = pq.PGconn.connect(host.conninfo.encode())
-        except Exception as err:  # out of memory and the like
+        except (psycopg.Error, MemoryError) as err:
             raise _Broken(str(err)) from None
         if conn.status != pq.ConnStatus.OK:
             message = _message(conn.error_message)
@@ -176,7 +176,7 @@ class PgsqlTable(SqlTable):
         with self._lock:
             host.down_until = time.monotonic() + self.retry_interval
             stale, host.idle = host.idle, []
-        for old in stale:
+        for old, _ in stale:
             old.finish()
 
     # -- one query ---------------------------------------------------------------
@@ -212,7 +212,7 @@ class PgsqlTable(SqlTable):
                                   if raw is not None else "")
             result.clear()
             return values
-        message = _message(result.error_message) or f"status {status.name}"
+        message = _message(result.error_message) or f"status {pq.ExecStatus(status).name}"
         result.clear()
         if conn.status != pq.ConnStatus.OK:
             raise _Broken(message)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 
 from .base import TableError
-from .patternfile import Pattern, PatternFileTable, Report, log, printable
+from .patternfile import Pattern, PatternFileTable, Report, Rule, log, printable
 
 REG_EXTENDED = 1
 REG_ICASE = 2
@@ -71,7 +72,7 @@ if not _C_LOCALE:  # pragma: no cover
 class _Regex:
     """One compiled regex_t."""
 
-    __slots__ = ("buf", "addr")
+    __slots__ = ("addr", "buf")
 
     def __init__(self, buf: ctypes.Array):
         self.buf = buf
@@ -105,7 +106,7 @@ def _find_nsub_offset() -> int:
     try:
         for off in range(0, _REGEX_T_SIZE - size + 1, size):
             if all(int.from_bytes(rx.buf.raw[off:off + size], "little") == count
-                   for rx, (_t, count) in zip(compiled, probes)):
+                   for rx, (_t, count) in zip(compiled, probes, strict=True)):
                 return off
     finally:
         for rx in compiled:
@@ -125,6 +126,46 @@ def regex_compile(regex: bytes, options: int) -> tuple[_Regex, int]:
         raise ValueError(err)
     nsub = int.from_bytes(rx.buf.raw[_NSUB_OFFSET:_NSUB_OFFSET + _SIZE_T], "little")
     return rx, nsub
+
+
+_BACKREF = re.compile(rb"\\[0-9]")
+
+
+def balanced_ere(regex: bytes) -> bool:
+    """True when the parentheses of a POSIX ERE balance (outside bracket
+    expressions and escapes), so that ``(regex)`` groups exactly *regex*."""
+    depth, i, n = 0, 0, len(regex)
+    while i < n:
+        c = regex[i]
+        if c == 0x5C:  # backslash
+            i += 2
+            continue
+        if c == 0x5B:  # '[': a bracket expression
+            j = i + 1
+            if j < n and regex[j] == 0x5E:  # '^'
+                j += 1
+            if j < n and regex[j] == 0x5D:  # a leading ']' is literal
+                j += 1
+            while j < n and regex[j] != 0x5D:
+                if regex[j] == 0x5B and j + 1 < n and regex[j + 1] in b":=.":
+                    end = regex.find(bytes([regex[j + 1], 0x5D]), j + 2)
+                    if end < 0:
+                        return False
+                    j = end + 2
+                    continue
+                j += 1
+            if j >= n:
+                return False
+            i = j + 1
+            continue
+        if c == 0x28:
+            depth += 1
+        elif c == 0x29:
+            depth -= 1
+            if depth < 0:
+                return False
+        i += 1
+    return depth == 0
 
 
 class RegexpTable(PatternFileTable):
@@ -154,6 +195,23 @@ class RegexpTable(PatternFileTable):
         options = pattern.options if want_groups else pattern.options | REG_NOSUB
         return regex_compile(pattern.regex, options)
 
+    def combinable(self, pattern: Pattern) -> bool:
+        regex = pattern.regex
+        return bool(pattern.options & REG_EXTENDED and regex and regex[0] not in b"*+?{|"
+                    and not _BACKREF.search(regex) and balanced_ere(regex))
+
+    def combine(self, rules: list[Rule]) -> object | None:
+        text = b"|".join(b"(" + r.pattern.regex + b")" for r in rules)  # type: ignore[union-attr]
+        options = rules[0].pattern.options | REG_NOSUB  # type: ignore[union-attr]
+        try:
+            rx, nsub = regex_compile(text, options)
+        except ValueError:
+            return None
+        if nsub != len(rules) + sum(r.groups for r in rules):
+            self.free(rx)
+            return None
+        return rx
+
     def free(self, expr: object) -> None:
         if isinstance(expr, _Regex) and expr.addr:
             _regfree(expr.addr)
@@ -172,6 +230,7 @@ class RegexpTable(PatternFileTable):
                 self._pmatch = (ctypes.c_int * (2 * count))()
                 self._pmatch_len = count
             pm = self._pmatch
+            assert pm is not None
             err = _regexec(expr.addr, key, count, pm, 0)
             if err == 0:
                 return [(pm[2 * i], pm[2 * i + 1]) for i in range(count)]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 from .base import OpenFlags, Table, TableError, TableRetry
-from .patternfile import fold, utf8_mode
+from .patternfile import balpar, extpar, fold, split_braced, utf8_mode
 
 #: Postfix's CHARS_COMMA_SP and ISSPACE() sets.
 COMMA_SP = ", \t\r\n"
@@ -32,65 +32,6 @@ def require_name(type_name: str, spec: str) -> None:
     if not spec:
         raise TableError(f'open dictionary: expecting "type:name" form instead of '
                          f'"{type_name}:"')
-
-
-def balpar(text: str, parens: str = "{}") -> int:
-    """Length of the balanced ``{…}`` group at the start of *text*; 0 if none."""
-    if not text or text[0] != parens[0]:
-        return 0
-    level = 1
-    for i in range(1, len(text)):
-        ch = text[i]
-        if ch == parens[1]:
-            level -= 1
-            if level == 0:
-                return i + 1
-        elif ch == parens[0]:
-            level += 1
-    return 0
-
-
-def extpar(text: str, parens: str = "{}", strip: bool = True) -> tuple[str, str | None]:
-    """Postfix's extpar(): the text inside the braces, and an error or None."""
-    err = None
-    if not text.startswith(parens[0]):
-        err = f"no '{parens[0]}' at start of text in \"{text}\""
-        inner = text
-    else:
-        length = balpar(text, parens)
-        if length == 0:
-            err = f"missing '{parens[1]}' in \"{text}\""
-            inner = text[1:]
-        else:
-            if length != len(text):
-                err = f"syntax error after '{parens[1]}' in \"{text}\""
-            inner = text[1:length - 1]
-    if strip:
-        inner = inner.strip(SPACE)
-    return inner, err
-
-
-def split_braced(text: str, separators: str = COMMA_SP, parens: str = "{}") -> list[str]:
-    """Postfix's mystrtokq() loop: split on separators, not inside braces."""
-    out = []
-    i, n = 0, len(text)
-    while True:
-        while i < n and text[i] in separators:
-            i += 1
-        if i >= n:
-            return out
-        start, level = i, 0
-        while i < n:
-            ch = text[i]
-            if ch == parens[0]:
-                level += 1
-            elif level > 0 and ch == parens[1]:
-                level -= 1
-            elif level == 0 and ch in separators:
-                break
-            i += 1
-        out.append(text[start:i])
-        i += 1
 
 
 def split_qnameval(text: str) -> tuple[str, str]:

@@ -25,6 +25,7 @@ import time
 from .base import OpenFlags, Table, TableError, TableRetry
 
 log = logging.getLogger("hato.tables")
+DEFAULT_FLAGS = OpenFlags()
 
 
 class _Eof(Exception):
@@ -48,7 +49,7 @@ class SocketmapTable(Table):
     max_idle = 10.0  # DICT_SOCKMAP_DEF_MAX_IDLE
     max_ttl = 100.0  # DICT_SOCKMAP_DEF_MAX_TTL
 
-    def __init__(self, spec: str, flags: OpenFlags = OpenFlags()):
+    def __init__(self, spec: str, flags: OpenFlags = DEFAULT_FLAGS):
         super().__init__(spec, flags)
         endpoint, sep, self.mapname = spec.rpartition(":")
         if not sep or not endpoint:
@@ -175,7 +176,7 @@ class SocketmapTable(Table):
         if "\0" in key:
             return None
         try:
-            request = netstring(f"{self.mapname} {key}".encode("utf-8"))
+            request = netstring(f"{self.mapname} {key}".encode())
         except UnicodeEncodeError:
             return None  # Postfix skips keys that are not UTF-8
         with self._lock:

@@ -48,6 +48,7 @@ from ..config.maincf import MainCf
 from .base import OpenFlags, Table, TableError, TableRetry
 
 log = logging.getLogger("hato.tables")
+DEFAULT_FLAGS = OpenFlags()
 
 Quote = Callable[[str], str]
 
@@ -73,7 +74,7 @@ class SqlConfig:
     lines: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, spec: str, type_name: str) -> "SqlConfig":
+    def read(cls, spec: str, type_name: str) -> SqlConfig:
         if not spec:
             raise TableError(f"{type_name}: missing configuration file name "
                              f"(use {type_name}:/path/to/file.cf)")
@@ -91,7 +92,7 @@ class SqlConfig:
         return cls.parse(data, spec, type_name)
 
     @classmethod
-    def parse(cls, data: bytes | str, path: str, type_name: str) -> "SqlConfig":
+    def parse(cls, data: bytes | str, path: str, type_name: str) -> SqlConfig:
         try:
             main = MainCf.parse(data, path)
         except ConfigError as err:
@@ -383,7 +384,7 @@ class SqlTable(Table):
     #: pgsql accepts the legacy select_function parameter, sqlite does not.
     select_function = False
 
-    def __init__(self, spec: str, flags: OpenFlags = OpenFlags()):
+    def __init__(self, spec: str, flags: OpenFlags = DEFAULT_FLAGS):
         super().__init__(spec, flags)
         cf = self.cf = SqlConfig.read(spec, self.type_name)
         self.expander = Expander(self.name)

@@ -22,7 +22,7 @@ import threading
 import urllib.parse
 
 from .base import OpenFlags, TableError, TableRetry
-from .sqlconf import SqlTable
+from .sqlconf import DEFAULT_FLAGS, SqlTable
 
 SQLITE_NOTADB = 26
 
@@ -42,7 +42,7 @@ class SqliteTable(SqlTable):
     #: seconds to wait for a writer's lock before the lookup fails (retry)
     busy_timeout = 1.0
 
-    def __init__(self, spec: str, flags: OpenFlags = OpenFlags()):
+    def __init__(self, spec: str, flags: OpenFlags = DEFAULT_FLAGS):
         super().__init__(spec, flags)
         self.dbpath = self.cf.get_str("dbpath", "", 1) or ""
         self._lock = threading.Lock()

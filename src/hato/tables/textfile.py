@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .base import OpenFlags, Table, TableError
+from .base import OpenFlags, Table, TableError, TableRetry
 
 log = logging.getLogger("hato.tables")
 
@@ -258,31 +258,6 @@ def file_stamp(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-class NulLookup:
-    """Postfix's TRY1NULL/TRY0NULL lookup rule: try the key with a trailing
-    NUL and without; after the first hit, stick to the form that hit."""
-
-    def __init__(self, mode: str):
-        self.reset(mode)
-
-    def reset(self, mode: str) -> None:
-        self.try1 = mode != NulMode.WITHOUT
-        self.try0 = mode != NulMode.WITH
-
-    def lookup(self, key: bytes, get: Callable[[bytes], bytes | None]) -> bytes | None:
-        if self.try1:
-            value = get(key + b"\0")
-            if value is not None:
-                self.try0 = False
-                return value.partition(b"\0")[0]
-        if self.try0 and key:
-            value = get(key)
-            if value is not None:
-                self.try1 = False
-                return value.partition(b"\0")[0]
-        return None
-
-
 def strip_nul(data: bytes) -> bytes:
     return data[:-1] if data.endswith(b"\0") else data
 
@@ -291,15 +266,25 @@ class IndexedTable(Table):
     """A table read from an index file ``<spec><suffix>`` built from the
     source file ``<spec>``.
 
-    Subclasses implement :meth:`_open_index` (return nothing, raise OSError
-    or TableError), :meth:`_close_index`, :meth:`_get_raw` and
-    :meth:`_items_raw`. :meth:`refresh` re-opens the index when the file at
-    its path is another file or was changed (device, inode, mtime, size), so
-    that a service calling it at request boundaries sees a rebuilt table
-    without a restart.
+    Subclasses implement :meth:`_open_index` (raise OSError or TableError;
+    set :attr:`_raw_get`, the function that looks a stored key up),
+    :meth:`_close_index` and :meth:`_items_raw`; :attr:`_soft_errors` are
+    exceptions of ``_raw_get`` that mean "no such key can be stored" (not
+    found), :attr:`_hard_errors` those that mean a temporary failure.
+    :meth:`refresh` re-opens the index when the file at its path is another
+    file or was changed (device, inode, mtime, size), so that a service
+    calling it at request boundaries sees a rebuilt table without a restart.
+
+    Lookups follow Postfix's TRY1NULL/TRY0NULL rule: try the key with a
+    trailing NUL and without; after the first hit, stick to the form that
+    hit (until the table is re-opened).
     """
 
     suffix = ""
+    #: False for tables that never store NULs (texthash)
+    nul_lookup = True
+    _soft_errors: tuple[type[BaseException], ...] = ()
+    _hard_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, spec: str, flags: OpenFlags = OpenFlags()):
         super().__init__(spec, flags)
@@ -308,7 +293,11 @@ class IndexedTable(Table):
         self.source_path = spec
         self.index_path = spec + self.suffix
         self.utf8 = flag_utf8(flags)
-        self._nul = NulLookup(flag_nul(flags))
+        self._fold = flags.fold_case
+        self._nul_mode = flag_nul(flags)
+        self._try1 = self._try0 = True
+        self._raw_get: Callable[[bytes], bytes | None] = _closed
+        self._fast = False
         self._stamp: tuple[int, int, int, int] | None = None
         self._open()
 
@@ -318,9 +307,6 @@ class IndexedTable(Table):
 
     def _close_index(self) -> None:
         pass
-
-    def _get_raw(self, key: bytes) -> bytes | None:
-        raise NotImplementedError
 
     def _items_raw(self) -> Iterator[tuple[bytes, bytes]]:
         raise NotImplementedError
@@ -336,7 +322,9 @@ class IndexedTable(Table):
         except OSError as err:
             raise self._missing_index(err) from None
         self._stamp = file_stamp(st)
-        self._nul.reset(flag_nul(self.flags))
+        self._drop_fast_get()
+        self._try1 = self.nul_lookup and self._nul_mode != NulMode.WITHOUT
+        self._try0 = not self.nul_lookup or self._nul_mode != NulMode.WITH
         self._check_stale(st)
 
     def _check_stale(self, st: os.stat_result) -> None:
@@ -355,46 +343,132 @@ class IndexedTable(Table):
             return False  # keep answering from the table we have
         if file_stamp(st) == self._stamp:
             return False
-        old_stamp = self._stamp
         self._close_index()
-        try:
-            self._open()
-        except TableError:
-            self._stamp = old_stamp
-            self._open_index()  # a half-written file is never at this path
-            raise
+        self._raw_get = _closed
+        self._drop_fast_get()
+        self._open()
         return True
 
     def close(self) -> None:
         self._close_index()
+        self._raw_get = _closed
+        self._drop_fast_get()
 
     # -- lookups --
+    def _bad_key(self, key: bytes) -> None:
+        log.warning('%s: non-UTF-8 key "%s": malformed UTF-8 or invalid codepoint',
+                    self.name, printable(key))
+
     def lookup_bytes(self, key: bytes) -> bytes | None:
-        if self.flags.fold_case:
-            folded = fold_key(key, self.utf8)
-            if folded is None:
-                log.warning('%s: non-UTF-8 key "%s": malformed UTF-8 or invalid codepoint',
-                            self.name, printable(key))
-                return None
-            key = folded
+        """The value stored under *key* (folded as the table says), or None."""
+        if self._fold:
+            if key.isascii():
+                key = key.lower()
+            else:
+                folded = fold_key(key, self.utf8)
+                if folded is None:
+                    self._bad_key(key)
+                    return None
+                key = folded
         elif self.utf8 and not valid_utf8(key):
-            log.warning('%s: non-UTF-8 key "%s": malformed UTF-8 or invalid codepoint',
-                        self.name, printable(key))
+            self._bad_key(key)
             return None
-        return self._nul.lookup(key, self._get_raw)
+        raw_get = self._raw_get
+        try:
+            if self._try1:
+                value = raw_get(key + b"\0")
+                if value is not None:
+                    self._try0 = False
+                    return value[:value.index(0)] if 0 in value else value
+            if self._try0 and key:
+                value = raw_get(key)
+                if value is not None:
+                    self._try1 = False
+                    return value[:value.index(0)] if 0 in value else value
+        except self._soft_errors:
+            return None
+        except self._hard_errors as err:
+            raise TableRetry(self.name, f"{self.index_path}: {err}") from None
+        return None
 
     def get(self, key: str) -> str | None:
-        value = self.lookup_bytes(to_bytes(key))
-        return None if value is None else to_text(value)
+        value = self.lookup_bytes(key.encode("utf-8", "surrogateescape"))
+        if not self._fast and self._fold and self._try1 is not self._try0:
+            self._install_fast_get()
+        return None if value is None else value.decode("utf-8", "surrogateescape")
+
+    def _install_fast_get(self) -> None:
+        """Once the NUL form is settled, lookups of ASCII keys take a short
+        path: an instance attribute ``get`` that shadows the method."""
+        raw_get = self._raw_get
+        soft, hard = self._soft_errors, self._hard_errors
+        slow = self.lookup_bytes
+        name, path = self.name, self.index_path
+
+        def fail(err: BaseException) -> TableRetry:
+            return TableRetry(name, f"{path}: {err}")
+
+        def finish(value: bytes | None) -> str | None:
+            if value is None:
+                return None
+            if 0 in value:
+                value = value[:value.index(0)]
+            return value.decode("utf-8", "surrogateescape")
+
+        if self._try1:
+            def get(key: str) -> str | None:
+                kb = key.encode("utf-8", "surrogateescape")
+                if not kb.isascii():
+                    return finish(slow(kb))
+                try:
+                    value = raw_get(kb.lower() + b"\0")
+                except soft:
+                    return None
+                except hard as err:
+                    raise fail(err) from None
+                if value is None:
+                    return None
+                if 0 in value:
+                    value = value[:value.index(0)]
+                return value.decode("utf-8", "surrogateescape")
+        else:
+            def get(key: str) -> str | None:
+                kb = key.encode("utf-8", "surrogateescape")
+                if not kb.isascii():
+                    return finish(slow(kb))
+                try:
+                    value = raw_get(kb.lower())
+                except soft:
+                    return None
+                except hard as err:
+                    raise fail(err) from None
+                if value is None:
+                    return None
+                if 0 in value:
+                    value = value[:value.index(0)]
+                return value.decode("utf-8", "surrogateescape")
+        self._fast = True
+        self.get = get  # type: ignore[method-assign]
+
+    def _drop_fast_get(self) -> None:
+        self._fast = False
+        self.__dict__.pop("get", None)
 
     def items_bytes(self) -> Iterator[tuple[bytes, bytes]]:
         """Every record in database order, trailing NULs removed (postmap -s)."""
-        for key, value in self._items_raw():
-            yield strip_nul(key).partition(b"\0")[0], value.partition(b"\0")[0]
+        try:
+            for key, value in self._items_raw():
+                yield strip_nul(key).partition(b"\0")[0], value.partition(b"\0")[0]
+        except self._hard_errors as err:
+            raise TableRetry(self.name, f"{self.index_path}: {err}") from None
 
     def items(self) -> Iterator[tuple[str, str]]:
         for key, value in self.items_bytes():
             yield to_text(key), to_text(value)
+
+
+def _closed(key: bytes) -> bytes | None:
+    raise TableRetry("table", "the table is closed")
 
 
 # -- writing index files ----------------------------------------------------------

@@ -15,8 +15,16 @@ import os
 from collections.abc import Iterator
 
 from .base import OpenFlags, TableError
-from .textfile import (DupMode, IndexedTable, flag_dup, fold_key, log,
-                       parse_source, printable, read_source)
+from .textfile import (
+    DupMode,
+    IndexedTable,
+    flag_dup,
+    fold_key,
+    log,
+    parse_source,
+    printable,
+    read_source,
+)
 
 
 class TexthashTable(IndexedTable):
@@ -24,6 +32,7 @@ class TexthashTable(IndexedTable):
 
     type_name = "texthash"
     suffix = ""
+    nul_lookup = False
 
     def __init__(self, spec: str, flags: OpenFlags = OpenFlags()):
         self._data: dict[bytes, bytes] = {}
@@ -56,22 +65,10 @@ class TexthashTable(IndexedTable):
                 continue
             table[key] = entry.value
         self._data = table
+        self._raw_get = table.get
 
     def _close_index(self) -> None:
         self._data = {}
-
-    def _get_raw(self, key: bytes) -> bytes | None:
-        return self._data.get(key)
-
-    def lookup_bytes(self, key: bytes) -> bytes | None:
-        if self.flags.fold_case:
-            folded = fold_key(key, self.utf8)
-            if folded is None:
-                log.warning('%s: non-UTF-8 key "%s": malformed UTF-8 or invalid codepoint',
-                            self.name, printable(key))
-                return None
-            key = folded
-        return self._data.get(key)
 
     def _items_raw(self) -> Iterator[tuple[bytes, bytes]]:
         yield from list(self._data.items())

@@ -20,8 +20,14 @@ import pytest
 
 from hato.tables import registry
 from hato.tables.base import OpenFlags, TableError
-from hato.tables.textfile import (FileOpenFlags, NulMode, fold_key, logical_lines,
-                                  parse_source, split_entry)
+from hato.tables.textfile import (
+    FileOpenFlags,
+    NulMode,
+    fold_key,
+    logical_lines,
+    parse_source,
+    split_entry,
+)
 
 TYPES = ["lmdb", "hash", "btree", "cdb", "texthash"]
 SUFFIX = {"lmdb": ".lmdb", "hash": ".hato.db", "btree": ".hato.db", "cdb": ".cdb",
