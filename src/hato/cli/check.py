@@ -25,7 +25,7 @@ import stat
 from ..config.errors import ConfigError
 from ..config.expand import Expander
 from ..config.postfix_names import postfix_parameter_names
-from ..config.settings import Config
+from ..config.settings import Config, Settings
 from ..master.catalog import Status, describe
 from .common import Messages, load_config, parse_options, run
 
@@ -85,6 +85,80 @@ def check_parameters(cfg: Config, report: Report) -> None:
                 report.error(f"{where}: service {svc.key}: {err.message}")
     for path, name in cfg.undefined_references():
         report.warn(f"{path}: undefined parameter: {name}")
+
+
+# Every lookup table type Postfix knows (postconf -m, plus the ones Debian
+# builds as plugins): a value "type:name" with one of these types is a table.
+POSTFIX_DICT_TYPES = frozenset({
+    "btree", "cdb", "cidr", "environ", "fail", "hash", "inline", "internal", "ldap",
+    "lmdb", "memcache", "mysql", "nis", "nisplus", "pcre", "pgsql", "pipemap", "proxy",
+    "randmap", "regexp", "sdbm", "socketmap", "sqlite", "static", "tcp", "texthash",
+    "unionmap", "unix",
+})
+# Types whose opening would talk to a server: check their type only.
+_NETWORK_TYPES = frozenset({"pgsql", "socketmap", "memcache", "ldap", "mysql", "tcp"})
+
+
+def _table_specs(value: str) -> list[str]:
+    from ..tables.patternfile import split_braced
+
+    specs = []
+    for item in split_braced(value):
+        type_name, sep, _ = item.partition(":")
+        if sep and type_name in POSTFIX_DICT_TYPES:
+            specs.append(item)
+    return specs
+
+
+def check_tables(cfg: Config, report: Report) -> None:
+    """Every table a parameter names: a type hato supports, and a file that
+    opens (syntax problems reported with the table's file and line)."""
+    from ..config.params import Kind
+    from ..tables.base import TableError
+    from ..tables.registry import open_table, type_names
+
+    supported = set(type_names())
+    known = cfg.known()
+    places: list[tuple[str, str, str, Settings]] = []
+    main_settings = cfg.settings()
+    for name in cfg.main.values():
+        places.append((_where(cfg.main.path, cfg.main.lineno(name)), name, "", main_settings))
+    for svc in cfg.master.services:
+        svc_settings = cfg.settings(svc)
+        for name in svc.overrides():
+            places.append((_where(cfg.master.path, svc.lineno), name,
+                           f"service {svc.key}: ", svc_settings))
+    seen: set[str] = set()
+    for where, name, prefix, settings in places:
+        param = known.get(name)
+        if param is None or param.kind not in (Kind.MAPS, Kind.RESTRICTIONS):
+            continue
+        try:
+            value = settings.str(name)
+        except ConfigError:
+            continue  # reported by check_parameters
+        for spec in _table_specs(value):
+            type_name = spec.partition(":")[0]
+            inner = spec
+            while type_name == "proxy":
+                inner = inner.partition(":")[2]
+                type_name = inner.partition(":")[0]
+            if type_name not in supported:
+                report.error(f"{where}: {prefix}{name}: table {spec}: dictionary type "
+                             f"{type_name} is not supported by hato (see docs/compat.md)")
+                continue
+            if type_name in _NETWORK_TYPES or spec in seen:
+                continue
+            seen.add(spec)
+            try:
+                table = open_table(spec)
+            except TableError as err:
+                report.error(f"{where}: {prefix}{name}: table {spec}: {err}")
+                continue
+            except OSError as err:
+                report.error(f"{where}: {prefix}{name}: table {spec}: {err}")
+                continue
+            table.close()  # problems inside the file were logged as warnings
 
 
 def check_services(cfg: Config, report: Report) -> None:
@@ -165,6 +239,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
         report.warn(w)
     check_expansions(cfg, report)
     check_parameters(cfg, report)
+    check_tables(cfg, report)
     check_services(cfg, report)
     check_paths(cfg, report)
     if report.errors:

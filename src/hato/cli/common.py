@@ -8,6 +8,7 @@ at the first non-option argument), repeated options allowed, exact flags.
 from __future__ import annotations
 
 import getopt
+import logging
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -64,9 +65,26 @@ def load_config(config_option: str | None, *, process_name: str,
                        main_missing_ok=main_missing_ok, process_name=process_name)
 
 
+class _WarningsToMessages(logging.Handler):
+    """Library warnings (a table's skipped rule, a duplicate key) reach the
+    user as ``prog: warning: …`` lines."""
+
+    def __init__(self, msgs: Messages):
+        super().__init__(logging.WARNING)
+        self.msgs = msgs
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.msgs.warn(record.getMessage())
+
+
 def run(prog: str, func, argv: Sequence[str]) -> int:
     """Run a command body, turning errors into Postfix-style exits."""
     msgs = Messages(prog)
+    logger = logging.getLogger("hato")
+    handler = _WarningsToMessages(msgs)
+    logger.addHandler(handler)
+    saved = logger.propagate
+    logger.propagate = False
     try:
         return int(func(msgs, list(argv)) or 0)
     except UsageError as err:
@@ -82,3 +100,6 @@ def run(prog: str, func, argv: Sequence[str]) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = saved

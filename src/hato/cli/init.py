@@ -5,7 +5,11 @@ inside DIR; services listen on loopback only, on unprivileged ports (SMTP on
 127.0.0.1:2525, submission on 127.0.0.1:2587). Existing files are never
 overwritten.
 
-    hato init [-p smtp_port] DIR
+    hato init [-p smtp_port] [-u mail_owner] [-g setgid_group] DIR
+
+Run by root, the instance's mail_owner is ``hato`` and its setgid_group
+``hatodrop`` (Postfix refuses to run its services as root, and so does
+hato); run by another user, both are that user's.
 """
 
 from __future__ import annotations
@@ -76,22 +80,47 @@ anvil     unix  -       -       n       -       1       anvil
 """
 
 
+ROOT_OWNER = "hato"
+ROOT_GROUP = "hatodrop"
+
+
 def body(msgs: Messages, argv: list[str]) -> int:
-    opts, args = parse_options(argv, "p:")
+    opts, args = parse_options(argv, "g:p:u:")
     smtp_port = 2525
+    owner: str | None = None
+    group: str | None = None
     for opt, val in opts:
-        if opt == "-p":
+        if opt == "-u":
+            owner = val
+        elif opt == "-g":
+            group = val
+        elif opt == "-p":
             if not val.isdigit() or not 0 < int(val) < 65535:
                 msgs.fatal(f"-p: bad port number: {val}")
             smtp_port = int(val)
     if len(args) != 1:
-        msgs.fatal("usage: hato init [-p smtp_port] DIR")
+        msgs.fatal("usage: hato init [-p smtp_port] [-u mail_owner] [-g setgid_group] DIR")
     root = os.path.abspath(args[0])
     os.makedirs(root, exist_ok=True)
     for sub in ("queue", "data", "log", "mail"):
         os.makedirs(os.path.join(root, sub), mode=0o755, exist_ok=True)
-    user = pwd.getpwuid(os.geteuid()).pw_name
-    group = grp.getgrgid(os.getegid()).gr_name
+    if owner is None:
+        # An instance started by root drops its services to an unprivileged
+        # owner, as Postfix does with mail_owner; started by anyone else it
+        # runs as that user.
+        owner = ROOT_OWNER if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    if group is None:
+        group = ROOT_GROUP if os.geteuid() == 0 else grp.getgrgid(os.getegid()).gr_name
+    user = owner
+    missing = []
+    try:
+        pwd.getpwnam(owner)
+    except KeyError:
+        missing.append(f"user {owner}")
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        missing.append(f"group {group}")
     values = {
         "root": root, "user": user, "group": group, "smtp_port": smtp_port,
         "submission_port": smtp_port + 62,
@@ -108,6 +137,11 @@ def body(msgs: Messages, argv: list[str]) -> int:
         wrote.append(path)
     for path in wrote:
         print(f"hato: wrote {path}")
+    if missing:
+        msgs.warn(f"{' and '.join(missing)} do not exist yet; create them before "
+                  f"starting the instance, e.g. groupadd --system {group}; "
+                  f"useradd --system --gid {group} --home-dir {root} "
+                  f"--shell /usr/sbin/nologin {owner}")
     return 0
 
 

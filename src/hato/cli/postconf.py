@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sys
 
-from ..config.errors import ConfigError
 from ..config.expand import Expander
 from ..config.maincf import split_nameval
 from ..config.params import RAW_PARAMS

@@ -38,7 +38,6 @@ build succeeded; 1 when nothing was found, and also (as Postfix's
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -167,15 +166,6 @@ def stdin_lines() -> Iterator[bytes]:
     if lines[-1] == b"":
         lines.pop()
     yield from lines
-
-
-class _WarnHandler(logging.Handler):
-    def __init__(self, msgs: Messages):
-        super().__init__(logging.WARNING)
-        self.msgs = msgs
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.msgs.warn(record.getMessage())
 
 
 # -- the command ------------------------------------------------------------------
@@ -730,24 +720,7 @@ def _run(prog: str, argv: list[str], aliases: bool, spec: str) -> int:
         cmd.load()
         return cmd.main()
 
-    return _with_warnings(prog, body, argv)
-
-
-def _with_warnings(prog: str, body: Callable[[Messages, list[str]], int],
-                   argv: list[str]) -> int:
-    def wrapped(msgs: Messages, args: list[str]) -> int:
-        logger = logging.getLogger("hato.tables")
-        handler = _WarnHandler(msgs)
-        logger.addHandler(handler)
-        saved = logger.propagate
-        logger.propagate = False
-        try:
-            return body(msgs, args)
-        finally:
-            logger.removeHandler(handler)
-            logger.propagate = saved
-
-    return run(prog, wrapped, argv)
+    return run(prog, body, argv)
 
 
 def postmap_main(argv: list[str]) -> int:
@@ -782,7 +755,7 @@ def newaliases_main(argv: list[str]) -> int:
             built += 1
         return 0
 
-    return _with_warnings("newaliases", body, list(argv))
+    return run("newaliases", body, list(argv))
 
 
 def main(argv: list[str]) -> int:

@@ -148,6 +148,12 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+class _Listener(logging.handlers.QueueListener):
+    def enqueue_sentinel(self) -> None:
+        # At close we may wait for room: everything queued is written first.
+        self.queue.put(self._sentinel)
+
+
 class MailLog:
     """The logging set-up of one hato process."""
 
@@ -164,7 +170,7 @@ class MailLog:
         self._target = target
         self._queue: queue.Queue = queue.Queue(QUEUE_SIZE)
         self._qhandler = _DroppingQueueHandler(self._queue)
-        self._listener = logging.handlers.QueueListener(self._queue, target)
+        self._listener = _Listener(self._queue, target)
         self._listener.start()
         self.logger = logging.getLogger(f"hato.{daemon or 'main'}.{id(self)}")
         self.logger.propagate = False

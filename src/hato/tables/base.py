@@ -39,6 +39,7 @@ class OpenFlags:
 
     fold_case: bool = True  # lower-case the key before the lookup (DICT_FLAG_FOLD_FIX)
     writable: bool = False
+    utf8: bool = False  # smtputf8_enable = yes: UTF-8 keys, Unicode case folding
 
 
 class Table:

@@ -72,7 +72,7 @@ def printable(data: bytes | str, utf8: bool = True) -> str:
 def utf8_mode(flags: OpenFlags) -> bool:
     """True when the opener asked for Postfix's SMTPUTF8 table behaviour
     (``smtputf8_enable = yes``): keys must be UTF-8, folding is Unicode."""
-    return bool(getattr(flags, "utf8", False))
+    return flags.utf8
 
 
 def fold(key: str, utf8: bool) -> str:

@@ -79,13 +79,12 @@ class FileOpenFlags(OpenFlags):
     """OpenFlags plus what the file-based tables need from postmap's options
     and from main.cf (``smtputf8_enable``)."""
 
-    utf8: bool = False  # smtputf8_enable = yes: UTF-8 keys, Unicode folding
     nul: str = NulMode.DEFAULT
     dup: str = DupMode.WARN
 
 
 def flag_utf8(flags: OpenFlags) -> bool:
-    return bool(getattr(flags, "utf8", False))
+    return flags.utf8
 
 
 def flag_nul(flags: OpenFlags) -> str:

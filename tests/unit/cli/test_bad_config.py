@@ -120,3 +120,32 @@ def test_unknown_command_and_options():
 def test_not_yet_commands_say_so():
     r = hato_inprocess("start")
     assert r.returncode == 1 and "not yet implemented" in r.stderr
+
+
+def test_check_tables(tmp_path):
+    d = tmp_path / "cfg"
+    d.mkdir()
+    (d / "clients.cidr").write_text("10.0.0.0/33 REJECT\n192.168.0.0/16 OK\n")
+    (d / "access").write_text("example.com OK\n")
+    (d / "main.cf").write_text(
+        "myhostname = a.example\n"
+        f"smtpd_client_restrictions = check_client_access cidr:{d}/clients.cidr,\n"
+        f"    check_client_access hash:{d}/access, check_policy_service inet:127.0.0.1:9\n"
+        f"virtual_alias_maps = memcache:{d}/mc.cf\n"
+        f"alias_maps = proxy:lmdb:{d}/nothere\n")
+    (d / "master.cf").write_text("smtp inet n - n - - smtpd\n")
+    r = hato_inprocess("-c", str(d), "check")
+    assert r.returncode == 1
+    err = r.stderr
+    assert f'cidr map {d}/clients.cidr, line 1: bad mask length in "10.0.0.0/33"' in err
+    assert (f"{d}/main.cf, line 2: smtpd_client_restrictions: table hash:{d}/access: "
+            f"open database {d}/access.hato.db") in err
+    assert f"hato postmap hash:{d}/access" in err
+    assert "dictionary type memcache is not supported by hato" in err
+    assert f"{d}/main.cf, line 5: alias_maps: table proxy:lmdb:{d}/nothere" in err
+    assert "inet:127.0.0.1:9" not in err  # a policy server, not a table
+    # Once the index is built, that error is gone.
+    r = hato_inprocess("postmap", f"hash:{d}/access")
+    assert r.returncode == 0, r.stderr
+    r = hato_inprocess("-c", str(d), "check")
+    assert "access.hato.db" not in r.stderr
