@@ -168,6 +168,11 @@ def check_services(cfg: Config, report: Report) -> None:
         if svc.key in seen:
             report.error(f"{where}: duplicate service {svc.key} (first at line {seen[svc.key]})")
         seen.setdefault(svc.key, svc.lineno)
+        if svc.type == "inet":
+            try:
+                svc.endpoint()
+            except ConfigError as err:
+                report.error(f"{where}: service {svc.key}: {err.message}")
         info = describe(svc.command)
         if info is None:
             report.warn(f"{where}: service {svc.key}: unknown daemon \"{svc.command}\"; "

@@ -31,6 +31,54 @@ _MAXPROC = re.compile(r"(-|\d+)\Z")
 STANDARD_PORTS = {"smtp": 25, "submission": 587, "smtps": 465, "submissions": 465, "lmtp": 24}
 
 
+def _services_port(name: str, path: str) -> int | None:
+    """The tcp port of *name* (or one of its aliases) in an /etc/services file."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split("#", 1)[0].split()
+                if len(fields) < 2 or not fields[1].endswith("/tcp"):
+                    continue
+                if name == fields[0] or name in fields[2:]:
+                    port = fields[1].split("/", 1)[0]
+                    if port.isdigit():
+                        return int(port)
+    except OSError:
+        return None
+    return None
+
+
+def inet_endpoint(name: str, services_file: str = "/etc/services") -> tuple[str | None, int]:
+    """An inet service name as master.cf writes it — ``port``, ``host:port``,
+    ``[ipv6]:port``, where port is a number or a service name — as (host,
+    port); host None means "every address in inet_interfaces". Service names
+    come from /etc/services, falling back to the standard ports of smtp,
+    submission, smtps and lmtp when the file lacks them."""
+    host: str | None
+    if name.startswith("["):
+        end = name.find("]")
+        if end < 0 or not name[end + 1 :].startswith(":"):
+            raise ConfigError(f'bad inet service name: "{name}"')
+        host, port_text = name[1:end], name[end + 2 :]
+    elif ":" in name:
+        host, _, port_text = name.rpartition(":")
+    else:
+        host, port_text = None, name
+    if host == "":
+        host = None
+    if port_text.isdigit():
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise ConfigError(f'bad port number in inet service name: "{name}"')
+        return host, port
+    found = _services_port(port_text, services_file)
+    if found is None:
+        found = STANDARD_PORTS.get(port_text)
+    if found is None:
+        raise ConfigError(f"unknown service: {port_text}/tcp")
+    return host, found
+
+
 def split_args(text: str, warnings: list[str] | None = None, where: str = "master.cf") -> list[str]:
     """Split a command line on blanks, keeping ``{ … }`` groups whole.
     A group is returned *with* its braces so that normalization can tell."""
@@ -158,6 +206,12 @@ class Service:
                 name, _, val = value.partition("=")
                 result[name] = val
         return result
+
+    def endpoint(self, services_file: str = "/etc/services") -> tuple[str | None, int]:
+        """(host, port) of an inet service; see :func:`inet_endpoint`."""
+        if self.type != "inet":
+            raise ConfigError(f"{self.key}: not an inet service")
+        return inet_endpoint(self.name, services_file)
 
     def private(self, default: bool = True) -> bool:
         return _flag(self.fields[2], default)

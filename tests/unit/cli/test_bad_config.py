@@ -149,3 +149,12 @@ def test_check_tables(tmp_path):
     assert r.returncode == 0, r.stderr
     r = hato_inprocess("-c", str(d), "check")
     assert "access.hato.db" not in r.stderr
+
+
+def test_check_inet_service_names(tmp_path):
+    d = make(tmp_path, "myhostname = a.example\n",
+             "smtps inet n - n - - smtpd\nnosuchsvc inet n - n - - smtpd\n")
+    r = hato_inprocess("-c", str(d), "check")
+    assert r.returncode == 1
+    assert f"{d}/master.cf, line 2: service nosuchsvc/inet: unknown service: nosuchsvc/tcp" in r.stderr
+    assert "smtps/inet: unknown" not in r.stderr

@@ -85,3 +85,54 @@ def test_edits_keep_comments():
     assert "#smtp      inet" in m.render()
     m.remove("tlsmgr", "unix")
     assert "tlsmgr" not in m.render()
+
+
+SERVICES = """\
+smtp\t\t25/tcp\t\tmail
+submissions\t465/tcp\t\tssmtp smtps urd # Submission over TLS
+submission\t587/tcp
+domain\t\t53/udp
+"""
+
+
+@pytest.mark.parametrize("name, want", [
+    ("smtp", (None, 25)),
+    ("submission", (None, 587)),
+    ("smtps", (None, 465)),  # an alias of submissions
+    ("2525", (None, 2525)),
+    ("127.0.0.1:smtp", ("127.0.0.1", 25)),
+    ("127.0.0.1:10025", ("127.0.0.1", 10025)),
+    ("[::1]:25", ("::1", 25)),
+    ("localhost:submission", ("localhost", 587)),
+    (":2525", (None, 2525)),
+])
+def test_inet_endpoints(tmp_path, name, want):
+    from hato.config.mastercf import inet_endpoint
+
+    services = tmp_path / "services"
+    services.write_text(SERVICES)
+    assert inet_endpoint(name, str(services)) == want
+
+
+def test_inet_endpoint_falls_back_to_standard_ports(tmp_path):
+    """The reference site had to add smtps to /etc/services by hand; hato
+    knows the standard ports without it."""
+    from hato.config.mastercf import inet_endpoint
+
+    empty = tmp_path / "services"
+    empty.write_text("")
+    assert inet_endpoint("smtps", str(empty)) == (None, 465)
+    assert inet_endpoint("submission", str(tmp_path / "missing")) == (None, 587)
+    with pytest.raises(ConfigError):
+        inet_endpoint("nosuchservice", str(empty))
+    with pytest.raises(ConfigError):
+        inet_endpoint("127.0.0.1:70000", str(empty))
+    with pytest.raises(ConfigError):
+        inet_endpoint("[::1]25", str(empty))
+
+
+def test_service_endpoint_of_reference_entries():
+    m = MasterCf.parse("smtps inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n"
+                       "10025 inet n - n - - smtpd\n")
+    assert m.services[0].endpoint()[1] == 465
+    assert m.services[1].endpoint() == (None, 10025)
