@@ -67,6 +67,10 @@ class MaillogFileHandler(logging.Handler):
         self.hostname = hostname
         self._fd: int | None = None
         self._ino: tuple[int, int] | None = None
+        try:
+            self._open()  # now, while the process may still have the rights
+        except OSError:
+            pass  # reported by emit() on the first record
 
     def _open(self) -> int:
         try:
@@ -75,10 +79,19 @@ class MaillogFileHandler(logging.Handler):
         except FileNotFoundError:
             ino = None
         if self._fd is None or ino != self._ino:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                             0o644)
+            except PermissionError:
+                # A service that gave up its privileges after opening the
+                # log keeps writing to the file it has.
+                if self._fd is None:
+                    raise
+                self._ino = ino
+                return self._fd
             if self._fd is not None:
                 os.close(self._fd)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                               0o644)
+            self._fd = fd
             st = os.fstat(self._fd)
             self._ino = (st.st_dev, st.st_ino)
         return self._fd

@@ -1,0 +1,131 @@
+"""Delivery requests between qmgr and the delivery agents, and the status
+line every agent logs.
+
+qmgr sends one request per (transport, next hop, batch of recipients) in the
+attribute protocol (:mod:`hato.proto.attr`); the agent answers one status
+per recipient. The agent logs Postfix's status line, which pflogsumm reads:
+
+    QID: to=<rcpt>, orig_to=<orig>, relay=local, delay=0.12,
+        delays=0.01/0.01/0/0.1, dsn=2.0.0, status=sent (delivered to maildir)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..proto.attr import Attrs
+
+SENT = "sent"
+DEFERRED = "deferred"
+BOUNCED = "bounced"
+
+
+@dataclass
+class RcptRequest:
+    index: int  # position in the queue file's recipient list
+    address: str
+    orig_address: str = ""
+    notify: str = ""  # comma-separated DSN NOTIFY keywords
+    orcpt: str = ""
+
+
+@dataclass
+class DeliveryRequest:
+    queue_name: str
+    queue_id: str
+    transport: str
+    nexthop: str
+    sender: str
+    arrival: float
+    active_time: float  # when qmgr moved the message to active/
+    recipients: list[RcptRequest] = field(default_factory=list)
+    envid: str = ""
+    ret: str = ""
+    size: int = 0
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> Attrs:
+        a = Attrs.of(request="deliver", queue_name=self.queue_name, queue_id=self.queue_id,
+                     transport=self.transport, nexthop=self.nexthop, sender=self.sender,
+                     arrival=repr(self.arrival), active_time=repr(self.active_time),
+                     envid=self.envid, ret=self.ret, size=self.size)
+        for name, value in self.attributes.items():
+            a.add("attr", f"{name}={value}")
+        for r in self.recipients:
+            a.add("rcpt_index", str(r.index)).add("rcpt", r.address)
+            a.add("orig_rcpt", r.orig_address).add("notify", r.notify).add("orcpt", r.orcpt)
+        return a
+
+    @classmethod
+    def decode(cls, a: Attrs) -> "DeliveryRequest":
+        req = cls(queue_name=a["queue_name"], queue_id=a["queue_id"], transport=a["transport"],
+                  nexthop=a.get("nexthop", "") or "", sender=a.get("sender", "") or "",
+                  arrival=float(a.get("arrival") or 0), active_time=float(a.get("active_time") or 0),
+                  envid=a.get("envid", "") or "", ret=a.get("ret", "") or "",
+                  size=a.int("size"))
+        for item in a.all("attr"):
+            name, _, value = item.partition("=")
+            req.attributes[name] = value
+        idx, rcpt, orig = a.all("rcpt_index"), a.all("rcpt"), a.all("orig_rcpt")
+        notify, orcpt = a.all("notify"), a.all("orcpt")
+        for i in range(len(rcpt)):
+            req.recipients.append(RcptRequest(int(idx[i]), rcpt[i], orig[i], notify[i], orcpt[i]))
+        return req
+
+
+@dataclass
+class RcptStatus:
+    index: int
+    status: str  # sent, deferred, bounced
+    dsn: str  # 2.0.0, 4.x.y, 5.x.y
+    reason: str
+    relay: str = "none"
+    action: str = ""  # DSN action: delivered, relayed, expanded, failed, delayed
+
+    def __post_init__(self) -> None:
+        if not self.action:
+            self.action = {SENT: "delivered", DEFERRED: "delayed", BOUNCED: "failed"}[self.status]
+
+
+def encode_statuses(statuses: list[RcptStatus]) -> Attrs:
+    a = Attrs.of(status="done")
+    for s in statuses:
+        a.add("rcpt_index", str(s.index)).add("rcpt_status", s.status).add("dsn", s.dsn)
+        a.add("reason", s.reason).add("relay", s.relay).add("action", s.action)
+    return a
+
+
+def decode_statuses(a: Attrs) -> list[RcptStatus]:
+    idx, st, dsn = a.all("rcpt_index"), a.all("rcpt_status"), a.all("dsn")
+    reason, relay, action = a.all("reason"), a.all("relay"), a.all("action")
+    return [RcptStatus(int(idx[i]), st[i], dsn[i], reason[i], relay[i], action[i])
+            for i in range(len(idx))]
+
+
+def _fmt(seconds: float) -> str:
+    """Postfix's delay formatting: whole seconds from 10 s, one decimal from
+    1 s, two below (trailing zeros dropped), and 0 below 10 ms."""
+    if seconds >= 10:
+        return f"{int(seconds)}"
+    if seconds >= 1:
+        text = f"{int(seconds * 10) / 10:.1f}"
+    elif seconds >= 0.01:
+        text = f"{int(seconds * 100) / 100:.2f}"
+    else:
+        return "0"
+    return text.rstrip("0").rstrip(".")
+
+
+def status_line(req: DeliveryRequest, rcpt: RcptRequest, st: RcptStatus, *,
+                started: float, connected: float, finished: float) -> str:
+    """The line Postfix's delivery agents log for one recipient."""
+    a = max(0.0, req.active_time - req.arrival)
+    b = max(0.0, started - req.active_time)
+    c = max(0.0, connected - started)
+    d = max(0.0, finished - connected)
+    total = max(0.0, finished - req.arrival)
+    orig = f", orig_to=<{rcpt.orig_address}>" if rcpt.orig_address and \
+        rcpt.orig_address != rcpt.address else ""
+    return (f"{req.queue_id}: to=<{rcpt.address}>{orig}, relay={st.relay}, "
+            f"delay={_fmt(total)}, delays={_fmt(a)}/{_fmt(b)}/{_fmt(c)}/{_fmt(d)}, "
+            f"dsn={st.dsn}, status={st.status} ({st.reason})")

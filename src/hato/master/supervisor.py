@@ -1,0 +1,306 @@
+"""master: the supervisor of a hato instance.
+
+Reads master.cf, binds every listening socket itself (inet sockets on the
+addresses of ``inet_interfaces`` or the entry's own ``host:port``; unix
+sockets under ``$queue_directory/private`` or ``/public``), starts the
+services hato runs as worker processes that inherit those sockets, and
+restarts a worker that dies, with back-off and Postfix's warning texts.
+
+Signals: SIGTERM stops (workers get SIGTERM and finish what they are doing),
+SIGQUIT aborts (workers are killed), SIGHUP reloads (main.cf and master.cf
+are read again; new workers start with the new configuration and old ones
+are told to finish their sessions and exit).
+
+Parameters: inet_interfaces, inet_protocols, default_process_limit,
+master_service_disable, service_throttle_time, queue_directory,
+data_directory, mail_owner, setgid_group, syslog_name, maillog_file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from ..config.errors import ConfigError
+from ..config.mastercf import Service
+from ..config.settings import Config, Settings
+from ..io.maillog import MailLog
+from .catalog import Status, describe
+from .pidfile import MasterLock
+
+WORKER_MODULE = "hato.master.worker"
+MIN_BACKOFF = 0.5
+
+
+def disabled(svc: Service, patterns: list[str]) -> bool:
+    """master_service_disable: "type" or "name/type" (also "name.type")."""
+    for pat in patterns:
+        pat = pat.replace(".", "/") if "/" not in pat and pat.count(".") == 1 else pat
+        if pat == svc.type or pat == svc.key:
+            return True
+    return False
+
+
+def interface_addresses(settings: Settings) -> list[str]:
+    """Addresses to bind for inet services without their own host."""
+    protos = {p.lower() for p in settings.list("inet_protocols")} or {"all"}
+    want4 = bool(protos & {"all", "ipv4"})
+    want6 = bool(protos & {"all", "ipv6"})
+    out: list[str] = []
+    for item in settings.list("inet_interfaces"):
+        low = item.lower()
+        if low == "all":
+            out += (["0.0.0.0"] if want4 else []) + (["::"] if want6 else [])
+        elif low == "loopback-only":
+            out += (["127.0.0.1"] if want4 else []) + (["::1"] if want6 else [])
+        else:
+            out.append(item.strip("[]"))
+    return out or ["127.0.0.1"]
+
+
+def bind_inet(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if not any(c.isalpha() for c in host) or ":" in host:
+        addr = host
+    else:
+        addr = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((addr, port))
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_unix(path: str, backlog: int, mode: int) -> socket.socket:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, mode)
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Slot:
+    """One master.cf service that hato runs: its sockets and workers."""
+
+    service: Service
+    sockets: list[socket.socket]
+    nworkers: int
+    procs: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
+    failures: int = 0
+    retiring: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.service.key
+
+
+class Master:
+    def __init__(self, config: Config, log: MailLog):
+        self.config = config
+        self.settings = config.settings()
+        self.log = log
+        self.slots: list[Slot] = []
+        self.stopping = False
+        self.aborting = False
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- set-up -------------------------------------------------------------------
+
+    def plan(self) -> list[Slot]:
+        cfg, s = self.config, self.settings
+        patterns = s.list("master_service_disable")
+        limit = s.int("default_process_limit")
+        queue_dir = s.str("queue_directory")
+        slots: list[Slot] = []
+        for svc in cfg.master.services:
+            if disabled(svc, patterns):
+                continue
+            info = describe(svc.command)
+            if info is None or info[0] is Status.PLANNED:
+                what = info[1] if info else "unknown daemon"
+                self.log.warning(f"service {svc.key}: {svc.command} ({what}) is not run by "
+                                 f"this version of hato")
+                continue
+            if info[0] is Status.FOLDED:
+                continue
+            maxproc = svc.maxproc(limit)
+            sockets: list[socket.socket] = []
+            if svc.type == "inet":
+                host, port = svc.endpoint()
+                hosts = [host] if host else interface_addresses(s)
+                for h in hosts:
+                    sockets.append(bind_inet(h, port, max(maxproc, 100)))
+                nworkers = max(1, min(maxproc or 1, os.cpu_count() or 1))
+            elif svc.type == "unix":
+                sub = "private" if svc.private() else "public"
+                path = os.path.join(queue_dir, sub, svc.name)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                # As in Postfix: the socket is open to all; private/ (0700) and
+                # public/ (0710, setgid_group) decide who reaches it.
+                sockets.append(bind_unix(path, 100, 0o666))
+                if os.geteuid() == 0:
+                    import pwd
+
+                    pw = pwd.getpwnam(s.str("mail_owner"))
+                    os.chown(path, pw.pw_uid, pw.pw_gid)
+                nworkers = 1
+            else:
+                nworkers = 1
+            if maxproc == 0 and svc.type == "inet":
+                nworkers = max(1, os.cpu_count() or 1)
+            slots.append(Slot(svc, sockets, nworkers))
+        return slots
+
+    # -- workers -------------------------------------------------------------------
+
+    async def spawn(self, slot: Slot) -> None:
+        fds = [sock.fileno() for sock in slot.sockets]
+        env = dict(os.environ)
+        env["MAIL_CONFIG"] = self.config.config_dir
+        env["HATO_LISTEN_FDS"] = ",".join(str(fd) for fd in fds)
+        argv = [sys.executable, "-m", WORKER_MODULE, slot.service.name, slot.service.type]
+        proc = await asyncio.create_subprocess_exec(*argv, pass_fds=fds, env=env,
+                                                    stdin=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        slot.procs[proc.pid] = proc
+        loop = asyncio.get_running_loop()
+        for coro in (self.watch(slot, proc), self.relay_stderr(slot, proc)):
+            task = loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def relay_stderr(self, slot: Slot, proc: asyncio.subprocess.Process) -> None:
+        """What a worker prints before its own log is open (an import error,
+        a crash in start-up) reaches the mail log."""
+        assert proc.stderr is not None
+        program = f"{self.settings.str('daemon_directory')}/{slot.service.command}"
+        while True:
+            line = await proc.stderr.readline()
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                self.log.warning(f"{program}[{proc.pid}]: {text}")
+
+    async def watch(self, slot: Slot, proc: asyncio.subprocess.Process) -> None:
+        started = time.monotonic()
+        status = await proc.wait()
+        slot.procs.pop(proc.pid, None)
+        if self.stopping or slot.retiring:
+            return
+        program = f"{self.settings.str('daemon_directory')}/{slot.service.command}"
+        if status < 0:
+            self.log.warning(f"process {program} pid {proc.pid} killed by signal {-status}")
+        elif status != 0:
+            self.log.warning(f"process {program} pid {proc.pid} exit status {status}")
+        if status != 0 and time.monotonic() - started < 5:
+            slot.failures += 1
+            self.log.warning(f"{program}: bad command startup -- throttling")
+        else:
+            slot.failures = 0
+        limit = float(self.settings.time("service_throttle_time"))
+        delay = min(limit, MIN_BACKOFF * (2 ** min(slot.failures, 10))) if slot.failures else 0
+        if delay:
+            await asyncio.sleep(delay)
+        if not self.stopping and not slot.retiring:
+            await self.spawn(slot)
+
+    async def start_all(self) -> None:
+        for slot in self.slots:
+            for _ in range(slot.nworkers):
+                await self.spawn(slot)
+
+    # -- control -------------------------------------------------------------------
+
+    def request_stop(self, abort: bool = False) -> None:
+        self.stopping = True
+        self.aborting = self.aborting or abort
+        self._stop.set()
+
+    async def reload(self) -> None:
+        try:
+            from ..io.hostinfo import host_facts
+
+            new = Config.load(self.config.config_dir, host_facts(), explicit_dir=True)
+        except ConfigError as err:
+            self.log.error(f"reload: {err}; keeping the running configuration")
+            return
+        self.log.info("reload -- version hato, configuration " + self.config.config_dir)
+        old_slots = self.slots
+        for slot in old_slots:
+            slot.retiring = True
+        self.config, self.settings = new, new.settings()
+        # Close the old listeners in the master; old workers keep their own
+        # copies until they have finished their sessions.
+        for slot in old_slots:
+            for sock in slot.sockets:
+                sock.close()
+            for proc in list(slot.procs.values()):
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+        self.slots = self.plan()
+        await self.start_all()
+
+    async def shutdown(self) -> None:
+        sig = signal.SIGKILL if self.aborting else signal.SIGTERM
+        procs = [p for slot in self.slots for p in slot.procs.values()]
+        for proc in procs:
+            if proc.returncode is None:
+                try:
+                    proc.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 30
+        for proc in procs:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(proc.wait(), remaining)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+        for slot in self.slots:
+            for sock in slot.sockets:
+                sock.close()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGQUIT, lambda: self.request_stop(abort=True))
+        loop.add_signal_handler(signal.SIGHUP,
+                                lambda: loop.create_task(self.reload()))
+        self.slots = self.plan()
+        self.log.info(f"daemon started -- version hato, configuration {self.config.config_dir}")
+        await self.start_all()
+        await self._stop.wait()
+        self.log.info("terminating on signal" + (" (abort)" if self.aborting else ""))
+        await self.shutdown()
+        return 0
+
+
+def run_master(config: Config, *, foreground_log: bool = False) -> int:
+    """Run the master until it is told to stop (the caller has detached)."""
+    settings = config.settings()
+    log = MailLog.from_settings(settings, "master", stderr=foreground_log)
+    lock = MasterLock(settings.str("queue_directory"), settings.str("data_directory"))
+    lock.acquire()
+    try:
+        return asyncio.run(Master(config, log).run())
+    finally:
+        lock.release()
+        log.close()

@@ -1,0 +1,115 @@
+"""The entry point of a service worker process started by master.
+
+    python -m hato.master.worker SERVICE_NAME SERVICE_TYPE
+
+The configuration directory comes in MAIL_CONFIG and the listening sockets
+as inherited file descriptors named in HATO_LISTEN_FDS. The worker reads its
+Settings (main.cf ∪ the entry's ``-o`` overrides), opens its log, drops
+privileges to mail_owner when started by root (unless master.cf's unpriv
+column says ``n``), and runs the service module's ``serve(ctx)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import importlib
+import os
+import pwd
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from ..config.mastercf import Service
+from ..config.settings import Config, Settings
+from ..io.hostinfo import host_facts
+from ..io.maillog import MailLog
+
+# master.cf command → the module in hato.services that runs it.
+MODULES = {
+    "pickup": "pickup",
+    "qmgr": "qmgr",
+    "oqmgr": "qmgr",
+    "local": "local",
+    "virtual": "virtual",
+    "pipe": "pipe",
+    "discard": "discard",
+    "error": "error",
+    "smtpd": "smtpd",
+}
+
+
+@dataclass
+class WorkerContext:
+    """What a service module's serve() receives."""
+
+    config: Config
+    service: Service
+    settings: Settings
+    log: MailLog
+    listeners: list[socket.socket]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def queue_directory(self) -> str:
+        return self.settings.str("queue_directory")
+
+
+def drop_privileges(settings: Settings) -> None:
+    owner = settings.str("mail_owner")
+    group = settings.str("setgid_group")
+    pw = pwd.getpwnam(owner)
+    os.setgroups([grp.getgrnam(group).gr_gid])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m hato.master.worker SERVICE TYPE", file=sys.stderr)
+        return 2
+    name, type_ = argv
+    config_dir = os.environ.get("MAIL_CONFIG", "/etc/hato")
+    config = Config.load(config_dir, host_facts(), explicit_dir=True,
+                         process_name=name)
+    found = config.master.find(name, type_)
+    if not found:
+        print(f"hato worker: no service {name}/{type_} in master.cf", file=sys.stderr)
+        return 1
+    svc = found[0]
+    settings = config.settings(svc)
+    config.process_name = svc.command
+    log = MailLog.from_settings(settings, svc.command)
+    fds = [int(x) for x in os.environ.get("HATO_LISTEN_FDS", "").split(",") if x]
+    listeners = [socket.socket(fileno=fd) for fd in fds]
+    for sock in listeners:
+        sock.setblocking(False)
+    module_name = MODULES.get(svc.command)
+    if module_name is None:
+        log.fatal(f"unsupported service command: {svc.command}")
+        return 1
+    # Import first: after the privileges are gone the interpreter may not be
+    # able to read its own installation.
+    module = importlib.import_module(f"hato.services.{module_name}")
+    if os.geteuid() == 0 and svc.unprivileged():
+        drop_privileges(settings)
+    ctx = WorkerContext(config, svc, settings, log, listeners)
+
+    async def runner() -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, ctx.stop.set)
+        loop.add_signal_handler(signal.SIGINT, ctx.stop.set)
+        return int(await module.serve(ctx) or 0)
+
+    try:
+        return asyncio.run(runner())
+    except Exception:
+        log.exception(f"{svc.command}: unexpected error")
+        return 1
+    finally:
+        log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1258 @@
+"""The message pass of cleanup(8), as a streaming state machine.
+
+:class:`Cleanup` is one cleanup service: its settings read and its tables
+(canonical, virtual alias, header/body checks, bcc maps) opened once.
+:meth:`Cleanup.open` starts one message from its envelope facts
+(:class:`Submission`); :meth:`CleanupState.feed` takes the raw message in
+chunks of any size (CRLF or LF line endings, 8-bit, NUL bytes) and
+:meth:`CleanupState.finish` returns a :class:`CleanupResult`. The content
+to store comes out as queue records through the *output* callback while
+the message streams in: ``(records.NORM, line)`` for a line, ``(records.CONT,
+piece)`` for a piece of a line longer than ``line_length_limit``. Only one
+header block (at most ``header_size_limit`` bytes plus one line) and one
+line are held in memory at a time.
+
+What it does, as Postfix's cleanup_envelope.c, cleanup_message.c,
+cleanup_addr.c, cleanup_extracted.c and mime_state.c do:
+
+* envelope: the sender and each recipient are rewritten in the local
+  context, mapped (``sender_canonical_maps``/``recipient_canonical_maps``,
+  ``canonical_maps``), masqueraded; recipients are expanded through
+  ``virtual_alias_maps`` and duplicates dropped (``duplicate_filter_limit``);
+  ``sender_bcc_maps``, ``recipient_bcc_maps`` and ``always_bcc`` add blind
+  copies; with ``sendmail -t`` (``extract_recipients``) the recipients of
+  To:/Cc:/Bcc: (or of the Resent- headers when there are any) are added;
+* a ``Received:`` header first: the one smtpd passes, or for a local
+  submission ``Received: by $myhostname ($mail_name, from userid N)``;
+* headers: a folded header is one logical header (matched by header_checks
+  as such, lines joined by ``\\n``); headers longer than
+  ``header_size_limit`` are cut; ``header_checks`` (primary headers),
+  ``mime_header_checks`` (MIME part headers and primary ``Content-*``),
+  ``nested_header_checks`` (attached messages) and ``body_checks`` apply
+  with all their actions; ``message_drop_headers`` (Bcc, Return-Path, ...)
+  are removed; address headers are rewritten in the header context
+  (``local``, or ``remote`` with ``remote_header_rewrite_domain``, or not at
+  all); ``Received:`` headers are counted against ``hopcount_limit``;
+* missing headers: ``Message-Id: <YYYYMMDDhhmmss.QID@$myhostname>``,
+  ``Date:``, ``From:`` and ``$undisclosed_recipients_header`` for local
+  submissions (or any, with ``always_add_missing_headers``);
+* limits: ``message_size_limit`` (status SIZE, "message file too big"),
+  ``line_length_limit`` (long lines become CONT pieces), MIME nesting;
+  ``message_strip_characters``, ``message_reject_characters`` and
+  ``cleanup_replace_stray_cr_lf``.
+
+Logging is the caller's: every line Postfix's cleanup would log
+(``QID: message-id=<...>``, ``QID: warning: header Subject: ...``) is given
+to the *log* callback as ``(level, text)``, and kept in
+:attr:`CleanupResult.log`. Time is never read here: the arrival time comes
+with the submission.
+"""
+
+from __future__ import annotations
+
+import re
+import time as _time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from enum import IntFlag
+
+from ..config.settings import Settings
+from ..policy import address as A
+from ..policy.headerchecks import (
+    BODY,
+    CONTENT,
+    HEADER,
+    Action,
+    HeaderChecks,
+    HeaderClass,
+    parse_action,
+)
+from ..policy.rewrite import LOCAL, REMOTE, DuplicateFilter, LookupDefer, Rewriter, open_maps
+from ..tables.base import TableRetry
+from ..tables.search import TableList
+from . import records as R
+from .envelope import NOTIFY_BITS, Recipient, notify_from_mask, notify_mask
+
+Output = Callable[[str, bytes], None]
+LogSink = Callable[[str, str], None]
+
+INFO = "info"
+WARNING = "warning"
+
+
+class CleanupStatus(IntFlag):
+    """Postfix's CLEANUP_STAT_* bits."""
+
+    OK = 0
+    BAD = 1 << 0  # internal protocol error
+    WRITE = 1 << 1  # queue file write error (also: table lookup failure)
+    SIZE = 1 << 2  # message file too big
+    CONT = 1 << 3  # message content rejected
+    HOPS = 1 << 4  # too many hops
+    RCPT = 1 << 6  # no recipients
+    PROXY = 1 << 7
+    DEFER = 1 << 8  # temporary reject
+    NOPERM = 1 << 9
+
+
+MASK_CANT_BOUNCE = CleanupStatus.BAD | CleanupStatus.WRITE | CleanupStatus.DEFER \
+    | CleanupStatus.RCPT
+MASK_INCOMPLETE = CleanupStatus.BAD | CleanupStatus.WRITE | CleanupStatus.SIZE \
+    | CleanupStatus.DEFER
+
+#: cleanup_strerror.c: most severe first.
+_DETAIL = (
+    (CleanupStatus.DEFER, 451, "4.7.1", "service unavailable"),
+    (CleanupStatus.PROXY, 451, "4.3.0", "queue file write error"),
+    (CleanupStatus.BAD, 451, "4.3.0", "internal protocol error"),
+    (CleanupStatus.RCPT, 550, "5.1.0", "no recipients specified"),
+    (CleanupStatus.HOPS, 554, "5.4.0", "too many hops"),
+    (CleanupStatus.SIZE, 552, "5.3.4", "message file too big"),
+    (CleanupStatus.CONT, 550, "5.7.1", "message content rejected"),
+    (CleanupStatus.WRITE, 451, "4.3.0", "queue file write error"),
+    (CleanupStatus.NOPERM, 550, "5.7.1", "service denied"),
+)
+
+
+def status_detail(status: CleanupStatus) -> tuple[int, str, str]:
+    """(SMTP code, DSN status, text) for a status, as cleanup_stat_detail()."""
+    if not status:
+        return 250, "2.0.0", "Success"
+    for bit, code, dsn, text in _DETAIL:
+        if status & bit:
+            return code, dsn, text
+    return 451, "4.3.0", "internal protocol error"
+
+
+class CleanupFlag(IntFlag):
+    """Postfix's CLEANUP_FLAG_* bits a client sets per message."""
+
+    NONE = 0
+    BOUNCE = 1 << 0  # bounce bad mail instead of refusing it (local submission)
+    FILTER = 1 << 1  # header/body checks
+    HOLD = 1 << 2
+    DISCARD = 1 << 3
+    BCC_OK = 1 << 4  # automatic BCC recipients
+    MAP_OK = 1 << 5  # canonical/virtual mapping and masquerading
+
+
+EXTERNAL = CleanupFlag.FILTER | CleanupFlag.BCC_OK | CleanupFlag.MAP_OK
+INTERNAL = CleanupFlag.MAP_OK
+
+
+# -- message header classification (header_opts.c) ------------------------------------
+
+OPT_RECIP = 1 << 0
+OPT_SENDER = 1 << 1
+OPT_EXTRACT = 1 << 2
+OPT_RR = 1 << 3  # Resent- header
+OPT_MIME = 1 << 4
+OPT_DROP = 1 << 5
+OPT_XRECIP = OPT_RECIP | OPT_EXTRACT
+
+
+@dataclass(frozen=True)
+class HeaderOpts:
+    name: str  # preferred capitalisation
+    type: str  # lower-case name, "other" for a header known only from message_drop_headers
+    flags: int
+
+
+_HEADERS = (
+    ("Apparently-To", OPT_RECIP), ("Bcc", OPT_XRECIP), ("Cc", OPT_XRECIP),
+    ("Content-Description", OPT_MIME), ("Content-Disposition", OPT_MIME),
+    ("Content-ID", OPT_MIME), ("Content-Length", 0), ("Content-Transfer-Encoding", OPT_MIME),
+    ("Content-Type", OPT_MIME), ("Delivered-To", 0), ("Disposition-Notification-To", OPT_SENDER),
+    ("Date", 0), ("Errors-To", OPT_SENDER), ("From", OPT_SENDER),
+    ("Mail-Followup-To", OPT_SENDER), ("Message-Id", 0), ("MIME-Version", OPT_MIME),
+    ("Received", 0), ("Reply-To", OPT_SENDER), ("Resent-Bcc", OPT_XRECIP | OPT_RR),
+    ("Resent-Cc", OPT_XRECIP | OPT_RR), ("Resent-Date", OPT_RR),
+    ("Resent-From", OPT_SENDER | OPT_RR), ("Resent-Message-Id", OPT_RR),
+    ("Resent-Reply-To", OPT_RECIP | OPT_RR), ("Resent-Sender", OPT_SENDER | OPT_RR),
+    ("Resent-To", OPT_XRECIP | OPT_RR), ("Return-Path", OPT_SENDER),
+    ("Return-Receipt-To", OPT_SENDER), ("Sender", OPT_SENDER), ("To", OPT_XRECIP),
+)
+
+
+def header_table(drop: Iterable[str]) -> dict[str, HeaderOpts]:
+    """The header table with message_drop_headers applied."""
+    table = {name.lower(): HeaderOpts(name, name.lower(), flags) for name, flags in _HEADERS}
+    for name in drop:
+        key = name.lower()
+        old = table.get(key)
+        table[key] = (HeaderOpts(old.name, old.type, old.flags | OPT_DROP) if old
+                      else HeaderOpts(name, "other", OPT_DROP))
+    return table
+
+
+_IS_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+
+
+def header_name_length(line: bytes) -> int:
+    """is_header(): the length of the header name when *line* starts with
+    ``name:`` or ``name :``, else 0."""
+    m = _IS_HEADER.match(line)
+    if m is None:
+        return 0
+    i = m.end()
+    while i < len(line) and line[i] in b" \t":
+        i += 1
+    return m.end() if i < len(line) and line[i] == 0x3A else 0
+
+
+def _find_opts(table: dict[str, HeaderOpts], header: str) -> HeaderOpts | None:
+    colon = header.find(":")
+    if colon < 0:
+        return None
+    return table.get(header[:colon].rstrip(" \t").lower())
+
+
+# -- dates -------------------------------------------------------------------------------
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def mail_date(when: float, tz: tzinfo | None = None) -> str:
+    """Postfix's mail_date(): ``Tue,  5 Mar 2024 10:00:00 +0100 (CET)`` —
+    English names, a space-padded day (Postfix 3.7's ``%e``), the UTC
+    offset and the zone name. *tz* None is the local time zone."""
+    if tz is None:
+        lt = _time.localtime(when)
+        parts = (lt.tm_wday, lt.tm_mday, lt.tm_mon, lt.tm_year, lt.tm_hour, lt.tm_min,
+                 lt.tm_sec)
+        gmtoff = (lt.tm_gmtoff or 0) // 60
+        zone = lt.tm_zone or ""
+    else:
+        dt = datetime.fromtimestamp(when, tz)
+        parts = (dt.weekday(), dt.day, dt.month, dt.year, dt.hour, dt.minute, dt.second)
+        off = dt.utcoffset()
+        gmtoff = int(off.total_seconds()) // 60 if off is not None else 0
+        zone = dt.tzname() or ""
+    wday, mday, mon, year, hour, minute, sec = parts
+    hours = int(gmtoff / 60)  # C division truncates toward zero
+    return (f"{_DAYS[wday]}, {mday:2d} {_MONTHS[mon - 1]} {year} "
+            f"{hour:02d}:{minute:02d}:{sec:02d} {hours:+03d}{abs(gmtoff) % 60:02d} ({zone})")
+
+
+def message_id_stamp(when: float) -> str:
+    """The time part of a Message-Id cleanup adds: YYYYMMDDhhmmss in UTC."""
+    return _time.strftime("%Y%m%d%H%M%S", _time.gmtime(when))
+
+
+def local_received(myhostname: str, mail_name: str, uid: int, queue_id: str,
+                   when: float, tz: tzinfo | None = None) -> str:
+    """The Received: header of a local submission, as Postfix's pickup
+    writes it (two lines)."""
+    return (f"Received: by {myhostname} ({mail_name}, from userid {uid})\n"
+            f"\tid {queue_id}; {mail_date(when, tz)}")
+
+
+# -- input ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Submission:
+    """The facts of one message that cleanup needs besides its content.
+
+    ``recipients`` are as received (internal form); a :class:`Recipient`
+    carries DSN NOTIFY/ORCPT and an original address. ``rewrite_context``
+    is the header rewriting context the client gets: ``local`` for local
+    submissions and for clients that match local_header_rewrite_clients
+    (smtpd decides), ``remote`` otherwise. ``received`` is the Received:
+    header smtpd made (lines joined by ``\\n``); for a local submission give
+    ``userid`` instead and cleanup writes Postfix's. ``origin``, ``proto``
+    and ``helo`` only go into log lines (``host[addr]``, ``ESMTP``).
+    """
+
+    queue_id: str
+    sender: str
+    recipients: Sequence[str | Recipient] = ()
+    arrival_time: float = 0.0
+    rewrite_context: str = LOCAL
+    received: str | None = None
+    userid: int | None = None
+    submit_time: float | None = None  # date in the local Received: (maildrop file time)
+    pickup_id: str | None = None  # id in the local Received: (default: queue_id)
+    queue_time: float | None = None  # time in the added Message-Id (default: arrival_time)
+    full_name: str | None = None
+    extract_recipients: bool = False
+    flags: CleanupFlag | None = None  # default: the service's (receive_override_options)
+    origin: str = "local"
+    proto: str | None = None
+    helo: str | None = None
+    tz: tzinfo | None = None
+
+
+@dataclass
+class CleanupResult:
+    queue_id: str
+    status: CleanupStatus
+    reason: str | None  # DSN reason ("5.7.1 text") for CONT/DEFER, else None
+    sender: str  # the rewritten envelope sender
+    recipients: list[Recipient]
+    message_id: str | None  # "<...>", as logged; None: none seen or added
+    hold: bool = False
+    discard: bool = False
+    filter: str | None = None
+    redirect: str | None = None
+    encoding: str | None = None  # "8bit" when a Content-Transfer-Encoding says so
+    size: int = 0  # content bytes stored (lines with their LF)
+    hop_count: int = 0
+    bounce: bool = False  # the caller should bounce the message (local submission)
+    log: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.status
+
+    @property
+    def temporary(self) -> bool:
+        """A failure to try again later (4xx), not a rejection."""
+        return status_detail(self.status)[0] // 100 == 4 or bool(
+            self.reason and self.reason.startswith("4"))
+
+    def detail(self) -> tuple[int, str, str]:
+        return status_detail(self.status)
+
+    def smtp_reply(self) -> str:
+        """The reply smtpd gives for this result, as Postfix's smtpd does."""
+        code, dsn, text = status_detail(self.status)
+        if self.status & (CleanupStatus.CONT | CleanupStatus.DEFER) and self.reason \
+                and not self.status & (CleanupStatus.BAD | CleanupStatus.WRITE):
+            if self.status & CleanupStatus.DEFER:
+                code = 451
+            return f"{code} {self.reason}"
+        if not self.status:
+            return f"250 2.0.0 Ok: queued as {self.queue_id}"
+        return f"{code} {dsn} Error: {text}"
+
+
+# -- MIME (mime_state.c) -------------------------------------------------------------------
+
+_ST_PRIMARY, _ST_MULTIPART, _ST_NESTED, _ST_BODY = 1, 2, 3, 4
+_CT_TEXT, _CT_MESSAGE, _CT_MULTIPART, _CT_OTHER = 1, 2, 3, 4
+_STYPE_PLAIN, _STYPE_OTHER, _STYPE_RFC822, _STYPE_PARTIAL, _STYPE_EXTERN = 1, 2, 3, 4, 5
+_ENC_7BIT, _ENC_8BIT, _ENC_BINARY, _ENC_QP, _ENC_BASE64 = 7, 8, 9, 1, 2
+_ENCODINGS = {"7bit": (_ENC_7BIT, _ENC_7BIT), "8bit": (_ENC_8BIT, _ENC_8BIT),
+              "binary": (_ENC_BINARY, _ENC_BINARY), "base64": (_ENC_BASE64, _ENC_7BIT),
+              "quoted-printable": (_ENC_QP, _ENC_7BIT)}
+
+MIME_ERR_NESTING = 1 << 0
+MIME_ERR_TRUNC_HEADER = 1 << 1
+MIME_ERR_8BIT_IN_HEADER = 1 << 2
+MIME_ERR_8BIT_IN_7BIT_BODY = 1 << 3
+MIME_ERR_ENCODING_DOMAIN = 1 << 4
+_MIME_ERRORS = (
+    (MIME_ERR_NESTING, "MIME nesting exceeds safety limit"),
+    (MIME_ERR_TRUNC_HEADER, "message header length exceeds safety limit"),
+    (MIME_ERR_8BIT_IN_HEADER, "improper use of 8-bit data in message header"),
+    (MIME_ERR_8BIT_IN_7BIT_BODY, "improper use of 8-bit data in message body"),
+    (MIME_ERR_ENCODING_DOMAIN, "invalid message/* or multipart/* encoding domain"),
+)
+
+
+def mime_error_text(code: int) -> str:
+    for bit, text in _MIME_ERRORS:
+        if code & bit:
+            return text
+    return "unknown MIME error"
+
+
+_TSPECIALS = '()<>@,;:\\"/[]?='
+
+
+def _ct_tokens(value: str) -> list[list[tuple[str, str]]]:
+    """RFC 2045 header tokens, split into ``;``-separated groups; a token is
+    ("t", text) or ("q", quoted text) or (special, special)."""
+    groups: list[list[tuple[str, str]]] = [[]]
+    i, n = 0, len(value)
+    while i < n:
+        c = value[i]
+        if c in " \t\r\n":
+            i += 1
+        elif c == "(":
+            depth = 0
+            while i < n:
+                if value[i] == "\\":
+                    i += 2
+                    continue
+                if value[i] == "(":
+                    depth += 1
+                elif value[i] == ")":
+                    depth -= 1
+                    if depth == 0:
+                        i += 1
+                        break
+                i += 1
+        elif c == '"':
+            j, out = i + 1, []
+            while j < n and value[j] != '"':
+                if value[j] == "\\" and j + 1 < n:
+                    j += 1
+                out.append(value[j])
+                j += 1
+            groups[-1].append(("q", "".join(out)))
+            i = j + 1
+        elif c == ";":
+            groups.append([])
+            i += 1
+        elif c in _TSPECIALS:
+            groups[-1].append((c, c))
+            i += 1
+        else:
+            j = i
+            while j < n and value[j] not in _TSPECIALS and value[j] not in " \t\r\n":
+                j += 1
+            groups[-1].append(("t", value[i:j]))
+            i = j
+    return groups
+
+
+def _tok_is(tok: tuple[str, str], text: str) -> bool:
+    return tok[0] == "t" and tok[1].lower() == text
+
+
+class _Mime:
+    """mime_state: splits the content into header blocks and body lines,
+    following multipart boundaries and message/rfc822 parts."""
+
+    def __init__(self, owner: CleanupState, *, disable: bool, report: int,
+                 header_limit: int, max_depth: int, bound_len: int):
+        self.o = owner
+        self.disable = disable
+        self.report = report  # MIME_ERR_* bits to report
+        self.header_limit = header_limit
+        self.max_depth = max_depth
+        self.bound_len = bound_len
+        self.err_flags = 0
+        self.stack: list[tuple[int, int, bytes]] = []
+        self.buf = bytearray()
+        self.prev: str | None = None
+        self.body_offset = 0
+        self._set(_ST_PRIMARY, _CT_TEXT, _STYPE_PLAIN, _ENC_7BIT, _ENC_7BIT)
+
+    def _set(self, state: int, ctype: int, stype: int, enc: int, dom: int) -> None:
+        self.ctype, self.stype, self.encoding, self.domain = ctype, stype, enc, dom
+        self._set_state(state)
+
+    def _set_state(self, state: int) -> None:
+        self.state = state
+        if state == _ST_BODY:
+            self.body_offset = 0
+
+    def _error(self, code: int, text: bytes) -> None:
+        if self.err_flags & code:
+            return
+        self.err_flags |= code
+        if self.report & code:
+            self.o.mime_error(code, text)
+
+    def _content_type(self, value: str) -> None:
+        groups = _ct_tokens(value)
+        first = groups[0]
+        if not first:
+            return
+        if _tok_is(first[0], "text"):
+            self.ctype = _CT_TEXT
+            self.stype = (_STYPE_PLAIN if len(first) >= 3 and first[1][0] == "/"
+                          and _tok_is(first[2], "plain") else _STYPE_OTHER)
+        elif _tok_is(first[0], "message"):
+            self.ctype, self.stype = _CT_MESSAGE, _STYPE_OTHER
+            if len(first) >= 3 and first[1][0] == "/":
+                for name, st in (("rfc822", _STYPE_RFC822), ("partial", _STYPE_PARTIAL),
+                                 ("external-body", _STYPE_EXTERN)):
+                    if _tok_is(first[2], name):
+                        self.stype = st
+        elif _tok_is(first[0], "multipart"):
+            self.ctype = _CT_MULTIPART
+            if len(first) >= 3 and first[1][0] == "/" and _tok_is(first[2], "digest"):
+                defaults = (_CT_MESSAGE, _STYPE_RFC822)
+            else:
+                defaults = (_CT_TEXT, _STYPE_PLAIN)
+            for group in groups[1:]:
+                if len(group) >= 3 and _tok_is(group[0], "boundary") and group[1][0] == "=":
+                    if len(self.stack) > self.max_depth:
+                        if self.report & MIME_ERR_NESTING:
+                            self._error(MIME_ERR_NESTING, self.buf)
+                    else:
+                        bound = group[2][1].encode("utf-8", "surrogateescape")
+                        self.stack.insert(0, (*defaults, bound[:self.bound_len]))
+        else:
+            self.ctype = _CT_OTHER
+
+    def _content_encoding(self, value: str) -> None:
+        groups = _ct_tokens(value)
+        if groups[0] and groups[0][0][0] == "t":
+            got = _ENCODINGS.get(groups[0][0][1].lower())
+            if got is not None:
+                self.encoding, self.domain = got
+
+    def update(self, rec_type: str | None, text: bytes) -> None:
+        """One record: NORM/CONT text, or None for the end of the content."""
+        is_text = rec_type is not None
+        if not is_text and self.prev == R.CONT:
+            self.update(R.NORM, b"")
+        state = self.state
+        if state != _ST_BODY:
+            if self.buf:
+                if is_text:
+                    if self.prev == R.CONT:
+                        if len(self.buf) < self.header_limit:
+                            self.buf += text
+                        else:
+                            self._error(MIME_ERR_TRUNC_HEADER, self.buf)
+                        self.prev = rec_type
+                        return
+                    if text[:1] in (b" ", b"\t"):
+                        if len(self.buf) < self.header_limit:
+                            self.buf += b"\n" + text
+                        else:
+                            self._error(MIME_ERR_TRUNC_HEADER, self.buf)
+                        self.prev = rec_type
+                        return
+                self._header_out()
+            if is_text:
+                name_len = header_name_length(text)
+                if name_len > 0:
+                    rest = text[name_len:].lstrip(b" \t")
+                    self.buf = bytearray(text[:name_len] + rest)
+                    self.prev = rec_type
+                    return
+            if state == _ST_PRIMARY:
+                self.o.header_end()
+            if self.report & MIME_ERR_ENCODING_DOMAIN:
+                if self.ctype == _CT_MESSAGE:
+                    if self.stype in (_STYPE_PARTIAL, _STYPE_EXTERN):
+                        if self.domain != _ENC_7BIT:
+                            self._error(MIME_ERR_ENCODING_DOMAIN, b"")
+                    elif self.encoding != self.domain:
+                        self._error(MIME_ERR_ENCODING_DOMAIN, b"")
+                elif self.ctype == _CT_MULTIPART and self.encoding != self.domain:
+                    self._error(MIME_ERR_ENCODING_DOMAIN, b"")
+            if is_text:
+                if not text:
+                    self.body_offset = 0
+                    if self.ctype == _CT_MESSAGE:
+                        if self.stype == _STYPE_RFC822 and not self.disable:
+                            self._set(_ST_NESTED, _CT_TEXT, _STYPE_PLAIN, _ENC_7BIT, _ENC_7BIT)
+                        else:
+                            self._set_state(_ST_BODY)
+                    elif self.ctype == _CT_MULTIPART:
+                        self._set(_ST_BODY, _CT_OTHER, _STYPE_OTHER, _ENC_7BIT, _ENC_7BIT)
+                    else:
+                        self._set_state(_ST_BODY)
+                else:
+                    self._set_state(_ST_BODY)
+                    self._body_out(R.NORM, b"")
+            else:
+                self._set_state(_ST_BODY)
+        # Body text: look for boundaries.
+        if is_text:
+            assert rec_type is not None
+            if (self.report & MIME_ERR_8BIT_IN_7BIT_BODY and self.encoding == _ENC_7BIT
+                    and not self.err_flags & MIME_ERR_8BIT_IN_7BIT_BODY
+                    and not text.isascii()):
+                self._error(MIME_ERR_8BIT_IN_7BIT_BODY, text)
+            if self.stack and self.prev != R.CONT and text[:2] == b"--":
+                for i, (def_ctype, def_stype, bound) in enumerate(self.stack):
+                    if text[2:2 + len(bound)] == bound:
+                        del self.stack[:i]
+                        if text[2 + len(bound):4 + len(bound)] == b"--":
+                            del self.stack[0]
+                            self._set(_ST_BODY, _CT_OTHER, _STYPE_OTHER, _ENC_7BIT, _ENC_7BIT)
+                        else:
+                            self._set(_ST_MULTIPART, def_ctype, def_stype, _ENC_7BIT,
+                                      _ENC_7BIT)
+                        break
+            self._body_out(rec_type, text)
+        self.prev = rec_type
+
+    def _header_out(self) -> None:
+        raw = bytes(self.buf)
+        self.buf = bytearray()
+        self.prev = None
+        text = raw.decode("utf-8", "surrogateescape")
+        info = self.o.find_opts(text)
+        if not self.disable and info is not None:
+            value = text[len(info.name) + 1:]
+            if info.type == "content-type":
+                self._content_type(value)
+            elif info.type == "content-transfer-encoding":
+                self._content_encoding(value)
+        if (self.report & MIME_ERR_8BIT_IN_HEADER
+                and not self.err_flags & MIME_ERR_8BIT_IN_HEADER and not raw.isascii()):
+            self._error(MIME_ERR_8BIT_IN_HEADER, raw)
+        klass = {_ST_PRIMARY: HeaderClass.PRIMARY, _ST_MULTIPART: HeaderClass.MULTIPART,
+                 _ST_NESTED: HeaderClass.NESTED}[self.state]
+        self.o.header(klass, info, text)
+
+    def _body_out(self, rec_type: str, text: bytes) -> None:
+        offset = self.body_offset
+        self.body_offset += len(text) + 1
+        self.o.body(rec_type, text, offset)
+
+
+# -- the service -----------------------------------------------------------------------------
+
+
+def _unescape(text: str) -> bytes:
+    """Postfix's unescape(): C escapes (``\\r``, ``\\n``, ``\\t``, octal)."""
+    out = bytearray()
+    raw = text.encode("utf-8", "surrogateescape")
+    i = 0
+    simple = {ord("a"): 7, ord("b"): 8, ord("f"): 12, ord("n"): 10, ord("r"): 13,
+              ord("t"): 9, ord("v"): 11}
+    while i < len(raw):
+        c = raw[i]
+        if c == 0x5C and i + 1 < len(raw):
+            i += 1
+            c = raw[i]
+            if c in simple:
+                out.append(simple[c])
+                i += 1
+                continue
+            if 0x30 <= c <= 0x37:
+                j, val = i, 0
+                while j < len(raw) and j < i + 3 and 0x30 <= raw[j] <= 0x37:
+                    val = val * 8 + raw[j] - 0x30
+                    j += 1
+                out.append(val & 0xFF)
+                i = j
+                continue
+        out.append(c)
+        i += 1
+    return bytes(out)
+
+
+class Cleanup:
+    """One cleanup service: settings and tables, shared by its messages."""
+
+    def __init__(self, settings: Settings, *, rewriter: Rewriter | None = None,
+                 checks: HeaderChecks | None = None):
+        s = settings
+        self.settings = s
+        self.rewriter = rewriter or Rewriter(s)
+        self.checks = checks or HeaderChecks(s)
+        self.sender_bcc_maps = open_maps(s, "sender_bcc_maps")
+        self.recipient_bcc_maps = open_maps(s, "recipient_bcc_maps")
+        self.always_bcc = s.str("always_bcc")
+        self.myhostname = s.str("myhostname")
+        self.mail_name = s.str("mail_name")
+        self.header_table = header_table(s.list("message_drop_headers"))
+        self.header_limit = s.int("header_size_limit")
+        self.line_limit = s.int("line_length_limit")
+        self.hopcount_limit = s.int("hopcount_limit")
+        self.size_limit = s.size("message_size_limit")
+        self.token_limit = s.int("header_address_token_limit")
+        self.duplicate_limit = s.int("duplicate_filter_limit")
+        self.enable_orcpt = s.bool("enable_original_recipient")
+        self.always_add = s.bool("always_add_missing_headers")
+        self.undisclosed = s.str("undisclosed_recipients_header")
+        self.from_format = s.str("header_from_format").lower()
+        self.long_ids = s.bool("enable_long_queue_ids")
+        self.auto_8bit = s.bool("detect_8bit_encoding_header")
+        self.replace_stray = s.bool("cleanup_replace_stray_cr_lf")
+        self.strip_chars = _unescape(s.str("message_strip_characters"))
+        self.reject_chars = _unescape(s.str("message_reject_characters"))
+        self.disable_mime = s.bool("disable_mime_input_processing")
+        self.strict_8bitmime = s.bool("strict_8bitmime")
+        self.strict_7bit_headers = s.bool("strict_7bit_headers")
+        self.strict_8bit_body = s.bool("strict_8bitmime_body")
+        self.strict_encoding = s.bool("strict_mime_encoding_domain")
+        self.mime_depth = s.int("mime_nesting_limit")
+        self.bound_len = s.int("mime_boundary_length_limit")
+        flags = EXTERNAL
+        overrides = set(s.list("receive_override_options"))
+        if "no_address_mappings" in overrides:
+            flags &= ~(CleanupFlag.BCC_OK | CleanupFlag.MAP_OK)
+        if "no_header_body_checks" in overrides:
+            flags &= ~CleanupFlag.FILTER
+        self.default_flags = flags
+
+    def open(self, submission: Submission, output: Output | None = None,
+             log: LogSink | None = None) -> CleanupState:
+        """Start one message. Without *output*, the records are kept in
+        :attr:`CleanupState.records` (tests)."""
+        return CleanupState(self, submission, output, log)
+
+    def close(self) -> None:
+        self.rewriter.close()
+        self.checks.close()
+        for maps in (self.sender_bcc_maps, self.recipient_bcc_maps):
+            if maps is not None:
+                maps.close()
+
+
+def _dsn_notify(r: str | Recipient) -> tuple[str, str, int, str]:
+    """(address, original address, notify mask, orcpt) of an input recipient."""
+    if isinstance(r, Recipient):
+        return r.address, r.orig_address or r.address, notify_mask(r.notify), r.orcpt
+    return r, r, 0, ""
+
+
+class CleanupState:
+    """One message going through cleanup (Postfix's CLEANUP_STATE)."""
+
+    def __init__(self, service: Cleanup, sub: Submission, output: Output | None,
+                 log: LogSink | None):
+        self.svc = service
+        self.sub = sub
+        self.qid = sub.queue_id
+        self.records: list[tuple[str, bytes]] = []
+        self._output = output or (lambda t, d: self.records.append((t, d)))
+        self.log_lines: list[tuple[str, str]] = []
+        self._log_sink = log
+        flags = service.default_flags if sub.flags is None else sub.flags
+        self.flags = CleanupFlag(flags)
+        self.errs = CleanupStatus.OK
+        self.err_mask = MASK_INCOMPLETE if self.flags & CleanupFlag.BOUNCE else ~0
+        self.reason: str | None = None
+        self.filter: str | None = None
+        self.redirect: str | None = None
+        self.encoding: str | None = None
+        self.message_id: str | None = None
+        self.hbc_rcpt: list[str] = []
+        self.hop_count = 0
+        self.headers_seen: set[str] = set()
+        self.resent = ""
+        self.size = 0
+        self.recipients: list[Recipient] = []
+        self.rcpt_count = 0
+        self.recip: str | None = None  # the last recipient, for log lines
+        self.dups = DuplicateFilter(service.duplicate_limit)
+        self.xrcpt: list[str] = []  # extracted from To/Cc/Bcc
+        self.xrcpt_resent: list[str] = []
+        self.xresent = False
+        context = sub.rewrite_context
+        self.hdr_context: str | None = (
+            LOCAL if context == LOCAL
+            else REMOTE if context == REMOTE and service.rewriter.remote.domain else None)
+        self._pending = bytearray()
+        self._finished = False
+        self._skip_body_checks = False
+
+        report = 0
+        if self.flags & CleanupFlag.FILTER and not service.disable_mime:
+            if service.strict_8bitmime or service.strict_7bit_headers:
+                report |= MIME_ERR_8BIT_IN_HEADER
+            if service.strict_8bitmime or service.strict_8bit_body:
+                report |= MIME_ERR_8BIT_IN_7BIT_BODY
+            if service.strict_encoding:
+                report |= MIME_ERR_ENCODING_DOMAIN
+            if (service.strict_8bitmime or service.strict_7bit_headers
+                    or service.strict_8bit_body or service.strict_encoding
+                    or service.checks.any_header_checks):
+                report |= MIME_ERR_NESTING
+        self.mime = _Mime(self, disable=service.disable_mime, report=report,
+                          header_limit=service.header_limit, max_depth=service.mime_depth,
+                          bound_len=service.bound_len)
+
+        self.sender = self._envelope_sender(sub.sender)
+        for r in sub.recipients:
+            self._envelope_recipient(*_dsn_notify(r))
+        received = sub.received
+        if received is None and sub.userid is not None:
+            received = local_received(service.myhostname, service.mail_name, sub.userid,
+                                      sub.pickup_id or self.qid,
+                                      sub.submit_time if sub.submit_time is not None
+                                      else sub.arrival_time, sub.tz)
+        if received:
+            for line in received.encode("utf-8", "surrogateescape").split(b"\n"):
+                self._record(R.NORM, line.rstrip(b"\r"))
+
+    # -- logging and errors --------------------------------------------------------------
+
+    def _log(self, level: str, text: str) -> None:
+        self.log_lines.append((level, text))
+        if self._log_sink is not None:
+            self._log_sink(level, text)
+
+    def _warn(self, text: str) -> None:
+        self._log(WARNING, f"{self.qid}: {text}")
+
+    @property
+    def out_ok(self) -> bool:
+        """CLEANUP_OUT_OK(): output still makes sense."""
+        return not (self.errs & self.err_mask) and not self.flags & CleanupFlag.DISCARD
+
+    def _lookup_failed(self, err: TableRetry, what: str) -> None:
+        if isinstance(err, LookupDefer):
+            self._warn(err.text)
+            self.errs |= CleanupStatus.WRITE if err.retry else CleanupStatus.DEFER
+            if err.dsn_reason:
+                self.reason = err.dsn_reason
+        else:
+            self._warn(f"{what} lookup problem -- message not accepted, try again later")
+            self.errs |= CleanupStatus.WRITE
+
+    # -- envelope ------------------------------------------------------------------------
+
+    def _envelope_sender(self, sender: str) -> str:
+        map_ok = bool(self.flags & CleanupFlag.MAP_OK)
+        try:
+            clean = self.svc.rewriter.sender(sender, map_ok=map_ok, warn=self._warn)
+        except TableRetry as err:
+            self._lookup_failed(err, "sender address mapping")
+            clean = self.svc.rewriter.rewrite(sender) if sender else ""
+        if self.flags & CleanupFlag.BCC_OK and clean and self.svc.sender_bcc_maps is not None:
+            self._bcc_lookup(self.svc.sender_bcc_maps, clean)
+        return clean
+
+    def _bcc_lookup(self, maps: TableList, address: str) -> None:
+        try:
+            found = self.svc.rewriter.finder.find(maps, address)
+        except TableRetry as err:
+            self._lookup_failed(err, f"{maps.title} map")
+            return
+        if found is not None:
+            self._bcc(found.value)
+
+    def _envelope_recipient(self, rcpt: str, orig: str, notify: int, orcpt: str) -> None:
+        map_ok = bool(self.flags & CleanupFlag.MAP_OK)
+        rw = self.svc.rewriter
+        try:
+            clean = rw.recipient(rcpt, map_ok=map_ok, warn=self._warn)
+        except TableRetry as err:
+            self._lookup_failed(err, "recipient address mapping")
+            clean = rw.rewrite(rcpt or rw.empty_address_recipient)
+        self._out_recipient(orcpt, notify, orig, clean)
+        self.recip = clean
+        if self.flags & CleanupFlag.BCC_OK and clean and self.svc.recipient_bcc_maps is not None:
+            self._bcc_lookup(self.svc.recipient_bcc_maps, clean)
+
+    def _bcc(self, address: str) -> None:
+        """cleanup_addr_bcc(): an automatic BCC recipient."""
+        rw = self.svc.rewriter
+        map_ok = bool(self.flags & CleanupFlag.MAP_OK)
+        try:
+            clean = rw.recipient(address, map_ok=map_ok, warn=self._warn)
+        except TableRetry as err:
+            self._lookup_failed(err, "recipient address mapping")
+            return
+        self._out_recipient("", 0, clean, clean)
+
+    def _out_recipient(self, orcpt: str, notify: int, orig: str, recip: str) -> None:
+        """cleanup_out_recipient(): virtual alias expansion and duplicate
+        elimination; recipients are kept in :attr:`recipients`."""
+        if self.flags & CleanupFlag.MAP_OK and self.svc.rewriter.virtual_alias_maps is not None:
+            try:
+                addrs = self.svc.rewriter.expand_virtual(recip)
+            except TableRetry as err:
+                self._lookup_failed(err, "virtual_alias_maps map")
+                addrs = [recip]
+            if notify & NOTIFY_BITS["SUCCESS"] and (len(addrs) > 1 or addrs[0] != recip):
+                # "expanded": the sender gets SUCCESS from here; not from the parts.
+                bits = notify & ~NOTIFY_BITS["SUCCESS"]
+                notify = NOTIFY_BITS["NEVER"] if notify == NOTIFY_BITS["SUCCESS"] else bits
+        else:
+            addrs = [recip]
+        for addr in addrs:
+            key = f"{orcpt}\n{notify}\n{orig}\n{addr}" if self.svc.enable_orcpt else addr
+            if self.dups.seen(key):
+                continue
+            self.recipients.append(Recipient(addr, orig, notify_from_mask(notify), orcpt))
+            self.rcpt_count += 1
+
+    # -- input ---------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """More of the message, in any split."""
+        if self._finished:
+            raise RuntimeError("cleanup: feed() after finish()")
+        if not data:
+            return
+        buf = self._pending
+        buf += data
+        limit = self.svc.line_limit
+        start = 0
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            end = nl - 1 if nl > start and buf[nl - 1] == 0x0D else nl
+            self._line(bytes(buf[start:end]), limit)
+            start = nl + 1
+        if start:
+            del buf[:start]
+        # A line longer than the limit goes out in pieces before it ends;
+        # a trailing CR may still be the first half of a CRLF.
+        while len(buf) - (1 if buf.endswith(b"\r") else 0) > limit:
+            self._record(R.CONT, bytes(buf[:limit]))
+            del buf[:limit]
+
+    def _line(self, line: bytes, limit: int) -> None:
+        while len(line) > limit:
+            self._record(R.CONT, line[:limit])
+            line = line[limit:]
+        self._record(R.NORM, line)
+
+    def _record(self, rec_type: str, data: bytes) -> None:
+        """One content record from the client (cleanup_message_headerbody)."""
+        svc = self.svc
+        if svc.replace_stray and b"\r" in data:
+            data = data.replace(b"\r", b" ")
+        if self.flags & CleanupFlag.FILTER and svc.reject_chars:
+            if any(c in svc.reject_chars for c in data):
+                self._act(CONTENT, data.decode("utf-8", "surrogateescape"),
+                          parse_action("REJECT disallowed character", CONTENT, "character reject"),
+                          "character reject")
+                return
+        if self.flags & CleanupFlag.FILTER and svc.strip_chars:
+            data = bytes(c for c in data if c not in svc.strip_chars)
+        self.mime.update(rec_type, data)
+
+    def finish(self) -> CleanupResult:
+        """End of the message: flush, add extracted and BCC recipients,
+        decide."""
+        if not self._finished:
+            self._finished = True
+            if self._pending:
+                # The last line has no line end; a CR there ends it too.
+                data = bytes(self._pending)
+                self._pending = bytearray()
+                if data.endswith(b"\r"):
+                    data = data[:-1]
+                self._line(data, self.svc.line_limit)
+            self.mime.update(None, b"")
+            errs = self.mime.err_flags & ~MIME_ERR_TRUNC_HEADER & self.mime.report
+            if errs and self.reason is None:
+                self.errs |= CleanupStatus.CONT
+                self.reason = "5.6.0 " + mime_error_text(errs)
+            self._extracted()
+        return self._result()
+
+    def _extracted(self) -> None:
+        if self.sub.extract_recipients:
+            for addr in (self.xrcpt_resent if self.xresent else self.xrcpt):
+                self._envelope_recipient(addr, addr, 0, "")
+        if self.flags & CleanupFlag.BCC_OK and self.recip is not None and self.svc.always_bcc:
+            self._bcc(self.svc.always_bcc)
+        if self.hbc_rcpt and self.out_ok and self.recip is not None:
+            for addr in self.hbc_rcpt:
+                self._bcc(addr)
+        if self.recip is None and not self.errs:
+            self.errs |= CleanupStatus.RCPT
+
+    def _result(self) -> CleanupResult:
+        status = self.errs
+        bounce = bool(self.flags & CleanupFlag.BOUNCE and status
+                      and not status & MASK_CANT_BOUNCE)
+        return CleanupResult(
+            queue_id=self.qid, status=status, reason=self.reason, sender=self.sender,
+            recipients=list(self.recipients), message_id=self.message_id,
+            hold=bool(self.flags & CleanupFlag.HOLD),
+            discard=bool(self.flags & CleanupFlag.DISCARD), filter=self.filter,
+            redirect=self.redirect, encoding=self.encoding, size=self.size,
+            hop_count=self.hop_count, bounce=bounce, log=list(self.log_lines))
+
+    # -- output --------------------------------------------------------------------------
+
+    def _out(self, rec_type: str, data: bytes) -> None:
+        """cleanup_out(): records of at most line_length_limit bytes."""
+        if not self.out_ok:
+            return
+        limit = self.svc.line_limit
+        while len(data) > limit:
+            self._emit(R.CONT, data[:limit])
+            data = data[limit:]
+        self._emit(rec_type, data)
+
+    def _emit(self, rec_type: str, data: bytes) -> None:
+        size = len(data) + (1 if rec_type == R.NORM else 0)
+        limit = self.svc.size_limit
+        if limit and self.size + size > limit:
+            self._warn("queue file size limit exceeded")
+            self.errs |= CleanupStatus.SIZE
+            return
+        self.size += size
+        self._output(rec_type, data)
+
+    def _out_string(self, text: str) -> None:
+        self._out(R.NORM, text.encode("utf-8", "surrogateescape"))
+
+    def _out_header(self, header: str) -> None:
+        """cleanup_out_header(): a (multi-line) header, continuation lines
+        starting with blank space, cut at header_size_limit."""
+        limit = self.svc.header_limit
+        pos = 0
+        lines = header.split("\n")
+        for i, line in enumerate(lines):
+            if pos + len(line) > limit:
+                if pos > 0.9 * limit:  # nice cut
+                    break
+                line = line[:max(0, limit - pos)]  # unkind cut
+                self._out_string(line if i == 0 or line[:1] in (" ", "\t") else "\t" + line)
+                break
+            self._out_string(line if i == 0 or line[:1] in (" ", "\t") else "\t" + line)
+            pos += len(line) + 1
+
+    def _fold_header(self, header: str) -> None:
+        """cleanup_fold_header(): a rewritten address list, as many
+        addresses on a line as fit in 70 columns."""
+        parts = header.split("\n")
+        lines = [parts[0]]
+        for part in parts[1:]:
+            if len(lines[-1]) + 1 + len(part) < 70:
+                lines[-1] = lines[-1] + " " + part
+            else:
+                lines.append(part)
+        self._out_header("\n".join(lines))
+
+    # -- content callbacks (from _Mime) --------------------------------------------------
+
+    def find_opts(self, header: str) -> HeaderOpts | None:
+        return _find_opts(self.svc.header_table, header)
+
+    def mime_error(self, code: int, text: bytes) -> None:
+        if code & ~MIME_ERR_TRUNC_HEADER:
+            shown = text[:100].decode("utf-8", "surrogateescape")
+            self._log(INFO, f"{self.qid}: reject: mime-error {mime_error_text(code)}: {shown} "
+                            f"from {self.sub.origin}; from=<{self.sender}> "
+                            f"to=<{self.recip or 'unknown'}>")
+
+    def _act(self, context: str, content: str, action: Action, map_class: str) -> str | None:
+        """cleanup_act(): apply a header/body check action. Returns the
+        line to use (the original, or a replacement), or None to drop it."""
+        if action.warning:
+            self._log(WARNING, action.warning)
+            return content
+        if action.note:
+            self._log(WARNING, action.note)
+        cmd = action.command
+
+        def logit() -> None:
+            line = action.log_text(self.qid, context, content, origin=self.sub.origin,
+                                   sender=self.sender, recipient=self.recip,
+                                   proto=self.sub.proto, helo=self.sub.helo)
+            if line:
+                self._log(INFO, line)
+
+        if cmd == "REJECT":
+            self.reason = action.reason
+            self.errs |= CleanupStatus.DEFER if action.defer else CleanupStatus.CONT
+            self.flags &= ~CleanupFlag.FILTER
+            logit()
+        elif cmd in ("WARN", "INFO"):
+            logit()
+        elif cmd == "FILTER":
+            self.filter = action.text
+            logit()
+        elif cmd == "PASS":
+            logit()
+            self.flags &= ~CleanupFlag.FILTER
+        elif cmd == "DISCARD":
+            logit()
+            self.flags |= CleanupFlag.DISCARD
+            self.flags &= ~CleanupFlag.FILTER
+        elif cmd == "HOLD":
+            if not self.flags & (CleanupFlag.HOLD | CleanupFlag.DISCARD):
+                logit()
+                self.flags |= CleanupFlag.HOLD
+        elif cmd == "PREPEND":
+            logit()
+            if context == HEADER:
+                self._out_header(action.text)
+            else:
+                self._out_string(action.text)
+        elif cmd == "REPLACE":
+            logit()
+            return action.text
+        elif cmd == "REDIRECT":
+            self.redirect = action.text
+            logit()
+            self.flags &= ~CleanupFlag.FILTER
+        elif cmd == "BCC":
+            self.hbc_rcpt.append(action.text)
+            logit()
+        elif cmd == "STRIP":
+            logit()
+            return None
+        elif cmd == "IGNORE":
+            return None
+        return content
+
+    def header(self, klass: HeaderClass, info: HeaderOpts | None, text: str) -> None:
+        """cleanup_header_callback(): one complete logical header."""
+        if not self.out_ok:
+            return
+        if info is not None and info.flags & OPT_MIME:
+            klass = HeaderClass.MULTIPART
+        if info is not None and info.type == "received":
+            self.hop_count += 1
+        if (self.sub.extract_recipients and klass == HeaderClass.PRIMARY and info is not None
+                and info.flags & OPT_XRECIP == OPT_XRECIP
+                and (not self.xresent or info.flags & OPT_RR)):
+            target = self.xrcpt
+            if info.flags & OPT_RR:
+                target = self.xrcpt_resent
+                self.xresent = True
+            target.extend(A.parse_address_list(text[len(info.name) + 1:]))
+        if self.flags & CleanupFlag.FILTER:
+            checks = self.svc.checks.tables_for(klass)
+            if checks is not None:
+                try:
+                    action = self.svc.checks.check_header(klass, text)
+                except TableRetry:
+                    self._warn(f"{checks.title} map lookup problem -- "
+                               f"message not accepted, try again later")
+                    self.errs |= CleanupStatus.WRITE
+                    action = None
+                if action is not None:
+                    result = self._act(HEADER, text, action, checks.title)
+                    if result is None:
+                        return
+                    if result != text:
+                        text = result
+                        info = self.find_opts(text)
+                    if not self.out_ok:
+                        return
+        if info is None:
+            self._out_header(text)
+            return
+        value = text[len(info.name) + 1:].lstrip(" \t\r\n\f\v")
+        if self.svc.auto_8bit and info.type == "content-transfer-encoding":
+            if value.lower() in ("8bit", "binary"):
+                self.encoding = "8bit"
+        if klass != HeaderClass.PRIMARY:
+            self._out_header(text)
+            return
+        self.headers_seen.add(info.type)
+        if info.type == "message-id":
+            self.message_id = value
+            self._log(INFO, f"{self.qid}: message-id={value}")
+        elif info.type == "resent-message-id":
+            self._log(INFO, f"{self.qid}: resent-message-id={value}")
+        elif info.type == "received" and self.hop_count >= self.svc.hopcount_limit:
+            self._warn("message rejected: hopcount exceeded")
+            self.errs |= CleanupStatus.HOPS
+        if not self.out_ok:
+            return
+        if info.flags & OPT_RR:
+            self.resent = "Resent-"
+        if info.flags & (OPT_SENDER | OPT_RECIP) and self.hdr_context is not None:
+            self._rewrite_header(info, text, sender=bool(info.flags & OPT_SENDER))
+        elif not info.flags & OPT_DROP:
+            self._out_header(text)
+
+    def _rewrite_header(self, info: HeaderOpts, text: str, *, sender: bool) -> None:
+        """cleanup_rewrite_sender()/cleanup_rewrite_recip()."""
+        assert self.hdr_context is not None
+        name_len = len(info.name)
+        tree = A.parse(text[name_len + 1:], self.svc.token_limit)
+        did_rewrite = False
+        map_ok = bool(self.flags & CleanupFlag.MAP_OK)
+        for node in A.grep(tree, A.ADDR):
+            try:
+                did_rewrite |= self.svc.rewriter.header_address(
+                    node, sender=sender, context=self.hdr_context, map_ok=map_ok,
+                    warn=self._warn)
+            except TableRetry as err:
+                self._lookup_failed(err, "header address mapping")
+        if info.flags & OPT_DROP:
+            return
+        if did_rewrite:
+            self._fold_header(text[:name_len] + ": " + A.externalize(tree, lines=True))
+        else:
+            self._out_header(text)
+
+    def header_end(self) -> None:
+        """cleanup_header_done_callback(): add missing headers."""
+        if not self.out_ok:
+            return
+        svc = self.svc
+        sub = self.sub
+        add = self.hdr_context is not None or svc.always_add
+        resent = self.resent
+        mid_type = "resent-message-id" if resent else "message-id"
+        if add and mid_type not in self.headers_seen:
+            if svc.long_ids:
+                mid = f"{self.qid}@{svc.myhostname}"
+            else:
+                when = sub.queue_time if sub.queue_time is not None else sub.arrival_time
+                mid = f"{message_id_stamp(when)}.{self.qid}@{svc.myhostname}"
+            self._out_string(f"{resent}Message-Id: <{mid}>")
+            self._log(INFO, f"{self.qid}: {'resent-' if resent else ''}message-id=<{mid}>")
+            if not resent:
+                self.message_id = f"<{mid}>"
+            self.headers_seen.add(mid_type)
+        if "message-id" not in self.headers_seen:
+            self._log(INFO, f"{self.qid}: message-id=<>")
+        date_type = "resent-date" if resent else "date"
+        if add and date_type not in self.headers_seen:
+            self._out_string(f"{resent}Date: {mail_date(sub.arrival_time, sub.tz)}")
+        from_type = "resent-from" if resent else "from"
+        if add and from_type not in self.headers_seen:
+            self._out_string(self._from_header(resent))
+        seen_rcpt = self.headers_seen & {"to", "resent-to", "cc", "resent-cc"}
+        if add and not seen_rcpt and svc.undisclosed:
+            if header_name_length(svc.undisclosed.encode("utf-8", "surrogateescape")) == 0:
+                self._log(WARNING, f'bad undisclosed_recipients_header header text '
+                                   f'"{svc.undisclosed}" -- need "headername: headervalue"')
+            else:
+                self._out_string(svc.undisclosed)
+
+    def _from_header(self, resent: str) -> str:
+        sender = self.sender
+        addr = A.quote_822_local(sender or "MAILER-DAEMON")
+        full = self.sub.full_name
+        if sender and full:
+            full = full.replace("\r", " ").replace("\n", " ")
+            if self.svc.from_format != "obsolete":
+                if not any(c in '%!' + A.LEX_822_SPECIALS for c in full):
+                    tokens = A.scan(full, self.svc.token_limit)
+                else:
+                    tokens = A.Tok(A.QSTRING, full)
+                phrase = A.externalize(tokens) + " " if tokens is not None else ""
+                return f"{resent}From: {phrase}<{addr}>"
+            comment = A.parse(f"({full})")
+            return f"{resent}From: {addr} {A.externalize(comment)}"
+        return f"{resent}From: {addr}"
+
+    def body(self, rec_type: str, data: bytes, offset: int) -> None:
+        """cleanup_body_callback(): one body record."""
+        if not self.out_ok:
+            return
+        checks = self.svc.checks
+        if self.flags & CleanupFlag.FILTER and checks.body_checks is not None:
+            limit = checks.body_checks_size_limit
+            if limit == 0 or offset < limit:
+                line = data.decode("utf-8", "surrogateescape")
+                try:
+                    action = checks.check_body(line)
+                except TableRetry:
+                    self._warn(f"{checks.body_checks.title} map lookup problem -- "
+                               f"message not accepted, try again later")
+                    self.errs |= CleanupStatus.WRITE
+                    action = None
+                if action is not None:
+                    result = self._act(BODY, line, action, checks.body_checks.title)
+                    if result is None:
+                        return
+                    if result != line:
+                        self._out(rec_type, result.encode("utf-8", "surrogateescape"))
+                        return
+        self._out(rec_type, data)
+
+
+def cleanup_message(service: Cleanup, submission: Submission, content: bytes,
+                    chunk: int = 65536) -> tuple[CleanupResult, list[tuple[str, bytes]]]:
+    """Run a whole message through cleanup; (result, records). For tests and
+    small internal messages."""
+    state = service.open(submission)
+    for i in range(0, len(content), chunk):
+        state.feed(content[i:i + chunk])
+    return state.finish(), state.records
+
+
+def records_to_bytes(records: Iterable[tuple[str, bytes]]) -> bytes:
+    """The message text that content records stand for (LF line ends)."""
+    return b"".join(R.content_bytes(t, d) for t, d in records)
+
+
+__all__ = [
+    "Cleanup", "CleanupFlag", "CleanupResult", "CleanupState", "CleanupStatus", "EXTERNAL",
+    "INTERNAL", "HeaderOpts", "Submission", "cleanup_message", "header_table", "local_received",
+    "mail_date", "message_id_stamp", "mime_error_text", "records_to_bytes", "status_detail",
+]

@@ -1,0 +1,298 @@
+"""qmgr: the queue manager, as qmgr(8).
+
+Moves mail from incoming/ to active/, resolves every recipient (what
+trivial-rewrite does: local, virtual, relay or default transport, with
+transport_maps), groups recipients by transport and next hop, and hands
+each group to the delivery agent on ``$queue_directory/private/<transport>``
+(the attribute protocol of hato.delivery.request). It then records the
+outcome in the queue file: delivered and bounced recipients are marked done,
+deferred ones are logged in defer/. A message with nothing left is removed
+(``QID: removed``); one with deferred recipients goes to deferred/, whose
+file time is the time of the next attempt (``minimal_backoff_time`` doubled
+up to ``maximal_backoff_time``). Messages older than
+``maximal_queue_lifetime`` (``bounce_queue_lifetime`` for bounces) are
+returned. Failed recipients produce a delivery status notification to the
+sender (``QID: sender non-delivery notification: QID2``) through the bounce
+module, never for a bounce itself.
+
+Requests on ``public/qmgr``: ``request=wakeup`` (new mail in incoming/),
+``request=flush`` (try every deferred message now: ``hato flush``,
+``postqueue -f``). The master.cf wakeup time and ``queue_run_delay``
+schedule the scan of deferred/.
+
+Parameters: queue_run_delay, minimal_backoff_time, maximal_backoff_time,
+maximal_queue_lifetime, bounce_queue_lifetime, qmgr_message_active_limit,
+default_destination_concurrency_limit, <transport>_destination_concurrency_limit,
+default_destination_recipient_limit, <transport>_destination_recipient_limit,
+delay_warning_time, notify_classes, bounce_notice_recipient, mydestination etc.
+(through the resolver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import defaultdict
+
+from ..config.errors import ConfigError
+from ..delivery.request import (BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptRequest,
+                                RcptStatus, decode_statuses)
+from ..io.ipc import Client, serve_requests
+from ..policy.resolve import Resolver
+from ..proto.attr import Attrs
+from ..queue.bounce import send_bounce
+from ..queue.store import (ACTIVE, DEFERRED as DEFERRED_Q, INCOMING, CorruptQueueFile,
+                           NoSuchMessage, QueueStore)
+from ..tables.base import TableRetry
+
+SCAN_INTERVAL = 1.0  # incoming/ is scanned at least this often, wake-ups or not
+
+
+class QueueManager:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.s = ctx.settings
+        self.log = ctx.log
+        self.store = QueueStore.from_settings(self.s)
+        self.queue_dir = self.s.str("queue_directory")
+        self.resolver = Resolver(self.s)
+        self.wake = asyncio.Event()
+        self.flush_requested = False
+        self.in_flight: set[str] = set()
+        self.tasks: set[asyncio.Task] = set()
+        self.active = asyncio.Semaphore(max(1, self.s.int("qmgr_message_active_limit")))
+        self.clients: dict[str, Client] = {}
+        self.dest_limits: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self.last_deferred_scan = 0.0
+
+    # -- configuration helpers ------------------------------------------------------
+
+    def _transport_int(self, transport: str, suffix: str) -> int:
+        try:
+            return self.s.int(f"{transport}_{suffix}")
+        except ConfigError:
+            return self.s.int(f"default_{suffix}")
+
+    def _dest_limit(self, transport: str, nexthop: str) -> asyncio.Semaphore:
+        key = (transport, nexthop)
+        sem = self.dest_limits.get(key)
+        if sem is None:
+            limit = self._transport_int(transport, "destination_concurrency_limit")
+            sem = self.dest_limits[key] = asyncio.Semaphore(limit if limit > 0 else 1000)
+        return sem
+
+    def _client(self, transport: str) -> Client:
+        client = self.clients.get(transport)
+        if client is None:
+            path = os.path.join(self.queue_dir, "private", transport)
+            client = self.clients[transport] = Client(path, timeout=3600)
+        return client
+
+    # -- scanning ------------------------------------------------------------------
+
+    def _start(self, queue_id: str, src: str) -> None:
+        if queue_id in self.in_flight:
+            return
+        self.in_flight.add(queue_id)
+        task = asyncio.get_running_loop().create_task(self._process(queue_id, src))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def scan(self) -> None:
+        for qid in self.store.list(INCOMING):
+            self._start(qid, INCOMING)
+        now = time.time()
+        delay = self.s.time("queue_run_delay")
+        if self.flush_requested or now - self.last_deferred_scan >= delay:
+            flush, self.flush_requested = self.flush_requested, False
+            self.last_deferred_scan = now
+            for qid in self.store.list(DEFERRED_Q):
+                try:
+                    due = os.stat(self.store.path(DEFERRED_Q, qid)).st_mtime
+                except OSError:
+                    continue
+                if flush or due <= now:
+                    self._start(qid, DEFERRED_Q)
+
+    async def run(self) -> int:
+        for sock in self.ctx.listeners:
+            t = asyncio.get_running_loop().create_task(
+                serve_requests(sock, self._request, self.ctx.stop, self.log.warning))
+            self.tasks.add(t)
+        self.log.info("queue manager started")
+        while not self.ctx.stop.is_set():
+            try:
+                self.scan()
+            except OSError as err:
+                self.log.warning(f"queue scan: {err}")
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), SCAN_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+        # Let deliveries in progress finish; their messages stay consistent
+        # in any case (an interrupted one is retried from active/).
+        pending = [t for t in self.tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=30)
+        for client in self.clients.values():
+            client.close()
+        return 0
+
+    async def _request(self, req: Attrs) -> Attrs | None:
+        kind = req.get("request")
+        if kind == "flush":
+            self.flush_requested = True
+        self.wake.set()
+        return Attrs.of(status="0") if req.get("reply") == "yes" else None
+
+    # -- one message ------------------------------------------------------------------
+
+    async def _process(self, queue_id: str, src: str) -> None:
+        try:
+            async with self.active:
+                await self._deliver_message(queue_id, src)
+        except Exception:
+            self.log.exception(f"{queue_id}: unexpected error in the queue manager")
+        finally:
+            self.in_flight.discard(queue_id)
+
+    def _backoff(self, arrival: float, now: float) -> float:
+        lo = self.s.time("minimal_backoff_time")
+        hi = self.s.time("maximal_backoff_time")
+        return float(min(max(lo, now - arrival), hi))
+
+    async def _deliver_message(self, queue_id: str, src: str) -> None:
+        store = self.store
+        try:
+            await asyncio.to_thread(store.move, queue_id, src, ACTIVE)
+        except (NoSuchMessage, FileNotFoundError):
+            return
+        try:
+            qf = await asyncio.to_thread(store.open, ACTIVE, queue_id)
+        except CorruptQueueFile as err:
+            self.log.warning(f"{queue_id}: {err}; moved to the corrupt queue")
+            await asyncio.to_thread(store.quarantine, ACTIVE, queue_id)
+            return
+        try:
+            await self._deliver_open(qf, queue_id, src)
+        finally:
+            qf.close()
+
+    async def _deliver_open(self, qf, queue_id: str, src: str) -> None:
+        env = qf.envelope
+        active_time = time.time()
+        if src == INCOMING:
+            self.log.info(f"{queue_id}: from=<{env.sender}>, size={env.size}, "
+                          f"nrcpt={len(env.recipients)} (queue active)")
+        groups: dict[tuple[str, str], list[RcptRequest]] = defaultdict(list)
+        results: dict[int, RcptStatus] = {}
+        requests: dict[int, RcptRequest] = {}
+        for i, rcpt in enumerate(env.recipients):
+            if rcpt.done:
+                continue
+            try:
+                res = await asyncio.to_thread(self.resolver.resolve, rcpt.address, env.sender)
+            except TableRetry as err:
+                results[i] = RcptStatus(i, DEFERRED, "4.3.0", f"address resolver failure: "
+                                                              f"{err.reason}")
+                requests[i] = RcptRequest(i, rcpt.address, rcpt.orig_address)
+                continue
+            rr = RcptRequest(i, res.recipient, rcpt.orig_address or rcpt.address,
+                             ",".join(sorted(rcpt.notify)), rcpt.orcpt)
+            requests[i] = rr
+            if res.failed:
+                results[i] = RcptStatus(i, DEFERRED, "4.3.0", "address resolver failure")
+                continue
+            groups[(res.transport, res.nexthop)].append(rr)
+
+        async def dispatch(transport: str, nexthop: str, batch: list[RcptRequest]) -> None:
+            req = DeliveryRequest(ACTIVE, queue_id, transport, nexthop, env.sender,
+                                  env.arrival_time, active_time, batch, envid=env.envid,
+                                  ret=env.ret or "", size=env.size,
+                                  attributes=dict(env.attributes))
+            async with self._dest_limit(transport, nexthop):
+                try:
+                    reply = await self._client(transport).request(req.encode())
+                    statuses = decode_statuses(reply)
+                except (OSError, ConnectionError, asyncio.TimeoutError) as err:
+                    reason = f"delivery temporarily suspended: connect to transport " \
+                             f"private/{transport}: {getattr(err, 'strerror', None) or err}"
+                    self.log.warning(f"{queue_id}: {reason}")
+                    statuses = [RcptStatus(r.index, DEFERRED, "4.3.0", reason) for r in batch]
+            for st in statuses:
+                results[st.index] = st
+
+        jobs = []
+        for (transport, nexthop), rcpts in groups.items():
+            limit = self._transport_int(transport, "destination_recipient_limit")
+            limit = limit if limit > 0 else len(rcpts)
+            for k in range(0, len(rcpts), limit):
+                jobs.append(dispatch(transport, nexthop, rcpts[k:k + limit]))
+        await asyncio.gather(*jobs)
+        await asyncio.to_thread(self._finish, qf, queue_id, env, results, requests)
+
+    def _finish(self, qf, queue_id: str, env, results: dict[int, RcptStatus],
+                requests: dict[int, RcptRequest]) -> None:
+        store = self.store
+        now = time.time()
+        lifetime = self.s.time("bounce_queue_lifetime" if not env.sender
+                               else "maximal_queue_lifetime")
+        expired = now - env.arrival_time >= lifetime
+        done, bounced = [], []
+        deferred = False
+        for i, st in results.items():
+            rcpt = env.recipients[i]
+            entry = {"recipient": requests[i].address, "orig_rcpt": rcpt.orig_address,
+                     "notify": ",".join(sorted(rcpt.notify)), "orcpt": rcpt.orcpt,
+                     "status": st.dsn, "action": st.action, "reason": st.reason,
+                     "relay": st.relay, "offset": str(rcpt.offset or 0)}
+            if st.status == DEFERRED and expired:
+                st = RcptStatus(i, BOUNCED, "5" + st.dsn[1:] if st.dsn[:1] == "4" else st.dsn,
+                                f"message expired: {st.reason}", st.relay, "failed")
+                entry.update(status=st.dsn, action="failed", reason=st.reason)
+                self.log.info(f"{queue_id}: to=<{requests[i].address}>, relay={st.relay}, "
+                              f"dsn={st.dsn}, status=expired, returned to sender")
+            if st.status == SENT:
+                done.append(rcpt)
+            elif st.status == BOUNCED:
+                done.append(rcpt)
+                bounced.append(entry)
+            else:
+                deferred = True
+                store.append_log("defer", queue_id, entry)
+        for entry in bounced:
+            store.append_log("bounce", queue_id, entry)
+        if done:
+            qf.mark_done(*done)
+        if bounced:
+            self._notify_sender(queue_id, env, qf)
+        if not deferred and all(r.done for r in env.recipients):
+            store.remove(ACTIVE, queue_id)
+            for kind in ("defer", "bounce", "trace"):
+                store.remove_log(kind, queue_id)
+            self.log.info(f"{queue_id}: removed")
+            return
+        store.move(queue_id, ACTIVE, DEFERRED_Q)
+        due = now + self._backoff(env.arrival_time, now)
+        try:
+            os.utime(store.path(DEFERRED_Q, queue_id), (due, due))
+        except OSError:
+            pass
+
+    def _notify_sender(self, queue_id: str, env, qf) -> None:
+        """A delivery status notification for the bounced recipients."""
+        entries = self.store.read_log("bounce", queue_id)
+        try:
+            new_id = send_bounce(self.s, self.store, env, qf, entries)
+        except Exception:
+            self.log.exception(f"{queue_id}: cannot send the non-delivery notification")
+            return
+        self.store.remove_log("bounce", queue_id)
+        if new_id:
+            self.log.info(f"{queue_id}: sender non-delivery notification: {new_id}")
+
+
+async def serve(ctx) -> int:
+    return await QueueManager(ctx).run()

@@ -1,0 +1,109 @@
+"""virtual: delivery to virtual mailboxes, as virtual(8).
+
+For each recipient, ``virtual_mailbox_maps`` (searched as virtual(5):
+``user+ext@domain``, ``user@domain``, ``@domain``) gives a path under
+``virtual_mailbox_base``: a result ending in ``/`` is a Maildir, anything
+else an mbox file (locked per ``virtual_mailbox_lock``). The files belong to
+the uid and gid that ``virtual_uid_maps`` and ``virtual_gid_maps`` give
+(``static:5000`` is the usual form); a uid below ``virtual_minimum_uid`` is
+refused. Each delivered copy starts with ``Delivered-To:`` and
+``Return-Path:`` (and ``X-Original-To:``). An unknown recipient bounces
+with 5.1.1; a table or disk failure defers.
+
+Requests: qmgr's delivery requests. Parameters: virtual_mailbox_base,
+virtual_mailbox_maps, virtual_uid_maps, virtual_gid_maps,
+virtual_minimum_uid, virtual_mailbox_lock, virtual_mailbox_limit,
+recipient_delimiter, myhostname.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..delivery.dsn import DeliveryError
+from ..delivery.maildir import deliver_maildir
+from ..delivery.mbox import deliver_mbox, envelope_headers
+from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus
+from ..io.agent import serve_agent
+from ..queue.store import QueueStore
+from ..tables.base import TableRetry
+from ..tables.search import TableList, find_address_mapping
+
+
+class Virtual:
+    def __init__(self, settings):
+        s = settings
+        self.s = s
+        self.base = s.str("virtual_mailbox_base")
+        self.mailboxes = TableList.from_value(s.str("virtual_mailbox_maps"),
+                                              title="virtual_mailbox_maps")
+        self.uids = TableList.from_value(s.str("virtual_uid_maps"), title="virtual_uid_maps")
+        self.gids = TableList.from_value(s.str("virtual_gid_maps"), title="virtual_gid_maps")
+        self.min_uid = s.int("virtual_minimum_uid")
+        self.locks = tuple(m for m in s.list("virtual_mailbox_lock"))
+        self.limit = s.size("virtual_mailbox_limit")
+        self.delimiter = s.str("recipient_delimiter")
+        self.hostname = s.str("myhostname")
+        self.store = QueueStore.from_settings(s)
+
+    def _find(self, maps: TableList, address: str) -> str | None:
+        found = find_address_mapping(maps, address, recipient_delimiter=self.delimiter)
+        return found.value if found else None
+
+    def deliver_one(self, req: DeliveryRequest, rcpt) -> RcptStatus:
+        for maps in (self.mailboxes, self.uids, self.gids):
+            maps.refresh()
+        path = self._find(self.mailboxes, rcpt.address)
+        if path is None:
+            return RcptStatus(rcpt.index, BOUNCED, "5.1.1",
+                              "user unknown in virtual mailbox table", relay="virtual")
+        uid_text = self._find(self.uids, rcpt.address)
+        gid_text = self._find(self.gids, rcpt.address)
+        if uid_text is None or not uid_text.strip().isdigit():
+            return RcptStatus(rcpt.index, DEFERRED, "4.3.0",
+                              f"recipient {rcpt.address}: uid not found in virtual_uid_maps",
+                              relay="virtual")
+        if gid_text is None or not gid_text.strip().isdigit():
+            return RcptStatus(rcpt.index, DEFERRED, "4.3.0",
+                              f"recipient {rcpt.address}: gid not found in virtual_gid_maps",
+                              relay="virtual")
+        uid, gid = int(uid_text), int(gid_text)
+        if uid < self.min_uid:
+            return RcptStatus(rcpt.index, DEFERRED, "4.3.0",
+                              f"recipient {rcpt.address}: bad uid {uid} in virtual_uid_maps",
+                              relay="virtual")
+        full = os.path.join(self.base, path)
+        headers = envelope_headers(sender=req.sender, original_recipient=rcpt.orig_address,
+                                   delivered_to=rcpt.address)
+        own = (uid, gid) if os.geteuid() == 0 else (None, None)
+        qf = self.store.open(req.queue_name, req.queue_id, writable=False)
+        try:
+            if path.endswith("/"):
+                deliver_maildir(full, qf.content(), prepend_headers=headers, uid=own[0],
+                                gid=own[1], hostname=self.hostname)
+                reason = "delivered to maildir"
+            else:
+                deliver_mbox(full, qf.content(), sender=req.sender, arrival=req.arrival,
+                             prepend_headers=headers, lock_methods=self.locks, uid=own[0],
+                             gid=own[1], size_limit=self.limit)
+                reason = "delivered to mailbox"
+        finally:
+            qf.close()
+        return RcptStatus(rcpt.index, SENT, "2.0.0", reason, relay="virtual")
+
+    def deliver(self, req: DeliveryRequest, timing: dict) -> list[RcptStatus]:
+        out = []
+        for rcpt in req.recipients:
+            try:
+                out.append(self.deliver_one(req, rcpt))
+            except TableRetry as err:
+                out.append(RcptStatus(rcpt.index, DEFERRED, "4.3.0",
+                                      f"table lookup failure: {err.reason}", relay="virtual"))
+            except DeliveryError as err:
+                out.append(RcptStatus(rcpt.index, DEFERRED if err.temporary else BOUNCED,
+                                      err.dsn, err.text, relay="virtual"))
+        return out
+
+
+async def serve(ctx) -> int:
+    return await serve_agent(ctx, Virtual(ctx.settings).deliver)
