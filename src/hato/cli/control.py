@@ -108,6 +108,20 @@ def cmd_status(msgs: Messages, config_dir: str | None) -> int:
     return 1
 
 
+def cmd_flush(msgs: Messages, config_dir: str | None) -> int:
+    """Ask qmgr to try every deferred message now (postqueue -f)."""
+    from ..io.ipc import notify
+    from ..proto.attr import Attrs
+
+    cfg = load_config(config_dir, process_name="postqueue")
+    queue_dir, data_dir = _dirs(cfg)
+    if not running_pid(queue_dir, data_dir):
+        msgs.fatal("the mail system is not running")
+    if not notify(os.path.join(queue_dir, "public", "qmgr"), Attrs.of(request="flush")):
+        msgs.fatal("cannot reach the queue manager (public/qmgr)")
+    return 0
+
+
 def make(command: str):
     def body(msgs: Messages, argv: list[str]) -> int:
         opts, args = parse_options(argv, "c:v")
@@ -127,6 +141,8 @@ def make(command: str):
             return _signal(msgs, config_dir, signal.SIGHUP, "refreshing")
         if command == "status":
             return cmd_status(msgs, config_dir)
+        if command == "flush":
+            return cmd_flush(msgs, config_dir)
         raise ConfigError(f"unknown control command {command}")
 
     def main(argv: list[str]) -> int:
@@ -141,6 +157,7 @@ stop_main = make("stop")
 abort_main = make("abort")
 reload_main = make("reload")
 status_main = make("status")
+flush_main = make("flush")
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(start_fg_main(sys.argv[1:]))

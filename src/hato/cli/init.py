@@ -43,9 +43,17 @@ mynetworks = 127.0.0.0/8
 myhostname = localhost.localdomain
 mydestination = $myhostname, localhost.$mydomain, localhost
 
-# Mail for the local domain lands in Maildirs under {root}/mail.
+# Local users get Maildirs in their home directories; virtual mailboxes
+# live under {root}/mail; aliases are the instance's own.
 home_mailbox = Maildir/
 virtual_mailbox_base = {root}/mail
+alias_maps = hash:{root}/aliases
+alias_database = hash:{root}/aliases
+"""
+
+ALIASES = """\
+# aliases(5) of a hato instance; rebuild with: hato -c {root} newaliases
+postmaster: root
 """
 
 MASTER_CF = """\
@@ -127,7 +135,8 @@ def body(msgs: Messages, argv: list[str]) -> int:
         "date": time.strftime("%Y-%m-%d") + f" by hato {__version__}",
     }
     wrote = []
-    for name, template in (("main.cf", MAIN_CF), ("master.cf", MASTER_CF)):
+    for name, template in (("main.cf", MAIN_CF), ("master.cf", MASTER_CF),
+                           ("aliases", ALIASES)):
         path = os.path.join(root, name)
         if os.path.exists(path):
             msgs.info(f"{path} exists; left unchanged")
@@ -137,6 +146,11 @@ def body(msgs: Messages, argv: list[str]) -> int:
         wrote.append(path)
     for path in wrote:
         print(f"hato: wrote {path}")
+    if os.path.join(root, "aliases") in wrote:
+        from .postmap import postalias_main
+
+        if postalias_main(["-c", root, f"hash:{root}/aliases"]):
+            msgs.warn(f"could not build {root}/aliases; run: hato -c {root} newaliases")
     if missing:
         msgs.warn(f"{' and '.join(missing)} do not exist yet; create them before "
                   f"starting the instance, e.g. groupadd --system {group}; "

@@ -49,7 +49,7 @@ COMMANDS: dict[str, Command] = {
     "reload": _lazy("control", "reload_main"),
     "status": _lazy("control", "status_main"),
     "abort": _lazy("control", "abort_main"),
-    "flush": _not_yet("flush", "the mail flow work (qmgr)"),
+    "flush": _lazy("control", "flush_main"),
     "sendmail": _lazy("sendmail"),
     "postdrop": _not_yet("postdrop", "the mail flow work"),
     "postqueue": _not_yet("postqueue", "the queue administration work"),

@@ -231,8 +231,8 @@ _TEMPLATES: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
             "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #",
             "####################################################################",
             "",
-            "Your message could not be delivered for more than "
-            "$delay_warning_time_hours hour(s).",
+            ("Your message could not be delivered for more than "
+             "$delay_warning_time_hours hour(s)."),
             "It will be retried until it is $maximal_queue_lifetime_days day(s) old.",
             "",
             "For further assistance, please send mail to postmaster.",
@@ -272,7 +272,7 @@ _TEMPLATES: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
 
 _DEFAULT_ACTION = {"failure": "failed", "delay": "delayed", "success": "delivered",
                    "verify": "delivered"}
-_TYPE_PREFIX = re.compile(r"([A-Za-z][A-Za-z0-9-]*)\s*;\s*(.*)\Z", re.S)
+_TYPE_PREFIX = re.compile(r"([A-Za-z][A-Za-z0-9-]*)\s*;\s*(.*)\Z", re.DOTALL)
 
 
 @dataclass(frozen=True)

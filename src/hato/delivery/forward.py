@@ -255,7 +255,7 @@ def load_include_file(path: str, *, uid: int, gid: int | None = None,
 
 def _read_all(fd: int) -> bytes:
     os.set_blocking(fd, True)
-    parts = []
+    parts: list[bytes] = []
     while True:
         data = os.read(fd, 65536)
         if not data:

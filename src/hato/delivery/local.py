@@ -64,14 +64,21 @@ from ..config.expand import Expander
 from ..tables.base import Table, TableRetry
 from ..tables.patternfile import split_braced
 from ..tables.search import split_extension
-from .forward import (Destination, ForwardFileError, include_status, load_forward_file,
-                      load_include_file, parse_destinations)
+from .forward import (
+    Destination,
+    ForwardFileError,
+    include_status,
+    load_forward_file,
+    load_include_file,
+    parse_destinations,
+)
 
 ALIAS, FORWARD, INCLUDE = "alias", "forward", "include"
 
 #: Postfix's default forward_expansion_filter and command_expansion_filter.
 EXPANSION_FILTER = "1234567890!@%-_=+:,./abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MAX_LEVEL = 100
+_FAILED = object()  # a passwd lookup that failed temporarily
 
 
 # -- users -------------------------------------------------------------------------------
@@ -529,8 +536,8 @@ class _Planner:
             self.indirect(st)
             return
         if self.s.require_home_directory:
-            pw = self.lookup_user(st)
-            if pw is False:
+            ok, pw = self.lookup_user(st)
+            if not ok:
                 return
             if pw is not None and not os.path.isdir(pw.home):
                 self.defer(st, "4.3.0", f"cannot access home directory {pw.home}: "
@@ -542,14 +549,27 @@ class _Planner:
         if not self.mailbox(st, usr):
             self.unknown(st, usr)
 
-    def lookup_user(self, st: _State) -> Passwd | None | bool:
-        """getpwnam(), or False after deferring for a lookup error."""
-        try:
-            return self.getpwnam(st.user)
-        except Exception as exc:  # a passwd backend failure is temporary
-            self.warn(f"error looking up passwd info for {st.user}: {exc}")
+    def lookup_user(self, st: _State) -> tuple[bool, Passwd | None]:
+        """getpwnam(): (True, entry or None), or (False, None) after
+        deferring the recipient for a lookup error."""
+        pw = self.passwd(self.getpwnam, st.user)
+        if pw is _FAILED:
+            self.warn(f"error looking up passwd info for {st.user}")
             self.defer(st, "4.0.0", "user lookup error")
-            return False
+            return False, None
+        return True, pw  # type: ignore[return-value]
+
+    @staticmethod
+    def passwd(lookup: Callable, key: str | int) -> Passwd | None | object:
+        """A passwd lookup: the entry, None (unknown; KeyError counts as
+        unknown, as in pwd), or _FAILED (OSError or TableRetry: a backend
+        that is down)."""
+        try:
+            return lookup(key)
+        except KeyError:
+            return None
+        except (OSError, TableRetry):
+            return _FAILED
 
     # -- deliver_alias() -----------------------------------------------------------------
 
@@ -629,11 +649,8 @@ class _Planner:
         default_privs when there is no user context (or it is root)."""
         if usr.uid != 0:
             return usr
-        try:
-            pw = self.getpwnam(self.s.default_privs)
-        except Exception:
-            pw = None
-        if pw is None or pw.uid == 0 or pw.gid == 0:
+        pw = self.passwd(self.getpwnam, self.s.default_privs)
+        if not isinstance(pw, Passwd) or pw.uid == 0 or pw.gid == 0:
             self.warn(f"default_privs: unknown or privileged user: {self.s.default_privs}")
             self.defer(st, "4.3.5", "mail system configuration error")
             return None
@@ -680,11 +697,8 @@ class _Planner:
             return
         st = replace(st, exp_type=INCLUDE)
         if usr.uid == 0:
-            try:
-                owner_pw = self.getpwuid(fst.st_uid)
-            except Exception:
-                owner_pw = None
-            if owner_pw is None:
+            owner_pw = self.passwd(self.getpwuid, fst.st_uid)
+            if not isinstance(owner_pw, Passwd):
                 self.warn(f"cannot find username for uid {fst.st_uid}")
                 self.warn(f"{path}: cannot find :include: file owner username")
                 self.defer(st, "4.3.5", "mail system configuration error")
@@ -769,12 +783,11 @@ class _Planner:
     def dotforward(self, st: _State, usr: _User) -> bool:
         if not self.s.forward_path.strip():
             return False
-        pw = self.lookup_user(st)
-        if pw is False:
+        ok, pw = self.lookup_user(st)
+        if not ok:
             return True
         if pw is None:
             return False
-        assert isinstance(pw, Passwd)
         if not self.s.frozen_delivered_to:
             st = replace(st, delivered=st.address)
         usr = _User(pw.uid, pw.gid, pw.home, pw.shell)
@@ -824,12 +837,11 @@ class _Planner:
         if transport:
             self.add(Transport, st, transport=transport.strip())
             return True
-        pw = self.lookup_user(st)
-        if pw is False:
+        ok, pw = self.lookup_user(st)
+        if not ok:
             return True
         if pw is None:
             return False
-        assert isinstance(pw, Passwd)
         if not self.s.frozen_delivered_to:
             st = replace(st, delivered=st.address)
         usr = _User(pw.uid, pw.gid, pw.home, pw.shell)
@@ -916,7 +928,26 @@ def plan_local_delivery(recipient: str, *,
     return planner.finish()
 
 
-__all__ = ["ALIAS", "Action", "Bounce", "Command", "Defer", "Discard", "FORWARD", "File",
-           "Forward", "INCLUDE", "LocalPlan", "LocalSettings", "Maildir", "Mbox", "Passwd",
-           "Transport", "delivered_to_addresses", "is_forwarding_loop", "plan_local_delivery",
-           "system_getpwnam", "system_getpwuid"]
+__all__ = [
+    "ALIAS",
+    "FORWARD",
+    "INCLUDE",
+    "Action",
+    "Bounce",
+    "Command",
+    "Defer",
+    "Discard",
+    "File",
+    "Forward",
+    "LocalPlan",
+    "LocalSettings",
+    "Maildir",
+    "Mbox",
+    "Passwd",
+    "Transport",
+    "delivered_to_addresses",
+    "is_forwarding_loop",
+    "plan_local_delivery",
+    "system_getpwnam",
+    "system_getpwuid",
+]

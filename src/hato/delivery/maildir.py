@@ -70,6 +70,7 @@ _COUNTER = itertools.count(1)
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _BUFSIZE = 65536
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
 
 
 class MaildirQuota(Protocol):
@@ -255,16 +256,18 @@ def deliver_maildir(path: str | os.PathLike[str], chunks: Iterable[bytes], *,
             except FileExistsError:
                 new_name = f"{unique_name(hostname, now=now)},S={size}"
             except OSError as exc:
-                if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS,
-                                 errno.EMLINK):
+                cause: OSError = exc
+                if exc.errno in _NO_LINKS:
+                    # A file system without hard links: rename() instead
+                    # (the name is unique, so nothing is replaced).
                     try:
                         os.rename(tmp_name, new_name, src_dir_fd=tmp_fd, dst_dir_fd=new_fd)
                         tmp_name = None
                         break
                     except OSError as exc2:
-                        exc = exc2
+                        cause = exc2
                 raise _Failure(f"create maildir file {os.path.join(root, 'new', new_name)}",
-                               exc) from exc
+                               cause) from cause
         if tmp_name is not None:
             try:
                 os.unlink(tmp_name, dir_fd=tmp_fd)
@@ -284,10 +287,10 @@ def deliver_maildir(path: str | os.PathLike[str], chunks: Iterable[bytes], *,
             quota.add(root, size, 1)
         return new_name
     except _Failure as failure:
-        exc = failure.exc
+        err = failure.exc
         raise DeliveryError(f"maildir delivery failed: {failure.text}: "
-                            f"{exc.strerror or exc}",
-                            dsn=status_for_errno(exc.errno, error_dsn)) from exc
+                            f"{err.strerror or err}",
+                            dsn=status_for_errno(err.errno, error_dsn)) from err
     except _ReadFailure as failure:
         raise DeliveryError(f"maildir delivery failed: error reading message: "
                             f"{failure.exc.strerror or failure.exc}", dsn="4.3.0") from failure.exc

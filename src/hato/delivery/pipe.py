@@ -234,7 +234,7 @@ def expand_pipe_argv(argv_template: Sequence[str], *,
         unknown = names - _KNOWN
         if unknown:
             raise _config_error(f'service {service}: unknown macro name: '
-                                f'"{sorted(unknown)[0]}"')
+                                f'"{min(unknown)}"')
         if not names & set(_PER_RECIPIENT):
             out.append(_expand(arg, common))
             continue
@@ -296,7 +296,7 @@ class PipeResult:
     output: str
 
 
-_DSN_AT_START = re.compile(r"\s*([45]\.\d{1,3}\.\d{1,3})(?:\s+|\Z)(.*)\Z", re.S)
+_DSN_AT_START = re.compile(r"\s*([45]\.\d{1,3}\.\d{1,3})(?:\s+|\Z)(.*)\Z", re.DOTALL)
 
 
 def _clean_output(raw: bytes) -> str:
@@ -332,7 +332,7 @@ def run_pipe(argv: Sequence[str], chunks: Iterable[bytes], *,
              sender: str = "",
              original_recipient: str = "",
              delivered_to: str = "",
-             null_sender: str = "MAILER-DAEMON",
+             null_sender: str = "",
              eol: bytes = b"\n",
              command_text: str | None = None,
              export_environment: Iterable[str] = EXPORT_ENVIRONMENT,
@@ -342,7 +342,11 @@ def run_pipe(argv: Sequence[str], chunks: Iterable[bytes], *,
     *uid*/*gid*: the rights to run with; when this process is root they
     are required and must not be root's (Postfix never runs a delivery
     command as root). *env* is added to a clean environment. *flags* are
-    pipe(8)'s; local(8) uses :data:`LOCAL_COMMAND_FLAGS`. *command_text*
+    pipe(8)'s; local(8) uses :data:`LOCAL_COMMAND_FLAGS`. *null_sender*
+    replaces an empty *sender* in the From_ line and ``Return-Path:``:
+    local(8) keeps it empty (``Return-Path: <>``, the From_ line says
+    MAILER-DAEMON); pipe(8) passes its ``null_sender=`` attribute
+    (default MAILER-DAEMON). *command_text*
     names the command in error texts (default ``argv[0]``). Returns a
     :class:`PipeResult`; raises :class:`DeliveryError` (see the module
     documentation for the mapping)."""
@@ -356,11 +360,11 @@ def run_pipe(argv: Sequence[str], chunks: Iterable[bytes], *,
         raise _config_error("refusing to run a delivery command with group id 0")
 
     # What goes before and after the content (mail_copy()).
-    head = bytearray()
+    prefix = bytearray()
     snd = sender if sender else null_sender
     if fl.from_line:
-        head += from_line(snd, now, eol)
-    head += b"".join(envelope_headers(
+        prefix += from_line(snd, now, eol)
+    prefix += b"".join(envelope_headers(
         sender=snd if fl.return_path else None,
         original_recipient=original_recipient if fl.original_to else None,
         delivered_to=(delivered_to or None) if fl.delivered_to else None,
@@ -398,7 +402,7 @@ def run_pipe(argv: Sequence[str], chunks: Iterable[bytes], *,
                             diagnostic_text="system resource problem") from exc
 
     deadline = time.monotonic() + timeout
-    output, write_error, timed_out, read_error = _exchange(proc, head, chunks, copier,
+    output, write_error, timed_out, read_error = _exchange(proc, bytes(prefix), chunks, copier,
                                                            deadline)
     status = _wait(proc, deadline, timed_out)
     timed_out = timed_out or status is None
@@ -572,6 +576,16 @@ def _wait(proc: subprocess.Popen, deadline: float, timed_out: bool) -> int | Non
     return status
 
 
-__all__ = ["LOCAL_COMMAND_FLAGS", "PipeFlags", "PipeResult", "SYS_EXITS", "clean_environment",
-           "command_argv", "expand_pipe_argv", "fold_address", "parse_pipe_flags", "run_pipe",
-           "sys_exits_detail"]
+__all__ = [
+    "LOCAL_COMMAND_FLAGS",
+    "SYS_EXITS",
+    "PipeFlags",
+    "PipeResult",
+    "clean_environment",
+    "command_argv",
+    "expand_pipe_argv",
+    "fold_address",
+    "parse_pipe_flags",
+    "run_pipe",
+    "sys_exits_detail",
+]

@@ -29,7 +29,7 @@ DAEMONS: dict[str, tuple[Status, str]] = {
     "cleanup": (Status.FOLDED, "header and address processing, done inside pickup and smtpd"),
     "qmgr": (Status.RUNS, "the queue manager"),
     "oqmgr": (Status.RUNS, "the queue manager"),
-    "local": (Status.PLANNED, "local delivery"),
+    "local": (Status.RUNS, "local delivery"),
     "virtual": (Status.RUNS, "virtual mailbox delivery"),
     "smtp": (Status.PLANNED, "the SMTP/LMTP client"),
     "lmtp": (Status.PLANNED, "the LMTP client"),

@@ -857,30 +857,86 @@ class CleanupState:
 
     # -- input ---------------------------------------------------------------------------
 
+    #: Body lines that need no inspection skip the general path (tests turn
+    #: this off to check that both give the same output).
+    FAST_BODY = True
+
     def feed(self, data: bytes) -> None:
         """More of the message, in any split."""
         if self._finished:
             raise RuntimeError("cleanup: feed() after finish()")
         if not data:
             return
-        buf = self._pending
-        buf += data
-        limit = self.svc.line_limit
-        start = 0
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            end = nl - 1 if nl > start and buf[nl - 1] == 0x0D else nl
-            self._line(bytes(buf[start:end]), limit)
-            start = nl + 1
-        if start:
-            del buf[:start]
-        # A line longer than the limit goes out in pieces before it ends;
-        # a trailing CR may still be the first half of a CRLF.
-        while len(buf) - (1 if buf.endswith(b"\r") else 0) > limit:
-            self._record(R.CONT, bytes(buf[:limit]))
-            del buf[:limit]
+        if self._pending:
+            self._pending += data
+            data = bytes(self._pending)
+            self._pending = bytearray()
+        nl = data.rfind(b"\n")
+        if nl >= 0:
+            # One CR before each LF belongs to the line end.
+            self._lines(data[:nl + 1].replace(b"\r\n", b"\n")[:-1].split(b"\n"))
+            data = data[nl + 1:]
+        if data:
+            # A line longer than the limit goes out in pieces before it ends;
+            # a trailing CR may still be the first half of a CRLF.
+            limit = self.svc.line_limit
+            buf = bytearray(data)
+            while len(buf) - (1 if buf.endswith(b"\r") else 0) > limit:
+                self._record(R.CONT, bytes(buf[:limit]))
+                del buf[:limit]
+            self._pending = buf
+
+    def _body_slow(self) -> bool:
+        """True when body lines need the general path: body inspection,
+        character filters or 8-bit reports are on."""
+        svc = self.svc
+        if not self.FAST_BODY or self.mime.report & MIME_ERR_8BIT_IN_7BIT_BODY:
+            return True
+        return bool(self.flags & CleanupFlag.FILTER
+                    and (svc.reject_chars or svc.strip_chars
+                         or svc.checks.body_checks is not None))
+
+    def _lines(self, lines: list[bytes]) -> None:
+        """Complete lines (without line ends). Plain body lines take a short
+        cut that does what _record() → _Mime.update() → body() → _out() do."""
+        svc = self.svc
+        limit = svc.line_limit
+        size_limit = svc.size_limit
+        mime = self.mime
+        stray = svc.replace_stray
+        out = self._output
+        slow = self._body_slow()
+        ok = self.out_ok
+        offset = mime.body_offset
+        fast = False  # the previous line took the short cut
+        for line in lines:
+            if (slow or mime.state != _ST_BODY or len(line) > limit
+                    or (not fast and mime.prev == R.CONT)
+                    or (mime.stack and line[:2] == b"--")):
+                if fast:
+                    mime.body_offset = offset
+                    mime.prev = R.NORM
+                    fast = False
+                self._line(line, limit)
+                slow = self._body_slow()
+                ok = self.out_ok
+                offset = mime.body_offset
+                continue
+            fast = True
+            if stray and b"\r" in line:
+                line = line.replace(b"\r", b" ")
+            n = len(line) + 1
+            offset += n
+            if ok:
+                if size_limit and self.size + n > size_limit:
+                    self._emit(R.NORM, line)
+                    ok = self.out_ok
+                else:
+                    self.size += n
+                    out(R.NORM, line)
+        if fast:
+            mime.body_offset = offset
+            mime.prev = R.NORM
 
     def _line(self, line: bytes, limit: int) -> None:
         while len(line) > limit:

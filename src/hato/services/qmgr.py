@@ -157,6 +157,7 @@ class QueueManager:
             self.log.exception(f"{queue_id}: unexpected error in the queue manager")
         finally:
             self.in_flight.discard(queue_id)
+            self.wake.set()  # a notice it queued, or a slot freed: look again
 
     def _backoff(self, arrival: float, now: float) -> float:
         lo = self.s.time("minimal_backoff_time")

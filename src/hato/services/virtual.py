@@ -25,6 +25,7 @@ from ..delivery.maildir import deliver_maildir
 from ..delivery.mbox import deliver_mbox, envelope_headers
 from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus
 from ..io.agent import serve_agent
+from ..policy.rewrite import open_maps
 from ..queue.store import QueueStore
 from ..tables.base import TableRetry
 from ..tables.search import TableList, find_address_mapping
@@ -35,10 +36,9 @@ class Virtual:
         s = settings
         self.s = s
         self.base = s.str("virtual_mailbox_base")
-        self.mailboxes = TableList.from_value(s.str("virtual_mailbox_maps"),
-                                              title="virtual_mailbox_maps")
-        self.uids = TableList.from_value(s.str("virtual_uid_maps"), title="virtual_uid_maps")
-        self.gids = TableList.from_value(s.str("virtual_gid_maps"), title="virtual_gid_maps")
+        self.mailboxes = open_maps(s, "virtual_mailbox_maps") or TableList([])
+        self.uids = open_maps(s, "virtual_uid_maps") or TableList([])
+        self.gids = open_maps(s, "virtual_gid_maps") or TableList([])
         self.min_uid = s.int("virtual_minimum_uid")
         self.locks = tuple(m for m in s.list("virtual_mailbox_lock"))
         self.limit = s.size("virtual_mailbox_limit")

@@ -9,8 +9,15 @@ import time
 
 import pytest
 
-from hato.delivery.dsn import (DeliveryError, DsnRecipient, build_dsn, line_wrap, mail_date,
-                               quote_822_local, status_for_errno)
+from hato.delivery.dsn import (
+    DeliveryError,
+    DsnRecipient,
+    build_dsn,
+    line_wrap,
+    mail_date,
+    quote_822_local,
+    status_for_errno,
+)
 
 ORIGINAL = (b"Return-Path: <ignored@example.com>\n"
             b"From: Sender <sender@example.com>\n"
@@ -38,9 +45,9 @@ def recipients():
 
 
 def build(kind="failure", **kw):
-    args = dict(queue_id="4ABCDEF", arrival_date=ARRIVAL, sender="sender@example.com",
-                recipients=recipients(), myhostname="mail.example.com",
-                original_message_chunks=[ORIGINAL], now=NOW)
+    args = {"queue_id": "4ABCDEF", "arrival_date": ARRIVAL, "sender": "sender@example.com",
+            "recipients": recipients(), "myhostname": "mail.example.com",
+            "original_message_chunks": [ORIGINAL], "now": NOW}
     args.update(kw)
     return build_dsn(kind, **args)
 

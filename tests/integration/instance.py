@@ -1,0 +1,133 @@
+"""A real hato instance for integration tests: its own directory, ports,
+main.cf and master.cf, started with ``hato start`` and stopped afterwards.
+
+Run as root (as in CI), the instance drops its services to the system user
+``hato`` (group ``hatodrop``), which the fixture creates when missing, and
+runs hato from the test environment ``$HATO_VENV`` (tools/run-tests makes it
+readable to that user). Run by an ordinary user, everything runs as that
+user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.conftest import SRC
+
+OWNER = "hato"
+GROUP = "hatodrop"
+
+
+def ensure_system_user() -> None:
+    if os.geteuid() != 0:
+        return
+    if subprocess.run(["getent", "group", GROUP], capture_output=True).returncode:
+        subprocess.run(["groupadd", "--system", GROUP], check=True)
+    if subprocess.run(["getent", "passwd", OWNER], capture_output=True).returncode:
+        subprocess.run(["useradd", "--system", "--gid", GROUP, "--home-dir", "/nonexistent",
+                        "--no-create-home", "--shell", "/usr/sbin/nologin", OWNER], check=True)
+
+
+def hato_command() -> list[str]:
+    venv = os.environ.get("HATO_VENV")
+    if venv and os.path.exists(os.path.join(venv, "bin", "hato")):
+        return [os.path.join(venv, "bin", "hato")]
+    return [sys.executable, "-m", "hato"]
+
+
+def hato_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MAIL_CONFIG", None)
+    if not os.environ.get("HATO_VENV"):
+        env["PYTHONPATH"] = str(SRC)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Instance:
+    def __init__(self, name: str = "t"):
+        ensure_system_user()
+        self.root = Path(tempfile.mkdtemp(prefix=f"hato-{name}-", dir="/tmp"))
+        os.chmod(self.root, 0o755)
+        self.port = free_port()
+        r = self.hato("init", "-p", str(self.port), str(self.root))
+        assert r.returncode == 0, r.stderr
+        self.maillog = self.root / "log" / "maillog"
+        self.running = False
+
+    # -- commands ------------------------------------------------------------------
+
+    def hato(self, *args: str, input: bytes | None = None,
+             check: bool = False) -> subprocess.CompletedProcess:
+        return subprocess.run([*hato_command(), *args], input=input, capture_output=True,
+                              env=hato_env(), timeout=120, check=check)
+
+    def cmd(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+        return self.hato("-c", str(self.root), *args, input=input)
+
+    def postconf(self, *settings: str) -> None:
+        r = self.cmd("postconf", "-e", *settings)
+        assert r.returncode == 0, r.stderr
+
+    def sendmail(self, *args: str, message: bytes) -> subprocess.CompletedProcess:
+        return self.cmd("sendmail", *args, input=message)
+
+    def start(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.root / "mail", OWNER, GROUP)
+        r = self.cmd("start")
+        assert r.returncode == 0, (r.stdout, r.stderr, self.log_text())
+        self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            self.cmd("stop")
+            self.running = False
+
+    def cleanup(self) -> None:
+        try:
+            self.stop()
+        finally:
+            if os.geteuid() == 0:
+                self.cmd("abort")
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- observation -----------------------------------------------------------------
+
+    def log_text(self) -> str:
+        try:
+            return self.maillog.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}\n--- maillog:\n{self.log_text()}")
+
+    def wait_log(self, text: str, count: int = 1, timeout: float = 30.0) -> None:
+        self.wait_for(lambda: self.log_text().count(text) >= count, timeout,
+                      f"{count} x {text!r} in the mail log")
+
+    def queue_empty(self) -> bool:
+        q = self.root / "queue"
+        for name in ("maildrop", "incoming", "active", "deferred"):
+            for _dirpath, _dirs, files in os.walk(q / name):
+                if files:
+                    return False
+        return True
