@@ -49,6 +49,20 @@ home_mailbox = Maildir/
 virtual_mailbox_base = {root}/mail
 alias_maps = hash:{root}/aliases
 alias_database = hash:{root}/aliases
+
+# A virtual domain of the instance's own, so that mail has somewhere to land
+# without system users: demo@hato.test is {root}/mail/hato.test/demo/.
+virtual_mailbox_domains = hato.test
+virtual_mailbox_maps = texthash:{root}/vmailbox
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+virtual_minimum_uid = {uid}
+"""
+
+VMAILBOX = """\
+# virtual(5) mailboxes of this instance: address, then a path under
+# virtual_mailbox_base ({root}/mail); a trailing / means Maildir.
+demo@hato.test  hato.test/demo/
 """
 
 ALIASES = """\
@@ -129,14 +143,20 @@ def body(msgs: Messages, argv: list[str]) -> int:
         grp.getgrnam(group)
     except KeyError:
         missing.append(f"group {group}")
+    try:
+        pw = pwd.getpwnam(owner)
+        uid, gid = pw.pw_uid, pw.pw_gid
+    except KeyError:
+        uid, gid = os.geteuid(), os.getegid()
     values = {
         "root": root, "user": user, "group": group, "smtp_port": smtp_port,
+        "uid": max(uid, 1), "gid": gid,
         "submission_port": smtp_port + 62,
         "date": time.strftime("%Y-%m-%d") + f" by hato {__version__}",
     }
     wrote = []
     for name, template in (("main.cf", MAIN_CF), ("master.cf", MASTER_CF),
-                           ("aliases", ALIASES)):
+                           ("aliases", ALIASES), ("vmailbox", VMAILBOX)):
         path = os.path.join(root, name)
         if os.path.exists(path):
             msgs.info(f"{path} exists; left unchanged")
