@@ -35,6 +35,29 @@ def ensure_system_user() -> None:
                         "--no-create-home", "--shell", "/usr/sbin/nologin", OWNER], check=True)
 
 
+_checked = False
+
+
+def check_readable_by_owner() -> None:
+    """Started by root, hato's services run as OWNER: they must be able to
+    read Python and hato. tools/run-tests sets this up ($HATO_VENV)."""
+    global _checked
+    if _checked or os.geteuid() != 0:
+        return
+    venv = os.environ.get("HATO_VENV")
+    python = os.path.join(venv, "bin", "python") if venv else sys.executable
+    probe = subprocess.run(["runuser", "-u", OWNER, "--", python, "-c",
+                            "import concurrent.futures.thread, hato.services.qmgr"],
+                           capture_output=True, env=hato_env(), text=True, cwd="/")
+    if probe.returncode:
+        import pytest
+
+        pytest.fail(f"user {OWNER} cannot run hato with {python} ({probe.stderr.strip()[-200:]});"
+                    " run the tests with tools/run-tests, which installs hato where the "
+                    "mail_owner can read it")
+    _checked = True
+
+
 def hato_command() -> list[str]:
     venv = os.environ.get("HATO_VENV")
     if venv and os.path.exists(os.path.join(venv, "bin", "hato")):
@@ -59,6 +82,7 @@ def free_port() -> int:
 class Instance:
     def __init__(self, name: str = "t"):
         ensure_system_user()
+        check_readable_by_owner()
         self.root = Path(tempfile.mkdtemp(prefix=f"hato-{name}-", dir="/tmp"))
         os.chmod(self.root, 0o755)
         self.port = free_port()

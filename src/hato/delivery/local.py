@@ -157,8 +157,10 @@ class Mbox(Action):
 @dataclass(frozen=True, kw_only=True)
 class Command(Action):
     """Pipe to the shell command *command* (pipe.command_argv, run_pipe with
-    LOCAL_COMMAND_FLAGS) as *uid*/*gid*, with *env* added to the
-    environment; *mailbox* is True for mailbox_command deliveries."""
+    LOCAL_COMMAND_FLAGS and an empty null_sender) as *uid*/*gid*, with
+    *env* added to the environment, in the directory *cwd* (None: Postfix
+    runs commands in the queue directory); *mailbox* is True for
+    mailbox_command deliveries."""
 
     command: str
     uid: int
@@ -167,6 +169,7 @@ class Command(Action):
     shell: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     mailbox: bool = False
+    cwd: str | None = None  # command_execution_directory, expanded; None: the default
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -267,6 +270,8 @@ class LocalSettings:
     forward_path: str = "$home/.forward${recipient_delimiter}${extension}, $home/.forward"
     forward_expansion_filter: str = EXPANSION_FILTER
     command_expansion_filter: str = EXPANSION_FILTER
+    command_execution_directory: str = ""
+    execution_directory_expansion_filter: str = EXPANSION_FILTER
     allow_mail_to_commands: frozenset[str] = frozenset({ALIAS, FORWARD})
     allow_mail_to_files: frozenset[str] = frozenset({ALIAS, FORWARD})
     luser_relay: str = ""
@@ -315,6 +320,9 @@ class LocalSettings:
             forward_path=settings.raw("forward_path") or "",
             forward_expansion_filter=settings.str("forward_expansion_filter"),
             command_expansion_filter=settings.str("command_expansion_filter"),
+            command_execution_directory=settings.raw("command_execution_directory") or "",
+            execution_directory_expansion_filter=settings.str(
+                "execution_directory_expansion_filter"),
             allow_mail_to_commands=_mask(settings.list("allow_mail_to_commands")),
             allow_mail_to_files=_mask(settings.list("allow_mail_to_files")),
             luser_relay=settings.raw("luser_relay") or "",
@@ -680,8 +688,17 @@ class _Planner:
             env.append(("EXTENSION", st.extension))
         allowed = set(self.s.command_expansion_filter)
         env = [(k, "".join(ch if ch in allowed else "_" for ch in v)) for k, v in env]
+        cwd = None
+        if self.s.command_execution_directory.strip():
+            cwd, _ = self.expand(self.s.command_execution_directory, st, usr,
+                                 self.s.execution_directory_expansion_filter, strict=False)
+            if cwd is None:
+                self.warn(f"bad parameter value syntax for command_execution_directory: "
+                          f"{self.s.command_execution_directory}")
+                self.defer(st, "4.3.5", "mail system configuration error")
+                return
         self.add(Command, st, command=command, uid=who.uid, gid=who.gid, home=usr.home,
-                 shell=usr.shell, env=tuple(env), mailbox=mailbox)
+                 shell=usr.shell, env=tuple(env), mailbox=mailbox, cwd=cwd or None)
 
     # -- deliver_include() ---------------------------------------------------------------
 

@@ -182,9 +182,12 @@ def deliver_maildir(path: str | os.PathLike[str], chunks: Iterable[bytes], *,
                     size_hint: int | None = None,
                     error_dsn: str = "5.2.0",
                     quota: MaildirQuota | None = None,
+                    size_limit: int = 0,
                     now: float | None = None) -> str:
     """Deliver one message into the Maildir *path*; return the file name
-    it got in ``new/``. See the module documentation for the steps and
+    it got in ``new/``. *size_limit* (mailbox_size_limit,
+    virtual_mailbox_limit; 0 = none) caps the file size: a bigger message
+    fails as EFBIG would. See the module documentation for the steps and
     the errors (:class:`DeliveryError`)."""
     root = os.fspath(path).rstrip("/") or "/"
     privileged = privileged_for(uid)
@@ -238,7 +241,7 @@ def deliver_maildir(path: str | os.PathLike[str], chunks: Iterable[bytes], *,
         except OSError as exc:
             raise _Failure(f"create maildir file {where}", exc) from exc
 
-        size = _copy(file_fd, chunks, prepend_headers)
+        size = _copy(file_fd, chunks, prepend_headers, size_limit)
         try:
             _fsync(file_fd)
         except OSError as exc:
@@ -312,7 +315,8 @@ class _ReadFailure(Exception):
         self.exc = exc
 
 
-def _copy(fd: int, chunks: Iterable[bytes], prepend_headers: Sequence[bytes]) -> int:
+def _copy(fd: int, chunks: Iterable[bytes], prepend_headers: Sequence[bytes],
+          size_limit: int = 0) -> int:
     """Write the headers and the content; return the file size."""
     buf = bytearray(normalize_header_lines(prepend_headers))
     size = 0
@@ -320,6 +324,9 @@ def _copy(fd: int, chunks: Iterable[bytes], prepend_headers: Sequence[bytes]) ->
 
     def flush() -> None:
         nonlocal size
+        if size_limit > 0 and size + len(buf) > size_limit:
+            raise _Failure("error writing message",
+                           OSError(errno.EFBIG, os.strerror(errno.EFBIG)))
         view = memoryview(buf)
         try:
             while view:

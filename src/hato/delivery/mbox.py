@@ -124,8 +124,9 @@ class LineCopier:
         if not chunk:
             return b""
         if self.plain:
-            self._bol = chunk.endswith(b"\n")
-            return bytes(chunk)
+            data = bytes(chunk)
+            self._bol = data.endswith(b"\n")
+            return data
         buf = self._pending + bytes(chunk)
         self._pending = b""
         out = bytearray()

@@ -402,8 +402,14 @@ def run_pipe(argv: Sequence[str], chunks: Iterable[bytes], *,
                             diagnostic_text="system resource problem") from exc
 
     deadline = time.monotonic() + timeout
-    output, write_error, timed_out, read_error = _exchange(proc, bytes(prefix), chunks, copier,
-                                                           deadline)
+    try:
+        output, write_error, timed_out, read_error = _exchange(proc, bytes(prefix), chunks,
+                                                               copier, deadline)
+    except BaseException:
+        # Never leave a command behind, whatever went wrong here.
+        _kill(proc)
+        proc.wait()
+        raise
     status = _wait(proc, deadline, timed_out)
     timed_out = timed_out or status is None
     log = _clean_output(output)

@@ -40,6 +40,10 @@ MODULES = {
 }
 
 
+_PRELOAD = ("concurrent.futures.thread", "email.parser", "email.feedparser",
+            "email.policy", "encodings.idna", "subprocess")
+
+
 @dataclass
 class WorkerContext:
     """What a service module's serve() receives."""
@@ -92,6 +96,8 @@ def main(argv: list[str]) -> int:
     # Import first: after the privileges are gone the interpreter may not be
     # able to read its own installation.
     module = importlib.import_module(f"hato.services.{module_name}")
+    for name in _PRELOAD:  # standard modules asyncio and email load on first use
+        importlib.import_module(name)
     if os.geteuid() == 0 and svc.unprivileged():
         drop_privileges(settings)
     ctx = WorkerContext(config, svc, settings, log, listeners)

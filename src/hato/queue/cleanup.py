@@ -817,13 +817,15 @@ class CleanupState:
         except TableRetry as err:
             self._lookup_failed(err, "recipient address mapping")
             clean = rw.rewrite(rcpt or rw.empty_address_recipient)
-        self._out_recipient(orcpt, notify, orig, clean)
+        # Without a DSN ORCPT from the client, the rewritten recipient is it.
+        self._out_recipient(orcpt or f"rfc822;{clean}", notify, orig, clean)
         self.recip = clean
         if self.flags & CleanupFlag.BCC_OK and clean and self.svc.recipient_bcc_maps is not None:
             self._bcc_lookup(self.svc.recipient_bcc_maps, clean)
 
     def _bcc(self, address: str) -> None:
-        """cleanup_addr_bcc(): an automatic BCC recipient."""
+        """cleanup_addr_bcc(): an automatic BCC recipient, without DSN
+        notifications (NOTIFY=NEVER) or ORCPT."""
         rw = self.svc.rewriter
         map_ok = bool(self.flags & CleanupFlag.MAP_OK)
         try:
@@ -831,7 +833,7 @@ class CleanupState:
         except TableRetry as err:
             self._lookup_failed(err, "recipient address mapping")
             return
-        self._out_recipient("", 0, clean, clean)
+        self._out_recipient("", NOTIFY_BITS["NEVER"], clean, clean)
 
     def _out_recipient(self, orcpt: str, notify: int, orig: str, recip: str) -> None:
         """cleanup_out_recipient(): virtual alias expansion and duplicate

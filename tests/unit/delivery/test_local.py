@@ -551,3 +551,17 @@ def test_settings_from_main_cf(tmp_path):
     assert s.myorigin == "example.com"
     assert "localhost" in s.mydestination
     assert opened["alias_maps"] == "test:aliases"
+
+
+def test_command_execution_directory(w):
+    settings = replace(w.settings, mailbox_command="/usr/bin/procmail",
+                       command_execution_directory="$home/run${extension?/$extension}",
+                       recipient_delimiter="+")
+    (cmd,) = w.plan("bob+x@ex.com", settings=settings).actions
+    assert cmd.cwd == f"{w.home('bob')}/run/x"
+    (cmd,) = w.plan("bob@ex.com", settings=replace(
+        settings, command_execution_directory="")).actions
+    assert cmd.cwd is None
+    (a,) = w.plan("bob@ex.com", settings=replace(
+        settings, command_execution_directory="${home")).actions
+    assert isinstance(a, Defer) and a.dsn == "4.3.5"

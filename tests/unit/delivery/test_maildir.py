@@ -264,3 +264,12 @@ def test_uid_without_root_changes_nothing(tmp_path):
     name = deliver_maildir(tmp_path / "M", [MESSAGE], uid=FAKE_UID if not AS_ROOT else None,
                            hostname="h")
     assert (tmp_path / "M" / "new" / name).stat().st_uid == os.geteuid()
+
+
+def test_size_limit(tmp_path):
+    with pytest.raises(DeliveryError) as info:
+        deliver_maildir(tmp_path / "M", [MESSAGE] * 10, hostname="h", size_limit=100)
+    assert info.value.dsn == "4.2.2"
+    assert list((tmp_path / "M" / "new").iterdir()) == []
+    assert list((tmp_path / "M" / "tmp").iterdir()) == []
+    deliver_maildir(tmp_path / "M", [MESSAGE], hostname="h", size_limit=len(MESSAGE))

@@ -33,7 +33,7 @@ def ids():
 
 
 def sh(script: str, chunks=(MESSAGE,), **kw):
-    return run_pipe(["/bin/sh", "-c", script], list(chunks), **{**ids(), **kw})
+    return run_pipe(["/bin/sh", "-c", script], chunks, **{**ids(), **kw})
 
 
 # -- flags and expansion ----------------------------------------------------------------
@@ -265,3 +265,21 @@ def test_root_is_refused():
     else:
         # Not root: the command simply runs as this user.
         assert run_pipe(["/bin/true"], [MESSAGE]).status == 0
+
+
+def test_message_source_failing_defers_and_kills():
+    def broken():
+        yield b"Subject: x\n\n"
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(DeliveryError) as info:
+        sh("cat >/dev/null; exit 0", chunks=broken())
+    assert info.value.dsn == "4.3.0"
+    assert info.value.text == "error reading message: Input/output error"
+
+    def bug():
+        yield b"Subject: x\n\n"
+        raise RuntimeError("bug")
+
+    with pytest.raises(RuntimeError):
+        sh("sleep 30", chunks=bug())
