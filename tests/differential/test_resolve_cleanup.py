@@ -31,7 +31,7 @@ from hato.config.defaults import HostFacts
 from hato.config.maincf import MainCf
 from hato.config.mastercf import MasterCf
 from hato.config.settings import Config
-from hato.queue.cleanup import Cleanup, CleanupStatus, Submission, cleanup_message
+from hato.queue.cleanup import Cleanup, Submission, cleanup_message
 from hato.queue.envelope import notify_mask
 
 pytestmark = pytest.mark.differential
@@ -165,7 +165,8 @@ class PostfixCleanup:
             buf = bytearray()
             while (req := _read_attr0(conn, buf)) is not None:
                 proc = subprocess.run([f"{SBIN}/trivial-rewrite", "-S"], input=_attr0(req),
-                                      capture_output=True, env=self.env, timeout=60)
+                                      capture_output=True, env=self.env, timeout=60,
+                                      check=False)
                 conn.sendall(proc.stdout)
 
     def close(self) -> None:
@@ -256,7 +257,7 @@ class Pair:
         qid, status, reason, records = self.postfix.run(env, _content_records(content, limit),
                                                         flags)
         sub = Submission(qid, sender, list(recipients), float(T0), rewrite_context=context,
-                         full_name=full_name, flags=flags, tz=datetime.timezone.utc)
+                         full_name=full_name, flags=flags, tz=datetime.UTC)
         result, ours = cleanup_message(self.cleanup, sub, content)
         mine = {"content": [(t, _mask(d)) for t, d in ours] if not result.status else [],
                 "sender": result.sender,
@@ -385,3 +386,17 @@ From: someone@example.org
 inner
 --outer--
 """)
+
+
+def test_rejections(pair):
+    p = pair("""
+        message_size_limit = 20000
+        strict_7bit_headers = yes
+        virtual_alias_maps = inline:{ {big@example.com = a@x.example, b@x.example, c@x.example} }
+        virtual_alias_expansion_limit = 2
+        message_reject_characters = \\001
+    """)
+    p.compare(RECEIVED + b"Subject: big\n\n" + b"x" * 100 + b"\n" * 1 + (b"y" * 99 + b"\n") * 400)
+    p.compare(RECEIVED + "Subject: café\n\n".encode())
+    p.compare(RECEIVED + b"Subject: s\n\n", recipients=("big@example.com",))
+    p.compare(RECEIVED + b"Subject: s\n\nctl\x01char\n")

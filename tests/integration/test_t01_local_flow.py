@@ -187,3 +187,24 @@ def test_stop_and_status(instance):
     inst.stop()
     r = inst.cmd("status")
     assert r.returncode == 1 and b"not running" in r.stderr
+
+
+def test_pipe_transport(instance):
+    inst = instance
+    drop = inst.root / "drop"
+    drop.mkdir()
+    os.chmod(drop, 0o1777)
+    with open(inst.root / "master.cf", "a") as f:
+        f.write(f"pipetest unix - n n - - pipe\n"
+                f"  flags=FR user=nobody argv=/bin/dd of={drop}/${{user}}.out status=none\n")
+    inst.postconf("mydestination = $myhostname, localhost",
+                  "transport_maps = inline:{ piped@localhost.localdomain=pipetest: }")
+    inst.start()
+    r = inst.sendmail("-f", "x@example.org", "piped", message=b"Subject: pipe\n\nthrough\n")
+    assert r.returncode == 0
+    inst.wait_log("status=sent (delivered via pipetest service)")
+    out = (drop / "piped.out").read_bytes()
+    assert out.startswith(b"From x@example.org ")
+    assert b"Return-Path: <x@example.org>" in out and out.endswith(b"through\n")
+    if os.geteuid() == 0:
+        assert (drop / "piped.out").stat().st_uid == pwd.getpwnam("nobody").pw_uid

@@ -136,9 +136,8 @@ def body(msgs: Messages, argv: list[str]) -> int:
         from . import main as hato_main
 
         return hato_main.COMMANDS["flush"]([])
-    if sub.mode in ("s", "d", "h", "H", "D", "P", "t", "a", "l"):
-        raise Fatal(f"-b{sub.mode} is not supported yet by hato (it arrives with smtpd)",
-                    EX_USAGE)
+    if sub.mode in ("s", "d", "h", "H", "D", "P", "t", "a", "l", "v"):
+        raise Fatal(f"-b{sub.mode} is not supported yet by hato", EX_USAGE)
     cfg = load_config(None, process_name="sendmail")
     settings = cfg.settings()
     if not sub.recipients and not sub.extract:
@@ -151,7 +150,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
             settings, sender=sub.sender if sub.sender is not None else login_name(),
             full_name=sub.full_name, recipients=sub.recipients, extract=sub.extract,
             notify=sub.notify, ret=sub.ret, envid=sub.envid, content=data,
-            uid=os.getuid(), verify=sub.mode == "v", arrival=time.time())
+            uid=os.getuid(), arrival=time.time())
     except PermissionError as err:
         raise Fatal(f"cannot write to the maildrop queue: {err}", EX_NOPERM) from None
     except OSError as err:

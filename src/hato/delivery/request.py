@@ -105,6 +105,7 @@ def decode_statuses(a: Attrs) -> list[RcptStatus]:
 def _fmt(seconds: float) -> str:
     """Postfix's delay formatting: whole seconds from 10 s, one decimal from
     1 s, two below (trailing zeros dropped), and 0 below 10 ms."""
+    seconds += 1e-9  # float noise: 100.6 - 100.0 is 0.5999...
     if seconds >= 10:
         return f"{int(seconds)}"
     if seconds >= 1:

@@ -33,7 +33,7 @@ DAEMONS: dict[str, tuple[Status, str]] = {
     "virtual": (Status.RUNS, "virtual mailbox delivery"),
     "smtp": (Status.PLANNED, "the SMTP/LMTP client"),
     "lmtp": (Status.PLANNED, "the LMTP client"),
-    "pipe": (Status.PLANNED, "delivery to external commands"),
+    "pipe": (Status.RUNS, "delivery to external commands"),
     "error": (Status.RUNS, "the error/retry transport"),
     "discard": (Status.RUNS, "the discard transport"),
     "bounce": (Status.FOLDED, "delivery status notifications, sent by qmgr"),

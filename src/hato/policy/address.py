@@ -62,7 +62,7 @@ class Tok:
     :func:`externalize` puts blanks back, as in Postfix.
     """
 
-    __slots__ = ("type", "value", "prev", "next", "head", "tail", "owner")
+    __slots__ = ("head", "next", "owner", "prev", "tail", "type", "value")
 
     def __init__(self, type: int, value: str | None = None):
         self.type = type

@@ -256,5 +256,15 @@ class HeaderChecks:
             maps.close()
 
 
-__all__ = ["Action", "BODY", "CONTENT", "HEADER", "HeaderChecks", "HeaderClass",
-           "act_log_text", "dsn_prepend", "is_header", "parse_action"]
+__all__ = [
+    "BODY",
+    "CONTENT",
+    "HEADER",
+    "Action",
+    "HeaderChecks",
+    "HeaderClass",
+    "act_log_text",
+    "dsn_prepend",
+    "is_header",
+    "parse_action",
+]

@@ -54,8 +54,8 @@ from .rewrite import (
     LocalDomains,
     MatchList,
     RewriteContext,
-    RewriteRules,
     Rewriter,
+    RewriteRules,
     match_parent_style,
     open_maps,
     rewrite_tree,
@@ -370,9 +370,9 @@ class Resolver:
             return Resolution("", "", nextrcpt, flags | ResolveFlag.FAIL)
 
         if self.transport_maps is not None and not flags & ResolveFlag.CLASS_ALIAS:
-            found = self.transport_lookup(nextrcpt, rcpt_domain)
-            if found is not None:
-                channel, nexthop = _update_entry(found, rcpt_domain, channel, nexthop)
+            entry = self.transport_lookup(nextrcpt, rcpt_domain)
+            if entry is not None:
+                channel, nexthop = _update_entry(entry, rcpt_domain, channel, nexthop)
 
         if self.relocated_maps is not None:
             moved = self.finder.find(self.relocated_maps, nextrcpt)
@@ -584,12 +584,11 @@ class RecipientValidator:
                 return RecipientCheck(False, res,
                                       self.codes["unknown_virtual_mailbox_reject_code"],
                                       unknown_dsn, self._unknown("virtual mailbox table"))
-        elif klass == ResolveFlag.CLASS_RELAY:
-            if self.relay_recipient_maps is not None \
-                    and not self._match(self.relay_recipient_maps, rcpt):
-                return RecipientCheck(False, res,
-                                      self.codes["unknown_relay_recipient_reject_code"],
-                                      unknown_dsn, self._unknown("relay recipient table"))
+        elif (klass == ResolveFlag.CLASS_RELAY and self.relay_recipient_maps is not None
+              and not self._match(self.relay_recipient_maps, rcpt)):
+            return RecipientCheck(False, res,
+                                  self.codes["unknown_relay_recipient_reject_code"],
+                                  unknown_dsn, self._unknown("relay recipient table"))
         return RecipientCheck(True, res)
 
     def _unknown(self, table: str) -> str:

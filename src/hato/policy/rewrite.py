@@ -224,14 +224,14 @@ class MatchList:
     """
 
     def __init__(self, patterns: Iterable[str], *, title: str = "", hostname: bool = False,
-                 parent: bool = False, flags: OpenFlags = OpenFlags()):
+                 parent: bool = False, flags: OpenFlags | None = None):
         self.title = title
         self.hostname = hostname
         self.parent = parent
         self.items: list[tuple[bool, str | Table]] = []
         self._tables: list[Table] = []
         try:
-            self._parse(list(patterns), flags, True)
+            self._parse(list(patterns), flags or OpenFlags(), True)
         except BaseException:
             self.close()
             raise
@@ -341,7 +341,7 @@ class LocalDomains:
 
     def __init__(self, settings: Settings, *,
                  interface_addresses: Iterable[str] | None = None):
-        self.myorigin = settings.str("myorigin").lower()
+        self.myorigin: str = settings.str("myorigin").lower()
         self.mydestination = MatchList.from_settings(settings, "mydestination")
         if interface_addresses is None:
             interface_addresses = self._interfaces(settings, "inet_interfaces")
@@ -352,7 +352,8 @@ class LocalDomains:
     @staticmethod
     def _interfaces(settings: Settings, name: str) -> list[str]:
         out: list[str] = []
-        for item in settings.list(name):
+        items: list[str] = settings.list(name)
+        for item in items:
             low = item.lower()
             if low == "all":
                 facts = settings.config.facts
@@ -369,8 +370,7 @@ class LocalDomains:
         """resolve_local(); TableRetry when a table in mydestination fails."""
         if not domain:
             return False
-        if domain.endswith("."):
-            domain = domain[:-1]
+        domain = domain.removesuffix(".")
         if not domain or domain.endswith("."):
             return False
         if self.mydestination.match(domain):
@@ -489,7 +489,7 @@ class Rewriter:
         self.canonical_classes = set(settings.list("canonical_classes"))
         self.sender_canonical_classes = set(settings.list("sender_canonical_classes"))
         self.recipient_canonical_classes = set(settings.list("recipient_canonical_classes"))
-        self.masquerade_domains = settings.list("masquerade_domains")
+        self.masquerade_domains: list[str] = settings.list("masquerade_domains")
         exceptions = settings.list("masquerade_exceptions")
         self.masquerade_exceptions = (MatchList.from_settings(settings, "masquerade_exceptions")
                                       if exceptions else None)
@@ -596,9 +596,9 @@ class Rewriter:
         if at < 0 or not self.masquerade_domains:
             return address, False
         domain = addr[at + 1:]
-        if self.masquerade_exceptions is not None:
-            if self.masquerade_exceptions.match(addr[:at].lower()):
-                return address, False
+        if (self.masquerade_exceptions is not None
+                and self.masquerade_exceptions.match(addr[:at].lower())):
+            return address, False
         changed = False
         for masq in self.masquerade_domains:
             truncate = True
@@ -648,9 +648,9 @@ class Rewriter:
         """cleanup_addr_sender(): the envelope sender as cleanup stores it.
         ``MAILER-DAEMON`` (completed) becomes the null sender."""
         clean = self.rewrite(address, LOCAL)
-        if clean.lower().startswith(MAILER_DAEMON.lower() + "@"):
-            if clean.lower() == self.mailer_daemon.lower():
-                clean = ""
+        if (clean.lower().startswith(MAILER_DAEMON.lower() + "@")
+                and clean.lower() == self.mailer_daemon.lower()):
+            clean = ""
         if map_ok and clean:
             clean, _ = self._canonical(clean, "sender", ENVELOPE_SENDER, warn=warn)
         return clean
@@ -754,7 +754,20 @@ class Rewriter:
 
 
 __all__ = [
-    "AddressFinder", "DuplicateFilter", "LOCAL", "LocalDomains", "LookupDefer", "MatchList",
-    "REMOTE", "RewriteContext", "RewriteRules", "Rewriter", "UnavailableTable",
-    "match_parent_style", "open_maps", "rewrite_external", "rewrite_internal", "rewrite_tree",
+    "LOCAL",
+    "REMOTE",
+    "AddressFinder",
+    "DuplicateFilter",
+    "LocalDomains",
+    "LookupDefer",
+    "MatchList",
+    "RewriteContext",
+    "RewriteRules",
+    "Rewriter",
+    "UnavailableTable",
+    "match_parent_style",
+    "open_maps",
+    "rewrite_external",
+    "rewrite_internal",
+    "rewrite_tree",
 ]

@@ -475,7 +475,7 @@ class _Mime:
                 if len(group) >= 3 and _tok_is(group[0], "boundary") and group[1][0] == "=":
                     if len(self.stack) > self.max_depth:
                         if self.report & MIME_ERR_NESTING:
-                            self._error(MIME_ERR_NESTING, self.buf)
+                            self._error(MIME_ERR_NESTING, bytes(self.buf))
                     else:
                         bound = group[2][1].encode("utf-8", "surrogateescape")
                         self.stack.insert(0, (*defaults, bound[:self.bound_len]))
@@ -502,14 +502,14 @@ class _Mime:
                         if len(self.buf) < self.header_limit:
                             self.buf += text
                         else:
-                            self._error(MIME_ERR_TRUNC_HEADER, self.buf)
+                            self._error(MIME_ERR_TRUNC_HEADER, bytes(self.buf))
                         self.prev = rec_type
                         return
                     if text[:1] in (b" ", b"\t"):
                         if len(self.buf) < self.header_limit:
                             self.buf += b"\n" + text
                         else:
-                            self._error(MIME_ERR_TRUNC_HEADER, self.buf)
+                            self._error(MIME_ERR_TRUNC_HEADER, bytes(self.buf))
                         self.prev = rec_type
                         return
                 self._header_out()
@@ -951,12 +951,12 @@ class CleanupState:
         svc = self.svc
         if svc.replace_stray and b"\r" in data:
             data = data.replace(b"\r", b" ")
-        if self.flags & CleanupFlag.FILTER and svc.reject_chars:
-            if any(c in svc.reject_chars for c in data):
-                self._act(CONTENT, data.decode("utf-8", "surrogateescape"),
-                          parse_action("REJECT disallowed character", CONTENT, "character reject"),
-                          "character reject")
-                return
+        if (self.flags & CleanupFlag.FILTER and svc.reject_chars
+                and any(c in svc.reject_chars for c in data)):
+            self._act(CONTENT, data.decode("utf-8", "surrogateescape"),
+                      parse_action("REJECT disallowed character", CONTENT, "character reject"),
+                      "character reject")
+            return
         if self.flags & CleanupFlag.FILTER and svc.strip_chars:
             data = bytes(c for c in data if c not in svc.strip_chars)
         self.mime.update(rec_type, data)
@@ -1170,9 +1170,9 @@ class CleanupState:
             self._out_header(text)
             return
         value = text[len(info.name) + 1:].lstrip(" \t\r\n\f\v")
-        if self.svc.auto_8bit and info.type == "content-transfer-encoding":
-            if value.lower() in ("8bit", "binary"):
-                self.encoding = "8bit"
+        if (self.svc.auto_8bit and info.type == "content-transfer-encoding"
+                and value.lower() in ("8bit", "binary")):
+            self.encoding = "8bit"
         if klass != HeaderClass.PRIMARY:
             self._out_header(text)
             return
@@ -1310,7 +1310,21 @@ def records_to_bytes(records: Iterable[tuple[str, bytes]]) -> bytes:
 
 
 __all__ = [
-    "Cleanup", "CleanupFlag", "CleanupResult", "CleanupState", "CleanupStatus", "EXTERNAL",
-    "INTERNAL", "HeaderOpts", "Submission", "cleanup_message", "header_table", "local_received",
-    "mail_date", "message_id_stamp", "mime_error_text", "records_to_bytes", "status_detail",
+    "EXTERNAL",
+    "INTERNAL",
+    "Cleanup",
+    "CleanupFlag",
+    "CleanupResult",
+    "CleanupState",
+    "CleanupStatus",
+    "HeaderOpts",
+    "Submission",
+    "cleanup_message",
+    "header_table",
+    "local_received",
+    "mail_date",
+    "message_id_stamp",
+    "mime_error_text",
+    "records_to_bytes",
+    "status_detail",
 ]

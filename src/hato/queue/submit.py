@@ -21,7 +21,7 @@ def submit_to_maildrop(settings, *, sender: str, recipients: Iterable[str],
                        content: bytes | Iterable[bytes], uid: int, full_name: str | None = None,
                        extract: bool = False, notify: str | None = None,
                        ret: str | None = None, envid: str | None = None,
-                       verify: bool = False, arrival: float | None = None,
+                       arrival: float | None = None,
                        store: QueueStore | None = None) -> str:
     store = store or QueueStore.from_settings(settings)
     notify_set = frozenset(notify.split(",")) if notify else frozenset()
@@ -33,8 +33,7 @@ def submit_to_maildrop(settings, *, sender: str, recipients: Iterable[str],
         envid=envid or "",
         full_name=full_name or "",
         attributes={"rewrite_context": "local", "uid": str(uid),
-                    **({"extract_recipients": "yes"} if extract else {}),
-                    **({"verify": "yes"} if verify else {})},
+                    **({"extract_recipients": "yes"} if extract else {})},
     )
     with store.create(MAILDROP) as writer:
         writer.write_envelope(env)

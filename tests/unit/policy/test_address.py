@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from hato.policy import address as A
 
-
 # -- quote_822_local / unquote_822_local (Postfix's quote_822_local.ref) ------------------
 
 @pytest.mark.parametrize("internal, external", [

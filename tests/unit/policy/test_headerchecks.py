@@ -42,8 +42,8 @@ from .conftest import make_settings
      "bad FILTER command nocolon in header_checks -- need transport:destination"),
     ("PREPEND", "PREPEND", "", "", "PREPEND action without text in header_checks map"),
     ("PREPEND not a header", "PREPEND", "not a header", "",
-     'bad PREPEND header text "not a header" in header_checks map -- need '
-     '"headername: headervalue"'),
+     ('bad PREPEND header text "not a header" in header_checks map -- need '
+     '"headername: headervalue"')),
     ("REPLACE", "REPLACE", "", "", "REPLACE action without text in header_checks map"),
     ("REDIRECT nobody", "REDIRECT", "nobody", "",
      'bad REDIRECT target "nobody" in header_checks map -- need user@domain'),

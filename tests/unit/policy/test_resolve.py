@@ -10,7 +10,6 @@ import pytest
 from hato.policy.resolve import (
     RecipientValidator,
     Resolver,
-    ResolveFlag,
     dsn_split,
     local_expand,
     parse_transport,
@@ -289,20 +288,20 @@ def validator() -> RecipientValidator:
     ("double-bounce", True, None),
     ("alias", True, None),  # canonical_maps knows it
     ("nobody@localhost", False,
-     "550 5.1.1 <nobody@localhost>: Recipient address rejected: User unknown in local "
-     "recipient table"),
+     ("550 5.1.1 <nobody@localhost>: Recipient address rejected: User unknown in local "
+     "recipient table")),
     ("info@alias.example", True, None),  # virtual_alias_maps knows it
     ("nobody@alias.example", False,
-     "550 5.1.1 <nobody@alias.example>: Recipient address rejected: User unknown in virtual "
-     "alias table"),
+     ("550 5.1.1 <nobody@alias.example>: Recipient address rejected: User unknown in virtual "
+     "alias table")),
     ("ann@mailbox.example", True, None),
     ("bob@mailbox.example", False,
-     "550 5.1.1 <bob@mailbox.example>: Recipient address rejected: User unknown in virtual "
-     "mailbox table"),
+     ("550 5.1.1 <bob@mailbox.example>: Recipient address rejected: User unknown in virtual "
+     "mailbox table")),
     ("bob@relay.example", True, None),
     ("eve@relay.example", False,
-     "550 5.1.1 <eve@relay.example>: Recipient address rejected: User unknown in relay "
-     "recipient table"),
+     ("550 5.1.1 <eve@relay.example>: Recipient address rejected: User unknown in relay "
+     "recipient table")),
     ("anyone@example.org", True, None),
 ])
 def test_recipient_validation(validator, address, known, reply):

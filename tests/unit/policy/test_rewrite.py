@@ -12,8 +12,8 @@ from hato.policy.rewrite import (
     LookupDefer,
     MatchList,
     RewriteContext,
-    RewriteRules,
     Rewriter,
+    RewriteRules,
     rewrite_external,
 )
 from hato.tables.base import Table, TableRetry

@@ -23,7 +23,7 @@ from hato.queue.cleanup import (
 from hato.queue.envelope import Recipient
 from tests.unit.policy.conftest import make_settings
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 T0 = 1700000000.0  # Tue, 14 Nov 2023 22:13:20 UTC
 DATE = "Tue, 14 Nov 2023 22:13:20 +0000 (UTC)"
 
@@ -71,7 +71,8 @@ def test_local_submission_adds_missing_headers():
         "body\n")
     assert result.ok and result.status == CleanupStatus.OK
     assert result.sender == "joe@mx1.example.com"
-    assert result.recipients == [Recipient("ann@example.org", "ann@example.org")]
+    assert result.recipients == [Recipient("ann@example.org", "ann@example.org",
+                                           orcpt="rfc822;ann@example.org")]
     assert result.message_id == "<20231114221320.4ABC123@mx1.example.com>"
     assert result.log == [("info", "4ABC123: message-id=<20231114221320.4ABC123@mx1.example.com>")]
     assert result.size == len(text.encode())
@@ -88,7 +89,7 @@ def test_existing_headers_are_kept_and_logged():
 
 
 def test_long_queue_ids_message_id_and_queue_time():
-    result, text = run("enable_long_queue_ids = yes\n", b"\n", queue_id="4T1l2b3c4")
+    _result, text = run("enable_long_queue_ids = yes\n", b"\n", queue_id="4T1l2b3c4")
     assert "Message-Id: <4T1l2b3c4@mx1.example.com>\n" in text
     _, text = run("", b"\n", queue_time=T0 + 3600)
     assert "Message-Id: <20231114231320.4ABC123@mx1.example.com>\n" in text
@@ -258,8 +259,8 @@ def test_alias_expansion_limit_defers():
     assert result.reason == "4.6.0 Alias expansion error"
     assert result.temporary
     assert result.smtp_reply() == "451 4.6.0 Alias expansion error"
-    assert ("warning", "4ABC123: unreasonable virtual_alias_maps map expansion size for "
-                       "big@v.example -- message not accepted, try again later") in result.log
+    assert ("warning", ("4ABC123: unreasonable virtual_alias_maps map expansion size for "
+                       "big@v.example -- message not accepted, try again later")) in result.log
     assert text == ""
 
 
@@ -348,7 +349,7 @@ def test_hopcount_limit():
 
 def test_message_size_limit():
     body = b"x" * 100 + b"\n"
-    result, text = run("message_size_limit = 2000\n", b"Subject: big\n\n" + body * 50)
+    result, _text = run("message_size_limit = 2000\n", b"Subject: big\n\n" + body * 50)
     assert result.status & CleanupStatus.SIZE
     assert result.smtp_reply() == "552 5.3.4 Error: message file too big"
     assert result.size <= 2000
@@ -371,7 +372,7 @@ def test_header_size_limit_nice_and_unkind_cut():
 def test_long_lines_are_split_into_pieces():
     svc = Cleanup(make_settings("line_length_limit = 512\n"))
     line = b"z" * 1500
-    result, recs = cleanup_message(svc, Submission("Q", "joe", ["a@b.example"], T0, tz=UTC),
+    _result, recs = cleanup_message(svc, Submission("Q", "joe", ["a@b.example"], T0, tz=UTC),
                                    b"Subject: x\n\n" + line + b"\n")
     body = [r for r in recs if r[1].startswith(b"z")]
     assert [(t, len(d)) for t, d in body] == [(R.CONT, 512), (R.CONT, 512), (R.NORM, 476)]
@@ -406,7 +407,7 @@ def test_headers_only():
 
 def test_body_without_headers_gets_a_separator():
     _, text = run(content=b"just a body line\nsecond\n")
-    assert text.endswith(f"From: joe@mx1.example.com\n\njust a body line\nsecond\n")
+    assert text.endswith("From: joe@mx1.example.com\n\njust a body line\nsecond\n")
 
 
 def test_crlf_and_lf_give_the_same_content():

@@ -10,7 +10,7 @@ import pytest
 from hato.queue.cleanup import Cleanup, CleanupStatus, Submission, cleanup_message, records_to_bytes
 from tests.unit.policy.conftest import make_settings
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 ORIGIN = "client.example[192.0.2.5]"
 
 
@@ -54,7 +54,7 @@ def test_info_and_dunno_and_ok(tmp_path):
 
 
 def test_reject(tmp_path):
-    result, text = run(tmp_path, "/^Subject:.*world/ REJECT no worlds here\n", content=MSG)
+    result, _text = run(tmp_path, "/^Subject:.*world/ REJECT no worlds here\n", content=MSG)
     assert result.status == CleanupStatus.CONT
     assert result.reason == "5.7.1 no worlds here"
     assert result.smtp_reply() == "550 5.7.1 no worlds here"
@@ -88,14 +88,14 @@ def test_prepend_and_replace(tmp_path):
     result, text = run(tmp_path, checks, content=MSG)
     assert text == ("From: joe@example.net\nSubject: [tagged] hello world\nX-Seen: yes\n"
                     "To: ann@example.org\n\nline one\nline two\n")
-    assert ("info", f"4ABC: replace: header Subject: hello world {TAIL}: "
-                    "Subject: [tagged] hello world") in result.log
+    assert ("info", (f"4ABC: replace: header Subject: hello world {TAIL}: "
+                    "Subject: [tagged] hello world")) in result.log
 
 
 def test_replace_result_is_a_new_header(tmp_path):
     """A REPLACE result is classified again: here it becomes an address
     header and is rewritten in the local context."""
-    result, text = run(tmp_path, "/^X-Sender:/ REPLACE From: joe\n",
+    _result, text = run(tmp_path, "/^X-Sender:/ REPLACE From: joe\n",
                        content=b"X-Sender: 1\n\n", rewrite_context="local")
     assert "From: joe@mx1.example.com\n" in text
 
@@ -124,14 +124,14 @@ def test_bad_entries_warn_and_do_nothing(tmp_path):
     result, text = run(tmp_path, "/^Subject:/ PREPEND not a header\n/^To:/ FROBNICATE\n",
                        content=MSG)
     assert result.ok and text == MSG.decode()
-    assert ("warning", 'bad PREPEND header text "not a header" in header_checks map -- need '
-                       '"headername: headervalue"') in result.log
+    assert ("warning", ('bad PREPEND header text "not a header" in header_checks map -- need '
+                       '"headername: headervalue"')) in result.log
     assert ("warning", "unknown command in header_checks map: FROBNICATE") in result.log
 
 
 def test_folded_header_matched_as_one(tmp_path):
     content = b"Subject: first\n second line\nTo: a@b.example\n\n"
-    result, text = run(tmp_path, "/^Subject: first[[:space:]]+second line$/ REJECT folded\n",
+    result, _text = run(tmp_path, "/^Subject: first[[:space:]]+second line$/ REJECT folded\n",
                        content=content)
     assert result.reason == "5.7.1 folded"
     assert ("info", "4ABC: reject: header Subject: first\n second line " + TAIL.replace(
@@ -203,7 +203,7 @@ def test_mime_classes(tmp_path):
                                 f"nested_header_checks = regexp:{nested}\n"))
     sub = Submission("Q", "joe@example.net", ["ann@example.org"], 1700000000.0, tz=UTC,
                      rewrite_context="remote")
-    result, recs = cleanup_message(svc, sub, MIME)
+    result, _recs = cleanup_message(svc, sub, MIME)
     log = [line for _, line in result.log]
     assert any(": warning: header Subject: with parts " in line for line in log)
     assert any(": warning: header Content-Type: multipart/mixed" in line for line in log)
@@ -251,8 +251,8 @@ def test_lookup_failure_in_checks(tmp_path):
     sub = Submission("Q", "joe@example.net", ["ann@example.org"], 1700000000.0, tz=UTC)
     result, _ = cleanup_message(svc, sub, MSG)
     assert result.status & CleanupStatus.WRITE and result.temporary
-    assert ("warning", "Q: header_checks map lookup problem -- message not accepted, "
-                       "try again later") in result.log
+    assert ("warning", ("Q: header_checks map lookup problem -- message not accepted, "
+                       "try again later")) in result.log
 
 
 @pytest.mark.parametrize("flags_off", [True])

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hato.queue.cleanup import Cleanup, CleanupStatus, Submission
 from tests.unit.policy.conftest import make_settings
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 SERVICE = Cleanup(make_settings("line_length_limit = 512\nheader_size_limit = 2000\n"
                                 "undisclosed_recipients_header = To: undisclosed-recipients:;\n"))
@@ -24,8 +24,8 @@ MESSAGES = [
     b"Subject: hi\nX-Long: " + b"h" * 1500 + b"\n\tfolded " + b"f" * 700 + b"\n\n"
     + b"b" * 1100 + b"\r\n" + b"c" * 512 + b"\r\n" + b"d" * 511 + b"\r\r\n" + b"end",
     b"Subject: stray\rcr\n\nx\ry\r\r\nlast\r",
-    b"Content-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Type: text/plain\n\n"
-    b"part\n--zz\nContent-Type: message/rfc822\n\nSubject: inner\n\nin\n--zz--\n",
+    (b"Content-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Type: text/plain\n\n"
+    b"part\n--zz\nContent-Type: message/rfc822\n\nSubject: inner\n\nin\n--zz--\n"),
     "Subject: caf\u00e9\n\n\x00nul\xff".encode("utf-8", "surrogateescape"),
     b"no headers at all\nsecond line\n",
     b"Subject: " + b"s" * 2500 + b"\n\nbody\n",
@@ -68,7 +68,7 @@ def test_arbitrary_bytes(content, splits):
     assert all(len(data) <= 512 for _, data in records)
 
 
-def _big_message(total: int, line: bytes) -> "iter[bytes]":
+def _big_message(total: int, line: bytes) -> iter[bytes]:
     yield b"Subject: big\r\nFrom: joe\r\n\r\n"
     chunk = line * (65536 // len(line))
     sent = 0
@@ -99,7 +99,7 @@ def _stream(service: Cleanup, total: int) -> tuple:
 
 def test_30mb_message_in_little_memory():
     service = Cleanup(make_settings("message_size_limit = 40000000\n"))
-    result, (records, size), peak = _stream(service, 30 * 1024 * 1024)
+    result, (records, _size), peak = _stream(service, 30 * 1024 * 1024)
     assert result.ok
     assert result.size > 29 * 1024 * 1024 and records > 30000
     assert peak < 1024 * 1024, f"peak {peak} bytes"
@@ -107,7 +107,7 @@ def test_30mb_message_in_little_memory():
 
 def test_30mb_message_over_the_limit():
     service = Cleanup(make_settings("message_size_limit = 10240000\n"))
-    result, (records, size), peak = _stream(service, 30 * 1024 * 1024)
+    result, (_records, size), peak = _stream(service, 30 * 1024 * 1024)
     assert result.status == CleanupStatus.SIZE
     assert size <= 10240000
     assert peak < 1024 * 1024, f"peak {peak} bytes"

@@ -1,0 +1,45 @@
+"""qmgr's delivery requests and the status line every agent logs."""
+
+from __future__ import annotations
+
+from hato.delivery.request import (DeliveryRequest, RcptRequest, RcptStatus, _fmt,
+                                   decode_statuses, encode_statuses, status_line)
+from hato.proto.attr import AttrReader, encode
+
+
+def roundtrip(attrs):
+    r = AttrReader()
+    r.receive_data(encode(attrs))
+    return r.next_message()
+
+
+def test_request_round_trip():
+    req = DeliveryRequest("active", "ABC123", "local", "mail.example", "a@example.org",
+                          1000.5, 1001.25,
+                          [RcptRequest(0, "b@example.com", "B@example.com", "FAILURE", ""),
+                           RcptRequest(3, "c\nd@example.com", "", "", "rfc822;c@x")],
+                          envid="e1", ret="HDRS", size=42, attributes={"uid": "0"})
+    back = DeliveryRequest.decode(roundtrip(req.encode()))
+    assert back == req
+
+
+def test_statuses_round_trip():
+    st = [RcptStatus(0, "sent", "2.0.0", "delivered to maildir", "local"),
+          RcptStatus(3, "bounced", "5.1.1", "unknown user: \"c\"", "local")]
+    assert decode_statuses(roundtrip(encode_statuses(st))) == st
+    assert st[1].action == "failed"
+
+
+def test_delay_format_like_postfix():
+    assert [_fmt(x) for x in (0, 0.004, 0.06, 0.64, 1.72, 27.3)] == \
+        ["0", "0", "0.06", "0.64", "1.7", "27"]
+
+
+def test_status_line():
+    req = DeliveryRequest("active", "ABC", "local", "h", "s@x", 100.0, 100.5,
+                          [RcptRequest(0, "u@h", "u")])
+    line = status_line(req, req.recipients[0],
+                       RcptStatus(0, "sent", "2.0.0", "delivered to maildir", "local"),
+                       started=100.52, connected=100.52, finished=100.6)
+    assert line == ("ABC: to=<u@h>, orig_to=<u>, relay=local, delay=0.6, "
+                    "delays=0.5/0.02/0/0.08, dsn=2.0.0, status=sent (delivered to maildir)")
