@@ -55,7 +55,8 @@ class Local:
         self.shell = s.str("local_command_shell")
         self.size_limit = s.size("mailbox_size_limit")
         self.root = os.geteuid() == 0
-        self.qmgr = os.path.join(s.str("queue_directory"), "public", "qmgr")
+        self.queue_dir = s.str("queue_directory")
+        self.qmgr = os.path.join(self.queue_dir, "public", "qmgr")
 
     def _ids(self, action) -> tuple[int | None, int | None]:
         return (action.uid, action.gid) if self.root else (None, None)
@@ -113,7 +114,7 @@ class Local:
                                        else f"delivered to file: {action.path}")
             if isinstance(action, (L.Mbox, L.File)):
                 uid, gid = self._ids(action)
-                deliver_mbox(action.path, qf.content(), sender=sender, arrival=req.arrival,
+                deliver_mbox(action.path, qf.content(), sender=sender, arrival=None,
                              prepend_headers=headers, uid=uid, gid=gid,
                              kind="mailbox" if isinstance(action, L.Mbox) else "file",
                              spool=getattr(action, "spool", False), size_limit=self.size_limit)
@@ -124,7 +125,7 @@ class Local:
                 env = dict(action.env)
                 run_pipe(command_argv(action.command, shell=self.shell), qf.content(),
                          uid=uid, gid=gid, env=env, timeout=self.command_timeout,
-                         cwd=action.home if action.home and os.path.isdir(action.home) else "/",
+                         cwd=action.cwd or self.queue_dir,
                          flags=LOCAL_COMMAND_FLAGS, sender=sender,
                          original_recipient=rcpt.orig_address,
                          delivered_to=action.delivered_to, command_text=action.command)

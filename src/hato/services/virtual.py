@@ -80,12 +80,12 @@ class Virtual:
         try:
             if path.endswith("/"):
                 deliver_maildir(full, qf.content(), prepend_headers=headers, uid=own[0],
-                                gid=own[1], hostname=self.hostname)
+                                gid=own[1], hostname=self.hostname, error_dsn="4.2.0")
                 reason = "delivered to maildir"
             else:
-                deliver_mbox(full, qf.content(), sender=req.sender, arrival=req.arrival,
+                deliver_mbox(full, qf.content(), sender=req.sender, arrival=None,
                              prepend_headers=headers, lock_methods=self.locks, uid=own[0],
-                             gid=own[1], size_limit=self.limit)
+                             gid=own[1], size_limit=self.limit, error_dsn="4.2.0")
                 reason = "delivered to mailbox"
         finally:
             qf.close()
