@@ -400,3 +400,13 @@ def test_rejections(pair):
     p.compare(RECEIVED + "Subject: café\n\n".encode())
     p.compare(RECEIVED + b"Subject: s\n\n", recipients=("big@example.com",))
     p.compare(RECEIVED + b"Subject: s\n\nctl\x01char\n")
+
+
+def test_odd_headers(pair):
+    p = pair()
+    p.compare(RECEIVED + b"Subject : spaced\nTo:\nCc: ,,\nFrom: <>\nX-Empty:\n\nbody")
+    p.compare(RECEIVED + b"To: a@b.example\n\tcontinued@c.example\n \nSubject: x")
+    p.compare(RECEIVED + b"From joe Tue Nov 14 2023\nSubject: mbox\n\n")
+    p.compare(RECEIVED + b"To: undisclosed-recipients:;\nFrom: Joe <joe>\n\n")
+    p.compare(RECEIVED + b"To: \"quoted name\" <a@b.example>, (only comment)\n\n",
+              recipients=("\"q\"@example.org", "a@b@example.org"))

@@ -69,7 +69,7 @@ def test_local_user_maildir(instance, local_user):
     st = os.stat(os.path.join(box, "new", files[0]))
     assert st.st_uid == local_user.pw_uid and (st.st_mode & 0o777) == 0o600
     log = inst.log_text()
-    for piece in (f"uid=0 from=<sender@example.org>", "message-id=<",
+    for piece in ("uid=0 from=<sender@example.org>", "message-id=<",
                   "from=<sender@example.org>, size=", "nrcpt=1 (queue active)",
                   f"to=<{USER}@localhost.localdomain>, orig_to=<{USER}>, relay=local",
                   ": removed"):

@@ -662,6 +662,7 @@ class Cleanup:
         self.strict_8bit_body = s.bool("strict_8bitmime_body")
         self.strict_encoding = s.bool("strict_mime_encoding_domain")
         self.mime_depth = s.int("mime_nesting_limit")
+        self.log_external = s.str("info_log_address_format").lower() != "internal"
         self.bound_len = s.int("mime_boundary_length_limit")
         flags = EXTERNAL
         overrides = set(s.list("receive_override_options"))
@@ -1063,12 +1064,18 @@ class CleanupState:
     def find_opts(self, header: str) -> HeaderOpts | None:
         return _find_opts(self.svc.header_table, header)
 
+    def _log_addr(self, address: str | None) -> str | None:
+        """An address as info_log_address_format wants it in log lines."""
+        if address is None or not address or not self.svc.log_external:
+            return address
+        return A.quote_822_local(address)
+
     def mime_error(self, code: int, text: bytes) -> None:
         if code & ~MIME_ERR_TRUNC_HEADER:
             shown = text[:100].decode("utf-8", "surrogateescape")
             self._log(INFO, f"{self.qid}: reject: mime-error {mime_error_text(code)}: {shown} "
-                            f"from {self.sub.origin}; from=<{self.sender}> "
-                            f"to=<{self.recip or 'unknown'}>")
+                            f"from {self.sub.origin}; from=<{self._log_addr(self.sender)}> "
+                            f"to=<{self._log_addr(self.recip) or 'unknown'}>")
 
     def _act(self, context: str, content: str, action: Action, map_class: str) -> str | None:
         """cleanup_act(): apply a header/body check action. Returns the
@@ -1082,7 +1089,8 @@ class CleanupState:
 
         def logit() -> None:
             line = action.log_text(self.qid, context, content, origin=self.sub.origin,
-                                   sender=self.sender, recipient=self.recip,
+                                   sender=self._log_addr(self.sender),
+                                   recipient=self._log_addr(self.recip),
                                    proto=self.sub.proto, helo=self.sub.helo)
             if line:
                 self._log(INFO, line)

@@ -23,6 +23,7 @@ import os
 
 from ..io.ipc import notify, serve_requests
 from ..proto.attr import Attrs
+from ..queue.bounce import send_bounce
 from ..queue.cleanup import Cleanup
 from ..queue.inject import clean_into_queue
 from ..queue.store import MAILDROP, CorruptQueueFile, NoSuchMessage, QueueStore
@@ -53,44 +54,65 @@ class Pickup:
             qf = store.open(MAILDROP, maildrop_id, writable=False)
         except (FileNotFoundError, NoSuchMessage):
             return True
-        except OSError as err:
-            if err.errno == errno.EACCES:
-                return False  # not readable yet: its submitter is still writing it
-            raise
         except CorruptQueueFile as err:
             self.log.warning(f"{maildrop_id}: {err}; moved to the corrupt queue")
             store.quarantine(MAILDROP, maildrop_id)
             return True
+        except OSError as err:
+            if err.errno == errno.EACCES:
+                return False  # not readable yet: its submitter is still writing it
+            raise
         try:
             env = qf.envelope
             attrs = env.attributes
             uid = st.st_uid
-            result = clean_into_queue(
-                self.cleanup, store, qf.content(), log=lambda level, text: None,
-                attributes={"rewrite_context": "local", "uid": str(uid)},
-                ret=env.ret, envid=env.envid,
-                sender=env.sender, recipients=env.recipients, rewrite_context="local",
-                userid=uid, submit_time=st.st_mtime, pickup_id=None,
-                full_name=env.full_name or None,
-                extract_recipients=attrs.get("extract_recipients") == "yes")
-        except TableRetry as err:
-            self.log.warning(f"{maildrop_id}: {err}; will try again")
-            return False
+            try:
+                result = clean_into_queue(
+                    self.cleanup, store, qf.content(), log=lambda level, text: None,
+                    attributes={"rewrite_context": "local", "uid": str(uid)},
+                    ret=env.ret, envid=env.envid,
+                    sender=env.sender, recipients=env.recipients, rewrite_context="local",
+                    userid=uid, submit_time=st.st_mtime, pickup_id=None,
+                    full_name=env.full_name or None,
+                    extract_recipients=attrs.get("extract_recipients") == "yes")
+            except TableRetry as err:
+                self.log.warning(f"{maildrop_id}: {err}; will try again")
+                return False
+            res = result.result
+            if result.queue_id:
+                self.log.info(f"{result.queue_id}: uid={uid} from=<{env.sender}>")
+                for level, text in res.log:
+                    self._logger(level, text)
+            elif res.temporary:
+                self.log.warning(f"{maildrop_id}: {res.smtp_reply()}; will try again")
+                return False
+            elif res.discard:
+                self.log.info(f"{maildrop_id}: uid={uid} from=<{env.sender}>: discarded")
+            else:
+                self._return_to_sender(maildrop_id, uid, env, qf, res)
         finally:
             qf.close()
-        res = result.result
-        if result.queue_id:
-            self.log.info(f"{result.queue_id}: uid={uid} from=<{env.sender}>")
-            for level, text in res.log:
-                self._logger(level, text)
-        elif res.temporary:
-            self.log.warning(f"{maildrop_id}: {res.smtp_reply()}; will try again")
-            return False
-        else:
-            self.log.info(f"{maildrop_id}: uid={uid} from=<{env.sender}>: "
-                          f"{'discarded' if res.discard else 'rejected: ' + res.smtp_reply()}")
         store.remove(MAILDROP, maildrop_id)
         return True
+
+    def _return_to_sender(self, maildrop_id: str, uid: int, env, qf, res) -> None:
+        """A local submission cleanup refused (too big, header_checks REJECT)
+        goes back to its sender, as Postfix's pickup does: nothing vanishes."""
+        code, dsn, text = res.detail()
+        reason = res.reason or f"{dsn} {text}"
+        if reason[:1].isdigit() and " " in reason:
+            dsn, _, text = reason.partition(" ")
+        self.log.info(f"{maildrop_id}: uid={uid} from=<{env.sender}>: rejected: {dsn} {text}")
+        entries = [{"recipient": r.address, "orig_rcpt": r.orig_address,
+                    "notify": ",".join(sorted(r.notify)), "orcpt": r.orcpt,
+                    "status": dsn if dsn[:1] == "5" else "5.3.0", "reason": text}
+                   for r in env.recipients] or [{"recipient": "(none)", "status": dsn,
+                                                 "reason": text}]
+        env.queue_id = maildrop_id
+        notice = send_bounce(self.s, self.store, env, qf, entries)
+        if notice:
+            self.log.info(f"{maildrop_id}: sender non-delivery notification: {notice}")
+            notify(self.qmgr, Attrs.of(request="wakeup"))
 
     def scan(self) -> int:
         moved = 0
