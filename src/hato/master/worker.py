@@ -69,7 +69,24 @@ def drop_privileges(settings: Settings) -> None:
     os.setuid(pw.pw_uid)
 
 
+def die_with_master() -> None:
+    """Ask the kernel to end this worker when its master goes away (however
+    it dies), so that a restarted master never finds old workers still at
+    work on the same queue."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the master died before we asked
+        sys.exit(1)
+
+
 def main(argv: list[str]) -> int:
+    die_with_master()
     if len(argv) != 2:
         print("usage: python -m hato.master.worker SERVICE TYPE", file=sys.stderr)
         return 2

@@ -474,12 +474,12 @@ def externalize(tree: Tok | None, *, lines: bool = False) -> str:
     while tp is not None:
         t = tp.type
         if t == ord(","):
-            out.append(",")
-            if lines:
-                out.append("\n")
-                tp = tp.next
-                continue
-        elif t == ADDR:
+            # Postfix 3.7: a comma is always followed by a blank (or a line
+            # break), inside an address too.
+            out.append(",\n" if lines else ", ")
+            tp = tp.next
+            continue
+        if t == ADDR:
             out.append(quote_822_local(internalize(tp.head), eightbit_clean=True))
         elif t in (ATOM, COMMENT):
             out.append(tp.value)

@@ -126,8 +126,9 @@ def act_log_text(queue_id: str, word: str, context: str, content: str, text: str
                  origin: str = "unknown", sender: str | None = None,
                  recipient: str | None = None, proto: str | None = None,
                  helo: str | None = None) -> str:
-    """Postfix's cleanup_act_log() line."""
-    out = f"{queue_id}: {word}: {context} {content[:200]} from {origin};"
+    """Postfix's cleanup_act_log() line (the content cut at 200 bytes)."""
+    shown = content.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "surrogateescape")
+    out = f"{queue_id}: {word}: {context} {shown} from {origin};"
     if sender is not None:
         out += f" from=<{sender}>"
     if recipient is not None:

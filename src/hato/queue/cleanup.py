@@ -1033,30 +1033,34 @@ class CleanupState:
 
     def _out_header(self, header: str) -> None:
         """cleanup_out_header(): a (multi-line) header, continuation lines
-        starting with blank space, cut at header_size_limit."""
+        starting with blank space, cut at header_size_limit (bytes)."""
         limit = self.svc.header_limit
         pos = 0
-        lines = header.split("\n")
-        for i, line in enumerate(lines):
-            if pos + len(line) > limit:
+        for i, line in enumerate(header.encode("utf-8", "surrogateescape").split(b"\n")):
+            cut = pos + len(line) > limit
+            if cut:
                 if pos > 0.9 * limit:  # nice cut
                     break
                 line = line[:max(0, limit - pos)]  # unkind cut
-                self._out_string(line if i == 0 or line[:1] in (" ", "\t") else "\t" + line)
+            self._out(R.NORM, line if i == 0 or line[:1] in (b" ", b"\t") else b"\t" + line)
+            if cut:
                 break
-            self._out_string(line if i == 0 or line[:1] in (" ", "\t") else "\t" + line)
             pos += len(line) + 1
 
     def _fold_header(self, header: str) -> None:
         """cleanup_fold_header(): a rewritten address list, as many
-        addresses on a line as fit in 70 columns."""
+        addresses on a line as fit in 70 columns (bytes)."""
         parts = header.split("\n")
         lines = [parts[0]]
+        width = len(parts[0].encode("utf-8", "surrogateescape"))
         for part in parts[1:]:
-            if len(lines[-1]) + 1 + len(part) < 70:
+            n = len(part.encode("utf-8", "surrogateescape"))
+            if width + 1 + n < 70:
                 lines[-1] = lines[-1] + " " + part
+                width += 1 + n
             else:
                 lines.append(part)
+                width = n
         self._out_header("\n".join(lines))
 
     # -- content callbacks (from _Mime) --------------------------------------------------
