@@ -208,3 +208,32 @@ def test_pipe_transport(instance):
     assert b"Return-Path: <x@example.org>" in out and out.endswith(b"through\n")
     if os.geteuid() == 0:
         assert (drop / "piped.out").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+
+
+def test_success_and_delay_notices(instance, local_user):
+    """NOTIFY=SUCCESS brings a "delivered" report; a message still deferred
+    after delay_warning_time brings a "delayed" report."""
+    inst = instance
+    script = inst.root / "tempfail.sh"
+    script.write_text("#!/bin/sh\ncat >/dev/null\nexit 75\n")
+    os.chmod(script, 0o755)
+    (inst.root / "aliases").write_text(f"postmaster: root\nslow: \"|{script}\"\n")
+    inst.postconf("home_mailbox = Maildir/", "mydestination = $myhostname, localhost",
+                  f"alias_maps = hash:{inst.root}/aliases", "delay_warning_time = 1s",
+                  "minimal_backoff_time = 1s", "maximal_backoff_time = 1s",
+                  "queue_run_delay = 1s")
+    assert inst.cmd("newaliases").returncode == 0
+    box = fresh_maildir(local_user)
+    inst.start()
+    r = inst.sendmail("-f", USER, "-N", "success", USER, message=b"Subject: s\n\nx\n")
+    assert r.returncode == 0
+    inst.wait_log("delivery status notification:")
+    r = inst.sendmail("-f", USER, "slow", message=b"Subject: d\n\nx\n")
+    inst.wait_log("sender delay notification:", timeout=60)
+    reports = {}
+    inst.wait_for(lambda: len(maildir_messages(box)) >= 3, what="message and two reports")
+    for m in maildir_messages(box):
+        if m.get_content_type() == "multipart/report":
+            action = m.get_payload()[1].get_payload()[1]["Action"]
+            reports[action] = m
+    assert set(reports) == {"delivered", "delayed"}

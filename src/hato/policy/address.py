@@ -537,7 +537,14 @@ def quote_822_local(address: str, *, eightbit_clean: bool = True, expose_at: boo
     """Postfix's quote_822_local_flags(): the external form of an internal
     address. The local part (before the last ``@``, after a source route)
     stays as is when it is a dot-string and is quoted otherwise; the domain
-    is left alone. ``"" `` is the external form of the null address."""
+    is left alone. ``"" `` is the external form of the null address.
+    Without *eightbit_clean*, each byte of a non-ASCII character is
+    escaped, as Postfix does byte by byte."""
+    if not eightbit_clean and not address.isascii():
+        raw = address.encode("utf-8", "surrogateescape").decode("latin-1")
+        quoted = quote_822_local(raw, eightbit_clean=False, expose_at=expose_at,
+                                 bare_localpart=bare_localpart)
+        return quoted.encode("latin-1").decode("utf-8", "surrogateescape")
     start = 0
     if address.startswith("@"):
         colon = address.find(":")

@@ -1,5 +1,5 @@
-"""Delivery status notifications for failed recipients, as bounce(8)
-sends them: an RFC 3464 report (hato.delivery.dsn) queued in incoming/
+"""Delivery status notifications, as bounce(8) sends them: for failed
+recipients, and the success and delay notices of RFC 3461, each an RFC 3464 report (hato.delivery.dsn) queued in incoming/
 with the null sender, to the original sender.
 
 Rules, as Postfix's: recipients whose DSN NOTIFY excludes FAILURE (or says
@@ -30,6 +30,41 @@ def _queue_notice(store: QueueStore, to: str, data: bytes, attributes: dict[str,
         for i in range(0, len(data), CHUNK):
             writer.write_content(data[i:i + CHUNK])
         return writer.commit()
+
+
+def send_notice(kind: str, settings, store: QueueStore, env: Envelope, qf,
+                entries: list[dict]) -> str | None:
+    """A success or delay notice (RFC 3464) to the sender for *entries*;
+    recipients must have asked for it (NOTIFY=SUCCESS), or, for delays, not
+    have excluded it (an empty NOTIFY means FAILURE,DELAY). Never to the
+    null sender. Returns the notice's queue id, or None."""
+    word = {"success": "SUCCESS", "delay": "DELAY"}[kind]
+    wanted = []
+    for e in entries:
+        notify = {n for n in (e.get("notify") or "").split(",") if n}
+        if word in notify or (kind == "delay" and not notify):
+            wanted.append(e)
+    if not wanted or not env.sender:
+        return None
+    myhostname = settings.str("myhostname")
+    action = "delivered" if kind == "success" else "delayed"
+    recipients = [DsnRecipient(address=e["recipient"], status=e.get("status", "2.0.0"),
+                               reason=e.get("reason", ""), original=e.get("orig_rcpt", ""),
+                               orcpt=e.get("orcpt", ""), action=action)
+                  for e in wanted]
+    now = time.time()
+    data = build_dsn(
+        kind, queue_id=env.queue_id, arrival_date=env.arrival_time, sender=env.sender,
+        recipients=recipients, myhostname=myhostname, mail_name=settings.str("mail_name"),
+        ret=env.ret, envid=env.envid, original_message_chunks=qf.content(),
+        message_size=env.size, to=env.sender,
+        delay_warning_time=settings.time("delay_warning_time"),
+        maximal_queue_lifetime=settings.time("maximal_queue_lifetime"),
+        now=now, date=True,
+        message_id=f"<{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}."
+                   f"{os.getpid()}.{kind[0]}.{env.queue_id}@{myhostname}>")
+    return _queue_notice(store, env.sender, data, {"bounce_kind": kind,
+                                                   "rewrite_context": "local"})
 
 
 def send_bounce(settings, store: QueueStore, env: Envelope, qf, entries: list[dict]) -> str | None:

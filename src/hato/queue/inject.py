@@ -51,9 +51,12 @@ def clean_into_queue(cleanup: Cleanup, store: QueueStore, chunks: Iterable[bytes
                          **submission)  # type: ignore[arg-type]
         state = cleanup.open(sub, output=out, log=log)
         initial = list(state.recipients)
+        arrival_time = arrival or writer.arrival_time
+        warn = cleanup.settings.time("delay_warning_time")
         env = Envelope(sender=state.sender, recipients=list(initial), ret=ret, envid=envid,
-                       attributes=dict(attributes or {}),
-                       arrival_time=arrival or writer.arrival_time)
+                       attributes=dict(attributes or {}), arrival_time=arrival_time,
+                       # when qmgr's delay warning is due (0: never)
+                       warn_time=int(arrival_time + warn) if warn > 0 else 0)
         writer.write_envelope(env)
         ready = True
         for rec_type, data in pending:

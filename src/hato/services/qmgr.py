@@ -41,7 +41,7 @@ from ..delivery.request import (BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptRe
 from ..io.ipc import Client, serve_requests
 from ..policy.resolve import Resolver
 from ..proto.attr import Attrs
-from ..queue.bounce import send_bounce
+from ..queue.bounce import send_bounce, send_notice
 from ..queue.store import (ACTIVE, DEFERRED as DEFERRED_Q, INCOMING, CorruptQueueFile,
                            NoSuchMessage, QueueStore)
 from ..tables.base import TableRetry
@@ -241,7 +241,7 @@ class QueueManager:
         lifetime = self.s.time("bounce_queue_lifetime" if not env.sender
                                else "maximal_queue_lifetime")
         expired = now - env.arrival_time >= lifetime
-        done, bounced = [], []
+        done, bounced, succeeded, delayed = [], [], [], []
         deferred = False
         for i, st in results.items():
             rcpt = env.recipients[i]
@@ -257,11 +257,14 @@ class QueueManager:
                               f"dsn={st.dsn}, status=expired, returned to sender")
             if st.status == SENT:
                 done.append(rcpt)
+                if "SUCCESS" in rcpt.notify:
+                    succeeded.append(entry)
             elif st.status == BOUNCED:
                 done.append(rcpt)
                 bounced.append(entry)
             else:
                 deferred = True
+                delayed.append(entry)
                 store.append_log("defer", queue_id, entry)
         for entry in bounced:
             store.append_log("bounce", queue_id, entry)
@@ -269,6 +272,11 @@ class QueueManager:
             qf.mark_done(*done)
         if bounced:
             self._notify_sender(queue_id, env, qf)
+        if succeeded:
+            self._notice("success", queue_id, env, qf, succeeded)
+        if delayed and env.warn_time and now >= env.warn_time:
+            self._notice("delay", queue_id, env, qf, delayed)
+            qf.update_warn_time(0)
         if not deferred and all(r.done for r in env.recipients):
             store.remove(ACTIVE, queue_id)
             for kind in ("defer", "bounce", "trace"):
@@ -281,6 +289,17 @@ class QueueManager:
             os.utime(store.path(DEFERRED_Q, queue_id), (due, due))
         except OSError:
             pass
+
+    def _notice(self, kind: str, queue_id: str, env, qf, entries: list[dict]) -> None:
+        try:
+            new_id = send_notice(kind, self.s, self.store, env, qf, entries)
+        except Exception:
+            self.log.exception(f"{queue_id}: cannot send the {kind} notification")
+            return
+        if new_id:
+            what = "delivery status notification" if kind == "success" else \
+                "sender delay notification"
+            self.log.info(f"{queue_id}: {what}: {new_id}")
 
     def _notify_sender(self, queue_id: str, env, qf) -> None:
         """A delivery status notification for the bounced recipients."""
