@@ -13,14 +13,34 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from ..delivery.request import (DEFERRED, DeliveryRequest, RcptStatus, decode_statuses,
-                                encode_statuses, status_line)
+from ..delivery.dsn import DeliveryError
+from ..delivery.request import (BOUNCED, DEFERRED, DeliveryRequest, RcptStatus,
+                                decode_statuses, encode_statuses, status_line)
+from ..tables.base import TableRetry
 from ..proto.attr import Attrs
 from .ipc import serve_requests
 
 # deliver(request, timing) -> statuses; timing["connected"] may be set by the
 # agent when its "connection" (e.g. SMTP session) is up.
 Deliver = Callable[[DeliveryRequest, dict], list[RcptStatus]]
+
+
+def each_recipient(req: DeliveryRequest, deliver_one: Callable[[DeliveryRequest, object],
+                   RcptStatus], relay: str) -> list[RcptStatus]:
+    """Deliver to the request's recipients one by one; a table that fails
+    temporarily defers the recipient (4.3.0), a DeliveryError defers or
+    bounces it as its status says."""
+    out = []
+    for rcpt in req.recipients:
+        try:
+            out.append(deliver_one(req, rcpt))
+        except TableRetry as err:
+            out.append(RcptStatus(rcpt.index, DEFERRED, "4.3.0",
+                                  f"table lookup failure: {err.reason}", relay=relay))
+        except DeliveryError as err:
+            out.append(RcptStatus(rcpt.index, DEFERRED if err.temporary else BOUNCED,
+                                  err.dsn, err.text, relay=relay))
+    return out
 
 
 async def serve_agent(ctx, deliver: Deliver, *, concurrency: int = 20) -> int:

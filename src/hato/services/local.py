@@ -31,13 +31,12 @@ from ..delivery.maildir import deliver_maildir
 from ..delivery.mbox import deliver_mbox, envelope_headers
 from ..delivery.pipe import LOCAL_COMMAND_FLAGS, command_argv, run_pipe
 from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus
-from ..io.agent import serve_agent
+from ..io.agent import each_recipient, serve_agent
 from ..io.ipc import notify
 from ..policy.rewrite import open_maps
 from ..proto.attr import Attrs
 from ..queue.envelope import Envelope, Recipient
 from ..queue.store import INCOMING, QueueStore
-from ..tables.base import TableRetry
 
 RANK = {SENT: 0, BOUNCED: 1, DEFERRED: 2}
 
@@ -162,20 +161,9 @@ class Local:
         return RcptStatus(rcpt.index, status, dsn, reason, relay="local")
 
     def deliver(self, req: DeliveryRequest, timing: dict) -> list[RcptStatus]:
-        out = []
-        for maps in (self.settings.alias_maps,):
-            if hasattr(maps, "refresh"):
-                maps.refresh()
-        for rcpt in req.recipients:
-            try:
-                out.append(self.deliver_one(req, rcpt))
-            except TableRetry as err:
-                out.append(RcptStatus(rcpt.index, DEFERRED, "4.3.0",
-                                      f"table lookup failure: {err.reason}", relay="local"))
-            except DeliveryError as err:
-                out.append(RcptStatus(rcpt.index, DEFERRED if err.temporary else BOUNCED,
-                                      err.dsn, err.text, relay="local"))
-        return out
+        if hasattr(self.settings.alias_maps, "refresh"):
+            self.settings.alias_maps.refresh()  # a rebuilt alias table is seen at once
+        return each_recipient(req, self.deliver_one, "local")
 
 
 async def serve(ctx) -> int:

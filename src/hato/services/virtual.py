@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import os
 
-from ..delivery.dsn import DeliveryError
 from ..delivery.maildir import deliver_maildir
 from ..delivery.mbox import deliver_mbox, envelope_headers
 from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus
-from ..io.agent import serve_agent
+from ..io.agent import each_recipient, serve_agent
 from ..policy.rewrite import open_maps
 from ..queue.store import QueueStore
-from ..tables.base import TableRetry
 from ..tables.search import TableList, find_address_mapping
 
 
@@ -92,17 +90,7 @@ class Virtual:
         return RcptStatus(rcpt.index, SENT, "2.0.0", reason, relay="virtual")
 
     def deliver(self, req: DeliveryRequest, timing: dict) -> list[RcptStatus]:
-        out = []
-        for rcpt in req.recipients:
-            try:
-                out.append(self.deliver_one(req, rcpt))
-            except TableRetry as err:
-                out.append(RcptStatus(rcpt.index, DEFERRED, "4.3.0",
-                                      f"table lookup failure: {err.reason}", relay="virtual"))
-            except DeliveryError as err:
-                out.append(RcptStatus(rcpt.index, DEFERRED if err.temporary else BOUNCED,
-                                      err.dsn, err.text, relay="virtual"))
-        return out
+        return each_recipient(req, self.deliver_one, "virtual")
 
 
 async def serve(ctx) -> int:
