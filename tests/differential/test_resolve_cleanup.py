@@ -410,3 +410,31 @@ def test_odd_headers(pair):
     p.compare(RECEIVED + b"To: undisclosed-recipients:;\nFrom: Joe <joe>\n\n")
     p.compare(RECEIVED + b"To: \"quoted name\" <a@b.example>, (only comment)\n\n",
               recipients=("\"q\"@example.org", "a@b@example.org"))
+
+
+def test_random_headers(pair):
+    """Address headers full of odd syntax, folded lines, 8-bit text and long
+    values: the same bytes out of both."""
+    import random
+
+    rnd = random.Random(20261129)
+    p = pair("append_dot_mydomain = yes\nheader_size_limit = 300\nline_length_limit = 512\n"
+             "canonical_maps = inline:{ {a@mx1.example.com = Alpha@example.com} }\n"
+             "masquerade_domains = example.com\nmasquerade_exceptions = root\n")
+    names = ["From", "To", "Cc", "Bcc", "Reply-To", "Sender", "Subject", "X-Foo", "Resent-To",
+             "Return-Path", "Received", "Content-Type", "Message-ID", "Date", "Errors-To"]
+    atoms = ["a", "b@c", "Joe <d>", '"x y"@z', "(c)", ",", ";", "g:", "<", ">", "@", "root@h",
+             "e@f.example.com", "h!i", "j%k", '"', "[1.2.3.4]", "\u00e9", " ", "\t", "\\", ".",
+             "..", "l.m@n.", "<@r:s@t>"]
+    for _ in range(30):
+        headers = []
+        for _ in range(rnd.randint(0, 6)):
+            value = " ".join(rnd.choice(atoms) for _ in range(rnd.randint(0, 8)))
+            if rnd.random() < 0.2:
+                value += "\n\t" + " ".join(rnd.choice(atoms) for _ in range(3))
+            if rnd.random() < 0.1:
+                value += "q" * rnd.randint(200, 700)
+            headers.append(f"{rnd.choice(names)}:{value}")
+        content = RECEIVED + ("\n".join(headers) + "\n\nbody\n").encode()
+        p.compare(content, recipients=("a", "x@y.example.com"),
+                  full_name=rnd.choice([None, "Joe", "A. B", "x<y"]))

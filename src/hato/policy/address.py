@@ -542,9 +542,12 @@ def quote_822_local(address: str, *, eightbit_clean: bool = True, expose_at: boo
     escaped, as Postfix does byte by byte."""
     if not eightbit_clean and not address.isascii():
         raw = address.encode("utf-8", "surrogateescape").decode("latin-1")
-        quoted = quote_822_local(raw, eightbit_clean=False, expose_at=expose_at,
-                                 bare_localpart=bare_localpart)
+        quoted = _quote(raw, False, expose_at, bare_localpart)
         return quoted.encode("latin-1").decode("utf-8", "surrogateescape")
+    return _quote(address, eightbit_clean, expose_at, bare_localpart)
+
+
+def _quote(address: str, eightbit_clean: bool, expose_at: bool, bare_localpart: bool) -> str:
     start = 0
     if address.startswith("@"):
         colon = address.find(":")

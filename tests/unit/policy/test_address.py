@@ -36,7 +36,9 @@ def test_quote(internal, external):
 
 
 def test_quote_flags():
-    assert A.quote_822_local("jöe@x", eightbit_clean=False) == '"j\\öe"@x'
+    # Postfix escapes byte by byte: each byte of the UTF-8 sequence.
+    assert A.quote_822_local("jöe@x", eightbit_clean=False).encode(
+        "utf-8", "surrogateescape") == b'"j\\\xc3\\\xb6e"@x'
     assert A.quote_822_local("a@b", bare_localpart=True) == '"a@b"'
     assert A.quote_822_local("a@b@c", expose_at=True) == "a@b@c"
 
