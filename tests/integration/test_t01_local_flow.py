@@ -237,3 +237,18 @@ def test_success_and_delay_notices(instance, local_user):
             action = m.get_payload()[1].get_payload()[1]["Action"]
             reports[action] = m
     assert set(reports) == {"delivered", "delayed"}
+
+
+def test_header_checks_hold_and_discard(instance):
+    inst = instance
+    (inst.root / "header_checks").write_text("/^Subject: hold me/ HOLD\n"
+                                             "/^Subject: drop me/ DISCARD\n")
+    inst.postconf(f"header_checks = regexp:{inst.root}/header_checks")
+    inst.start()
+    inst.sendmail("-f", "demo@hato.test", "demo@hato.test", message=b"Subject: hold me\n\nx\n")
+    inst.sendmail("-f", "demo@hato.test", "demo@hato.test", message=b"Subject: drop me\n\nx\n")
+    inst.wait_log("hold: header Subject: hold me")
+    inst.wait_log("discard: header Subject: drop me")
+    hold = inst.root / "queue" / "hold"
+    inst.wait_for(lambda: len(os.listdir(hold)) == 1, what="one message in hold/")
+    assert not (inst.root / "mail" / "hato.test" / "demo").exists()

@@ -87,8 +87,12 @@ class Pickup:
                 self.log.warning(f"{maildrop_id}: {res.smtp_reply()}; will try again")
                 return False
             elif res.discard:
-                self.log.info(f"{maildrop_id}: uid={uid} from=<{env.sender}>: discarded")
+                self.log.info(f"{maildrop_id}: uid={uid} from=<{env.sender}>")
+                for level, text in res.log:
+                    self._logger(level, text)
             else:
+                for level, text in res.log:
+                    self._logger(level, text)
                 self._return_to_sender(maildrop_id, uid, env, qf, res)
         finally:
             qf.close()
