@@ -108,5 +108,9 @@ def test_kill_minus_nine_loses_nothing(instance):
         inst.cmd("flush")
         time.sleep(0.5)
     missing = sorted(set(acked) - seen)
+    if missing:
+        new = box / "new"
+        names = os.listdir(new) if new.is_dir() else []
+        print("FILES", len(names), [(n, (new / n).read_bytes()[-40:]) for n in names[:5]])
     assert not missing, f"acknowledged but never delivered: {missing}\n{inst.log_text()[-5000:]}"
     assert len(acked) >= N // 2

@@ -30,4 +30,7 @@ def ensure_layout(settings: Settings) -> QueueStore:
         os.chmod(store.queue_dir("public"), 0o711)
     else:
         store.ensure_layout()
+    # Before any service runs: remove what a crash left half-written, send
+    # active/ back to incoming/, quarantine unreadable files.
+    store.recover()
     return store

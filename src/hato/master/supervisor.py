@@ -173,6 +173,7 @@ class Master:
         env = dict(os.environ)
         env["MAIL_CONFIG"] = self.config.config_dir
         env["HATO_LISTEN_FDS"] = ",".join(str(fd) for fd in fds)
+        env["HATO_MASTER_PID"] = str(os.getpid())
         argv = [sys.executable, "-m", WORKER_MODULE, slot.service.name, slot.service.type]
         proc = await asyncio.create_subprocess_exec(*argv, pass_fds=fds, env=env,
                                                     stdin=asyncio.subprocess.DEVNULL,

@@ -81,7 +81,10 @@ def die_with_master() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:  # the master died before we asked
+    # The master may have died before we asked: then we were handed to init
+    # or to a subreaper, and must not go on working on its queue.
+    master = os.environ.get("HATO_MASTER_PID", "")
+    if os.getppid() == 1 or (master.isdigit() and os.getppid() != int(master)):
         sys.exit(1)
 
 

@@ -120,6 +120,13 @@ class QueueManager:
             t = asyncio.get_running_loop().create_task(
                 serve_requests(sock, self._request, self.ctx.stop, self.log.warning))
             self.tasks.add(t)
+        # Messages a previous queue manager had in active/ when it died go
+        # back to incoming/ (at least once: a delivery may be repeated).
+        for qid in self.store.list(ACTIVE):
+            try:
+                self.store.move(qid, ACTIVE, INCOMING)
+            except (NoSuchMessage, FileNotFoundError):
+                pass
         self.log.info("queue manager started")
         while not self.ctx.stop.is_set():
             try:
