@@ -252,3 +252,18 @@ def test_header_checks_hold_and_discard(instance):
     hold = inst.root / "queue" / "hold"
     inst.wait_for(lambda: len(os.listdir(hold)) == 1, what="one message in hold/")
     assert not (inst.root / "mail" / "hato.test" / "demo").exists()
+
+
+def test_header_checks_redirect(instance):
+    inst = instance
+    (inst.root / "vmailbox").write_text("demo@hato.test hato.test/demo/\n"
+                                        "audit@hato.test hato.test/audit/\n")
+    (inst.root / "header_checks").write_text("/^Subject: audit me/ REDIRECT audit@hato.test\n")
+    inst.postconf(f"header_checks = regexp:{inst.root}/header_checks")
+    inst.start()
+    inst.sendmail("-f", "demo@hato.test", "demo@hato.test", message=b"Subject: audit me\n\nx\n")
+    inst.wait_log("to=<audit@hato.test>")
+    inst.wait_for(inst.queue_empty, what="an empty queue")
+    assert [m["Subject"] for m in maildir_messages(str(inst.root / "mail/hato.test/audit"))] \
+        == ["audit me"]
+    assert not (inst.root / "mail" / "hato.test" / "demo").exists()

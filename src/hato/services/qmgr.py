@@ -39,7 +39,7 @@ from ..config.errors import ConfigError
 from ..delivery.request import (BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptRequest,
                                 RcptStatus, decode_statuses)
 from ..io.ipc import Client, serve_requests
-from ..policy.resolve import Resolver
+from ..policy.resolve import Resolver, parse_transport
 from ..proto.attr import Attrs
 from ..queue.bounce import send_bounce, send_notice
 from ..queue.store import (ACTIVE, DEFERRED as DEFERRED_Q, INCOMING, CorruptQueueFile,
@@ -200,8 +200,10 @@ class QueueManager:
         for i, rcpt in enumerate(env.recipients):
             if rcpt.done:
                 continue
+            # header_checks REDIRECT sends the message to one address instead.
+            target = env.attributes.get("redirect") or rcpt.address
             try:
-                res = await asyncio.to_thread(self.resolver.resolve, rcpt.address, env.sender)
+                res = await asyncio.to_thread(self.resolver.resolve, target, env.sender)
             except TableRetry as err:
                 results[i] = RcptStatus(i, DEFERRED, "4.3.0", f"address resolver failure: "
                                                               f"{err.reason}")
@@ -213,7 +215,15 @@ class QueueManager:
             if res.failed:
                 results[i] = RcptStatus(i, DEFERRED, "4.3.0", "address resolver failure")
                 continue
-            groups[(res.transport, res.nexthop)].append(rr)
+            transport, nexthop = res.transport, res.nexthop
+            content_filter = env.attributes.get("content_filter")
+            if content_filter:
+                # header_checks FILTER: the message goes to that transport
+                # (and next hop) for every recipient, as Postfix does.
+                ftransport, fnexthop = parse_transport(content_filter,
+                                                       res.recipient.rpartition("@")[2])
+                transport, nexthop = ftransport or transport, fnexthop or nexthop
+            groups[(transport, nexthop)].append(rr)
 
         async def dispatch(transport: str, nexthop: str, batch: list[RcptRequest]) -> None:
             req = DeliveryRequest(ACTIVE, queue_id, transport, nexthop, env.sender,
