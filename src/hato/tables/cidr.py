@@ -17,16 +17,15 @@ raises the first one instead.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 
 from .base import OpenFlags, Table, TableError
 from .patternfile import (
+    ReloadingRuleFile,
     SPACE,
     Report,
     key_bytes,
-    log,
     logical_lines,
     printable,
     read_file,
@@ -170,7 +169,7 @@ def parse_rule(line: bytes, lineno: int, nesting: int) -> _Rule:
     return _Rule(OP_MATCH, lineno, family, net, length, match, value)
 
 
-class CidrTable(Table):
+class CidrTable(ReloadingRuleFile, Table):
     """``cidr:/path``: first matching network wins."""
 
     type_name = "cidr"
@@ -226,23 +225,6 @@ class CidrTable(Table):
         return {fam: sorted(((_BITS[fam] - length, nets) for length, nets in lens.items()),
                             key=lambda item: item[0])
                 for fam, lens in by_family.items()}
-
-    def refresh(self) -> bool:
-        if self._stamp is None:
-            return False
-        try:
-            st = os.stat(self.spec)
-        except OSError:
-            return False
-        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == self._stamp:
-            return False
-        try:
-            with self._lock:
-                self._load()
-        except TableError as err:
-            log.warning("%s: keeping the previous rules: %s", self.name, err)
-            return False
-        return True
 
     def get(self, key: str) -> str | None:
         raw = key_bytes(self, key, self.utf8)

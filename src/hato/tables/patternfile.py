@@ -421,7 +421,39 @@ class _Node:
         self.finder: object = None  # engine-specific: names the first match at once
 
 
-class PatternFileTable(Table):
+class ReloadingRuleFile:
+    """refresh() for tables whose rules are read from a file into memory
+    (cidr, regexp, pcre): re-read the file when it changed; the old rules
+    stay when the new file has errors. The table keeps ``_stamp`` (None for
+    inline rules), ``_lock`` and ``_load()``."""
+
+    _stamp: tuple[int, int, int, int] | None
+    _lock: threading.Lock
+    spec: str
+    name: str
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def refresh(self) -> bool:
+        if self._stamp is None:
+            return False
+        try:
+            st = os.stat(self.spec)
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == self._stamp:
+            return False
+        try:
+            with self._lock:
+                self._load()
+        except TableError as err:
+            log.warning("%s: keeping the previous rules: %s", self.name, err)
+            return False
+        return True
+
+
+class PatternFileTable(ReloadingRuleFile, Table):
     """Base of ``regexp:`` and ``pcre:``: parses the file, runs the rules.
 
     Subclasses provide the engine: :meth:`parse_option`, :meth:`compile`,
@@ -574,24 +606,6 @@ class PatternFileTable(Table):
             self.free(rule.expr)
         if rule.second is not None:
             self.free(rule.second)
-
-    def refresh(self) -> bool:
-        """Re-read the file when it changed; the old rules stay on error."""
-        if self._stamp is None:
-            return False
-        try:
-            st = os.stat(self.spec)
-        except OSError:
-            return False
-        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == self._stamp:
-            return False
-        try:
-            with self._lock:
-                self._load()
-        except TableError as err:
-            log.warning("%s: keeping the previous rules: %s", self.name, err)
-            return False
-        return True
 
     def close(self) -> None:
         with self._lock:
