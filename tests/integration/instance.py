@@ -126,7 +126,23 @@ class Instance:
         finally:
             if os.geteuid() == 0:
                 self.cmd("abort")
+            self.kill_strays()
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def kill_strays(self) -> None:
+        """Leave no process of this instance behind (a test that killed its
+        master on purpose may have left a worker starting up)."""
+        marker = f"MAIL_CONFIG={self.root}".encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker not in f.read().split(b"\0"):
+                        continue
+                os.kill(int(entry), 9)
+            except OSError:
+                continue
 
     # -- observation -----------------------------------------------------------------
 
