@@ -77,6 +77,8 @@ _p("default_rbl_reply", S,
    "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using"
    " $rbl_domain${rbl_reason?; $rbl_reason}",
    "The reply template for rejects by DNSBL restrictions.")
+_p("hato_dns_servers", L, "",
+   "DNS servers to ask (host, host:port or [ipv6]:port); empty means /etc/resolv.conf.")
 _p("maps_rbl_domains", L, "", "Obsolete: DNSBL zones for reject_maps_rbl.")
 _p("permit_mx_backup_networks", L, "",
    "Networks that the primary MX must be in for permit_mx_backup.")

@@ -1,11 +1,16 @@
 """Run one message through cleanup into incoming/: the path every way into
 the queue shares (pickup for sendmail, smtpd for SMTP, bounce notices).
 
-:func:`clean_into_queue` streams the content through
+:class:`Injection` streams the content through
 :class:`~hato.queue.cleanup.CleanupState` straight into a
 :class:`~hato.queue.store.QueueWriter` (never holding the message whole) and
 commits it only when cleanup accepted it; a rejected, discarded or failed
-message leaves nothing behind.
+message leaves nothing behind. smtpd creates the injection at the first
+accepted recipient (the queue id is known from then on, for its
+``QID: client=...`` line), :meth:`Injection.start` at DATA, feeds the
+content piece by piece as it arrives and calls :meth:`Injection.finish`
+at the end of the message. :func:`clean_into_queue` does all of that at
+once for content that is already at hand.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import records as R
-from .cleanup import Cleanup, CleanupResult, Submission
-from .envelope import Envelope
-from .store import INCOMING, QueueError, QueueStore
+from .cleanup import Cleanup, CleanupResult, CleanupState, Submission
+from .envelope import Envelope, Recipient
+from .store import INCOMING, QueueError, QueueStore, QueueWriter
 
 LogFn = Callable[[str, str], None]  # (level, text)
 
@@ -27,64 +32,115 @@ class Injected:
     queue_id: str | None  # None when nothing was queued
 
 
+class Injection:
+    """One message on its way into incoming/."""
+
+    def __init__(self, cleanup: Cleanup, store: QueueStore):
+        self.cleanup = cleanup
+        self.writer: QueueWriter = store.create(INCOMING)
+        self.queue_id = self.writer.queue_id
+        self.arrival_time = self.writer.arrival_time
+        self.state: CleanupState | None = None
+        self.env: Envelope | None = None
+        self._initial: list[Recipient] = []
+        self._pending: list[tuple[str, bytes]] | None = []
+        self.done = False
+
+    def _out(self, rec_type: str, data: bytes) -> None:
+        if self._pending is not None:
+            self._pending.append((rec_type, data))
+        elif rec_type == R.NORM:
+            self.writer.write_content(data + b"\n")
+        elif rec_type == R.CONT:
+            self.writer.write_content(data)
+
+    def start(self, *, log: LogFn, attributes: dict[str, str] | None = None,
+              ret: str | None = None, envid: str = "", arrival: float = 0.0,
+              **submission: object) -> None:
+        """Open cleanup for the message. *submission* are the fields of
+        :class:`Submission` other than queue_id and arrival_time;
+        *attributes* go into the queue file's envelope (client facts, SASL
+        user, ...)."""
+        try:
+            arrival_time = arrival or self.arrival_time
+            sub = Submission(queue_id=self.queue_id, arrival_time=arrival_time,
+                             **submission)  # type: ignore[arg-type]
+            state = self.state = self.cleanup.open(sub, output=self._out, log=log)
+            self._initial = list(state.recipients)
+            warn = self.cleanup.settings.time("delay_warning_time")
+            env = self.env = Envelope(
+                sender=state.sender, recipients=list(self._initial), ret=ret, envid=envid,
+                attributes=dict(attributes or {}), arrival_time=arrival_time,
+                # when qmgr's delay warning is due (0: never)
+                warn_time=int(arrival_time + warn) if warn > 0 else 0)
+            self.writer.write_envelope(env)
+            pending, self._pending = self._pending or [], None
+            for rec_type, data in pending:
+                self._out(rec_type, data)
+        except BaseException:
+            self.abort()
+            raise
+
+    def feed(self, chunk: bytes) -> None:
+        assert self.state is not None, "start() first"
+        try:
+            self.state.feed(chunk)
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self, *, hold: bool = False, filter: str | None = None,
+               redirect: str | None = None, discard: bool = False) -> Injected:
+        """End the content; commit (fsync) when cleanup accepted the message.
+        *hold*, *filter*, *redirect* and *discard* are smtpd's access(5)
+        actions, added to what header/body checks decided."""
+        assert self.state is not None and self.env is not None, "start() first"
+        try:
+            result = self.state.finish()
+            env = self.env
+            if not result.ok or result.discard or discard:
+                self.abort()
+                if result.ok:
+                    result.discard = True
+                return Injected(result, None)
+            known = {id(r) for r in self._initial}
+            for rcpt in result.recipients:
+                if id(rcpt) not in known:
+                    self.writer.add_recipient(rcpt)
+            if not env.recipients:
+                self.abort()
+                return Injected(result, None)
+            env.hold = result.hold or hold
+            if result.filter or filter:
+                env.attributes["content_filter"] = result.filter or filter or ""
+            if result.redirect or redirect:
+                env.attributes["redirect"] = result.redirect or redirect or ""
+            qid = self.writer.commit()
+            self.done = True
+            return Injected(result, qid)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Remove the unfinished file (nothing of the message stays)."""
+        if not self.done:
+            self.done = True
+            if not self.writer.committed:
+                self.writer.abort()
+
+
 def clean_into_queue(cleanup: Cleanup, store: QueueStore, chunks: Iterable[bytes], *,
                      log: LogFn, attributes: dict[str, str] | None = None,
                      ret: str | None = None, envid: str = "", arrival: float = 0.0,
                      **submission: object) -> Injected:
-    """Clean one message into incoming/. *submission* are the fields of
-    :class:`Submission` other than queue_id; *attributes* go into the queue
-    file's envelope (client facts, SASL user, ...)."""
-    writer = store.create(INCOMING)
-    pending: list[tuple[str, bytes]] = []
-    ready = False
-
-    def out(rec_type: str, data: bytes) -> None:
-        if not ready:
-            pending.append((rec_type, data))
-        elif rec_type == R.NORM:
-            writer.write_content(data + b"\n")
-        elif rec_type == R.CONT:
-            writer.write_content(data)
-
-    try:
-        sub = Submission(queue_id=writer.queue_id, arrival_time=arrival or writer.arrival_time,
-                         **submission)  # type: ignore[arg-type]
-        state = cleanup.open(sub, output=out, log=log)
-        initial = list(state.recipients)
-        arrival_time = arrival or writer.arrival_time
-        warn = cleanup.settings.time("delay_warning_time")
-        env = Envelope(sender=state.sender, recipients=list(initial), ret=ret, envid=envid,
-                       attributes=dict(attributes or {}), arrival_time=arrival_time,
-                       # when qmgr's delay warning is due (0: never)
-                       warn_time=int(arrival_time + warn) if warn > 0 else 0)
-        writer.write_envelope(env)
-        ready = True
-        for rec_type, data in pending:
-            out(rec_type, data)
-        for chunk in chunks:
-            state.feed(chunk)
-        result = state.finish()
-        if not result.ok or result.discard:
-            writer.abort()
-            return Injected(result, None)
-        known = {id(r) for r in initial}
-        for rcpt in result.recipients:
-            if id(rcpt) not in known:
-                writer.add_recipient(rcpt)
-        if not env.recipients:
-            writer.abort()
-            return Injected(result, None)
-        env.hold = result.hold
-        if result.filter:
-            env.attributes["content_filter"] = result.filter
-        if result.redirect:
-            env.attributes["redirect"] = result.redirect
-        qid = writer.commit()
-        return Injected(result, qid)
-    except BaseException:
-        if not writer.committed:
-            writer.abort()
-        raise
+    """Clean one message whose content is at hand into incoming/."""
+    inj = Injection(cleanup, store)
+    inj.start(log=log, attributes=attributes, ret=ret, envid=envid, arrival=arrival,
+              **submission)
+    for chunk in chunks:
+        inj.feed(chunk)
+    return inj.finish()
 
 
-__all__ = ["clean_into_queue", "Injected", "QueueError"]
+__all__ = ["clean_into_queue", "Injected", "Injection", "QueueError"]
