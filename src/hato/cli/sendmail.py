@@ -136,7 +136,9 @@ def body(msgs: Messages, argv: list[str]) -> int:
         from . import main as hato_main
 
         return hato_main.COMMANDS["flush"]([])
-    if sub.mode in ("s", "d", "h", "H", "D", "P", "t", "a", "l", "v"):
+    if sub.mode == "s":
+        return smtp_on_stdio(msgs)
+    if sub.mode in ("d", "h", "H", "D", "P", "t", "a", "l", "v"):
         raise Fatal(f"-b{sub.mode} is not supported yet by hato", EX_USAGE)
     cfg = load_config(None, process_name="sendmail")
     settings = cfg.settings()
@@ -162,6 +164,35 @@ def body(msgs: Messages, argv: list[str]) -> int:
            Attrs.of(request="wakeup"))
     if sub.verbose:
         msgs.info(f"queued as {qid}")
+    return 0
+
+
+def smtp_on_stdio(msgs: Messages) -> int:
+    """-bs: speak SMTP on standard input and output, as Postfix's sendmail
+    does through a stand-alone smtpd; accepted messages go into maildrop/
+    for pickup, like any local submission."""
+    import asyncio
+
+    from ..io.ipc import notify
+    from ..io.maillog import MailLog
+    from ..io.smtpd_session import SessionServer, serve_stdio
+    from ..proto.attr import Attrs
+
+    cfg = load_config(None, process_name="sendmail")
+    settings = cfg.settings()
+    pickup = os.path.join(settings.str("queue_directory"), "public", "pickup")
+    try:
+        log = MailLog.from_settings(settings, "smtpd")
+    except OSError:
+        log = MailLog(syslog_name=settings.str("syslog_name"), daemon="smtpd",
+                      maillog_file="/dev/null")
+    server = SessionServer(settings, log, stand_alone_uid=os.getuid(),
+                           wake_qmgr=lambda: notify(pickup, Attrs.of(request="wakeup")))
+    server.peername_lookup = False
+    try:
+        asyncio.run(serve_stdio(server))
+    finally:
+        log.close()
     return 0
 
 

@@ -23,7 +23,7 @@ class Status(Enum):
 
 
 DAEMONS: dict[str, tuple[Status, str]] = {
-    "smtpd": (Status.PLANNED, "the SMTP server"),
+    "smtpd": (Status.RUNS, "the SMTP server"),
     "postscreen": (Status.PLANNED, "the zombie filter in front of smtpd"),
     "pickup": (Status.RUNS, "picks up mail from maildrop/"),
     "cleanup": (Status.FOLDED, "header and address processing, done inside pickup and smtpd"),

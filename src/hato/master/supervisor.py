@@ -99,6 +99,7 @@ class Slot:
     service: Service
     sockets: list[socket.socket]
     nworkers: int
+    maxproc: int = 0
     procs: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
     failures: int = 0
     retiring: bool = False
@@ -121,7 +122,11 @@ class Master:
 
     # -- set-up -------------------------------------------------------------------
 
-    def plan(self) -> list[Slot]:
+    def plan(self, keep: dict[tuple[str, int], socket.socket] | None = None) -> list[Slot]:
+        """The services to run. *keep* holds listening inet sockets of the
+        previous configuration by (host, port): a reload reuses them, so
+        that no connection is refused while workers change."""
+        keep = keep if keep is not None else {}
         cfg, s = self.config, self.settings
         patterns = s.list("master_service_disable")
         limit = s.int("default_process_limit")
@@ -144,7 +149,9 @@ class Master:
                 host, port = svc.endpoint()
                 hosts = [host] if host else interface_addresses(s)
                 for h in hosts:
-                    sockets.append(bind_inet(h, port, max(maxproc, 100)))
+                    old = keep.pop((h, port), None)
+                    sockets.append(old if old is not None
+                                   else bind_inet(h, port, max(maxproc, 100)))
                 nworkers = max(1, min(maxproc or 1, os.cpu_count() or 1))
             elif svc.type == "unix":
                 sub = "private" if svc.private() else "public"
@@ -163,14 +170,19 @@ class Master:
                 nworkers = 1
             if maxproc == 0 and svc.type == "inet":
                 nworkers = max(1, os.cpu_count() or 1)
-            slots.append(Slot(svc, sockets, nworkers))
+            slots.append(Slot(svc, sockets, nworkers, maxproc))
         return slots
 
     # -- workers -------------------------------------------------------------------
 
-    async def spawn(self, slot: Slot) -> None:
+    async def spawn(self, slot: Slot, index: int = 0) -> None:
         fds = [sock.fileno() for sock in slot.sockets]
         env = dict(os.environ)
+        if slot.maxproc:
+            # Each worker of a multi-session service holds its share of the
+            # entry's maxproc, so that together they hold maxproc sessions.
+            share, extra = divmod(slot.maxproc, slot.nworkers)
+            env["HATO_SESSION_LIMIT"] = str(max(1, share + (1 if index < extra else 0)))
         env["MAIL_CONFIG"] = self.config.config_dir
         env["HATO_LISTEN_FDS"] = ",".join(str(fd) for fd in fds)
         env["HATO_MASTER_PID"] = str(os.getpid())
@@ -180,7 +192,7 @@ class Master:
                                                     stderr=asyncio.subprocess.PIPE)
         slot.procs[proc.pid] = proc
         loop = asyncio.get_running_loop()
-        for coro in (self.watch(slot, proc), self.relay_stderr(slot, proc)):
+        for coro in (self.watch(slot, proc, index), self.relay_stderr(slot, proc)):
             task = loop.create_task(coro)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -198,7 +210,7 @@ class Master:
             if text:
                 self.log.warning(f"{program}[{proc.pid}]: {text}")
 
-    async def watch(self, slot: Slot, proc: asyncio.subprocess.Process) -> None:
+    async def watch(self, slot: Slot, proc: asyncio.subprocess.Process, index: int) -> None:
         started = time.monotonic()
         status = await proc.wait()
         slot.procs.pop(proc.pid, None)
@@ -219,12 +231,12 @@ class Master:
         if delay:
             await asyncio.sleep(delay)
         if not self.stopping and not slot.retiring:
-            await self.spawn(slot)
+            await self.spawn(slot, index)
 
     async def start_all(self) -> None:
         for slot in self.slots:
-            for _ in range(slot.nworkers):
-                await self.spawn(slot)
+            for index in range(slot.nworkers):
+                await self.spawn(slot, index)
 
     # -- control -------------------------------------------------------------------
 
@@ -243,18 +255,38 @@ class Master:
             return
         self.log.info("reload -- version hato, configuration " + self.config.config_dir)
         old_slots = self.slots
+        old_config, old_settings = self.config, self.settings
         for slot in old_slots:
             slot.retiring = True
         self.config, self.settings = new, new.settings()
-        # Close the old listeners in the master; old workers keep their own
-        # copies until they have finished their sessions.
+        # Inet sockets whose address stays are handed to the new workers;
+        # the old workers are told to stop accepting and to finish the
+        # sessions they have.
+        keep: dict[tuple[str, int], socket.socket] = {}
         for slot in old_slots:
-            for sock in slot.sockets:
-                sock.close()
+            if slot.service.type == "inet":
+                for sock in slot.sockets:
+                    try:
+                        host, port = sock.getsockname()[:2]
+                    except OSError:
+                        continue
+                    keep[(host, port)] = sock
+        try:
+            self.slots = self.plan(keep)
+        except OSError as err:
+            self.log.error(f"reload: {err}; keeping the running configuration")
+            for slot in old_slots:
+                slot.retiring = False
+            self.config, self.settings = old_config, old_settings
+            return
+        for slot in old_slots:
             for proc in list(slot.procs.values()):
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
-        self.slots = self.plan()
+            reused = {id(sock) for new in self.slots for sock in new.sockets}
+            for sock in slot.sockets:
+                if id(sock) not in reused:
+                    sock.close()
         await self.start_all()
 
     async def shutdown(self) -> None:

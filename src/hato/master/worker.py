@@ -118,6 +118,10 @@ def main(argv: list[str]) -> int:
     module = importlib.import_module(f"hato.services.{module_name}")
     for name in _PRELOAD:  # standard modules asyncio and email load on first use
         importlib.import_module(name)
+    try:
+        import uvloop  # optional: a pure speed-up when installed
+    except ImportError:
+        uvloop = None
     if os.geteuid() == 0 and svc.unprivileged():
         drop_privileges(settings)
     ctx = WorkerContext(config, svc, settings, log, listeners)
@@ -129,6 +133,8 @@ def main(argv: list[str]) -> int:
         return int(await module.serve(ctx) or 0)
 
     try:
+        if uvloop is not None:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         return asyncio.run(runner())
     except Exception:
         log.exception(f"{svc.command}: unexpected error")

@@ -44,3 +44,65 @@ def submit_to_maildrop(settings, *, sender: str, recipients: Iterable[str],
             for chunk in content:
                 writer.write_content(chunk)
         return writer.commit()
+
+
+class _Accepted:
+    """What :meth:`MaildropSubmission.finish` returns, shaped as
+    :class:`hato.queue.inject.Injected` so smtpd's session code takes both."""
+
+    def __init__(self, queue_id: str):
+        self.queue_id = queue_id
+        self.result = self
+
+    def smtp_reply(self) -> str:
+        return f"250 2.0.0 Ok: queued as {self.queue_id}"
+
+
+class MaildropSubmission:
+    """One message received by ``sendmail -bs`` on its way into maildrop/,
+    with the same steps as :class:`hato.queue.inject.Injection` (start at
+    DATA, feed content pieces, finish or abort). pickup runs cleanup later,
+    as for any local submission."""
+
+    def __init__(self, store: QueueStore, uid: int):
+        self.uid = uid
+        self.writer = store.create(MAILDROP)
+        self.queue_id = self.writer.queue_id
+        self.arrival_time = self.writer.arrival_time
+        self.done = False
+
+    def start(self, *, sender: str, recipients: Iterable[Recipient], ret: str | None = None,
+              envid: str = "", **_ignored: object) -> None:
+        env = Envelope(
+            sender=sender,
+            recipients=[Recipient(address=r.address, orig_address=r.address,
+                                  notify=r.notify, orcpt=r.orcpt) for r in recipients],
+            ret=ret, envid=envid or "",
+            attributes={"rewrite_context": "local", "uid": str(self.uid)})
+        try:
+            self.writer.write_envelope(env)
+        except BaseException:
+            self.abort()
+            raise
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self.writer.write_content(chunk)
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self, **_ignored: object) -> _Accepted:
+        try:
+            qid = self.writer.commit()
+        except BaseException:
+            self.abort()
+            raise
+        self.done = True
+        return _Accepted(qid)
+
+    def abort(self) -> None:
+        if not self.done:
+            self.done = True
+            if not self.writer.committed:
+                self.writer.abort()

@@ -1,0 +1,800 @@
+"""One SMTP server session over a socket: the asyncio glue between the
+sans-IO core (:mod:`hato.proto.smtpd`), the restrictions
+(:mod:`hato.policy.smtpd_check`) and the queue (:mod:`hato.queue.inject`).
+The smtpd service (:mod:`hato.services.smtpd`) owns a :class:`SessionServer`
+per worker; tests drive sessions in-process through the same class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from ..config.settings import Settings
+from ..io.ipc import notify
+from ..policy import address as A
+from ..policy.hostlist import host_list
+from ..policy.rewrite import open_maps
+from ..policy.smtpd_check import ClientFacts, SmtpdChecks
+from ..proto import smtpd as P
+from ..proto.attr import Attrs
+from ..queue import envelope as E
+from ..queue.cleanup import Cleanup
+from ..queue.envelope import Recipient
+from ..queue.inject import Injection
+from ..queue.received import smtpd_received
+from ..queue.store import QueueStore
+from ..queue.submit import MaildropSubmission
+from ..tables.base import TableRetry
+
+READ_SIZE = 65536
+
+#: Postfix's order of the counters in the "disconnect from" line.
+COUNTER_ORDER = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset",
+                 "noop", "vrfy", "etrn", "quit", "unknown")
+
+INTERNAL_ERROR = P.Reply(451, "4.3.0", "Error: internal error")
+WRITE_ERROR = P.Reply(451, "4.3.0", "Error: queue file write error")
+
+
+def parse_reply(text: str) -> P.Reply:
+    """ "250 2.0.0 Ok: queued as X" → Reply(250, "2.0.0", "Ok: queued as X")."""
+    code, _, rest = text.partition(" ")
+    first, _, after = rest.partition(" ")
+    if len(first) >= 5 and first[0] in "245" and first[1] == "." and first.count(".") == 2:
+        return P.Reply(int(code), first, after)
+    return P.Reply(int(code), "", rest)
+
+
+def limits_from_settings(s: Settings) -> P.Limits:
+    size = s.int("message_size_limit")
+    return P.Limits(
+        line_length_limit=s.int("line_length_limit"),
+        message_size_limit=size,
+        recipient_limit=s.int("smtpd_recipient_limit"),
+        recipient_overshoot_limit=s.int("smtpd_recipient_overshoot_limit"),
+        hard_error_limit=s.int("smtpd_hard_error_limit"),
+        soft_error_limit=s.int("smtpd_soft_error_limit"),
+        junk_command_limit=s.int("smtpd_junk_command_limit"),
+        forbid_bare_newline=s.str("smtpd_forbid_bare_newline").lower(),
+        bare_newline_reject_code=s.int("smtpd_forbid_bare_newline_reject_code"),
+        forbid_unauth_pipelining=s.bool("smtpd_forbid_unauth_pipelining"),
+        disable_vrfy=s.bool("disable_vrfy_command"),
+        helo_required=s.bool("smtpd_helo_required"),
+        smtputf8_enable=s.bool("smtputf8_enable"),
+        strict_rfc821_envelopes=s.bool("strict_rfc821_envelopes"),
+    )
+
+
+class SessionServer:
+    """What one smtpd worker shares between its sessions: settings read,
+    tables opened, the queue."""
+
+    def __init__(self, settings: Settings, log, *, service=None, dns=None,
+                 wake_qmgr: Callable[[], None] | None = None, stand_alone_uid: int | None = None):
+        s = self.settings = settings
+        # sendmail -bs: the session speaks on stdin/stdout for a local
+        # user, without restrictions, into maildrop/ (pickup does the rest).
+        self.stand_alone_uid = stand_alone_uid
+        self.log = log
+        self.service = service
+        self.dns = dns
+        self.wake_qmgr = wake_qmgr or (lambda: None)
+        self.hostname = s.str("myhostname")
+        self.mail_name = s.str("mail_name")
+        self.banner = s.str("smtpd_banner")
+        self.limits = limits_from_settings(s)
+        self.timeout = float(s.time("smtpd_timeout"))
+        self.per_request_deadline = s.bool("smtpd_per_request_deadline")
+        self.min_data_rate = max(1, s.int("smtpd_min_data_rate"))
+        self.error_sleep = float(s.time("smtpd_error_sleep_time"))
+        self.soft_error_limit = s.int("smtpd_soft_error_limit")
+        self.delay_reject = s.bool("smtpd_delay_reject")
+        self.port_logging = s.bool("smtpd_client_port_logging")
+        self.peername_lookup = s.bool("smtpd_peername_lookup")
+        self.size_limit = s.int("message_size_limit")
+        self.cleanup = Cleanup(s)
+        self.store = QueueStore.from_settings(s)
+        self.checks = SmtpdChecks(s, dns=dns) if stand_alone_uid is None else _NoChecks()
+        self.xclient_hosts = host_list(s, "smtpd_authorized_xclient_hosts")
+        self.xforward_hosts = host_list(s, "smtpd_authorized_xforward_hosts")
+        self.bare_newline_exclusions = host_list(s, "smtpd_forbid_bare_newline_exclusions")
+        self.flush_domains = host_list(s, "fast_flush_domains")
+        self.local_rewrite = [r.lower() for r in s.list("local_header_rewrite_clients")]
+        self.discard_keywords = {k.lower() for k in s.list("smtpd_discard_ehlo_keywords")}
+        self.discard_maps = open_maps(s, "smtpd_discard_ehlo_keyword_address_maps")
+        self.sessions: set[asyncio.Task] = set()
+        self.session_limit = 100
+        self._slots: asyncio.Semaphore | None = None
+
+    # -- accepting -------------------------------------------------------------------------
+
+    async def accept_loop(self, listener: socket.socket, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.session_limit)
+        slots = self._slots
+        while not stop.is_set():
+            await slots.acquire()
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except asyncio.CancelledError:
+                slots.release()
+                raise
+            except OSError as err:
+                slots.release()
+                self.log.warning(f"accept: {err.strerror or err}")
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self.serve_socket(sock))
+            self.sessions.add(task)
+
+            def done(t: asyncio.Task, slots=slots) -> None:
+                self.sessions.discard(t)
+                slots.release()
+            task.add_done_callback(done)
+
+    async def serve_socket(self, sock: socket.socket) -> None:
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            sock.close()
+            return
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            addr, port = str(peer[0]), str(peer[1])
+            if addr.startswith("::ffff:") and "." in addr:
+                addr = addr[7:]
+        else:
+            addr, port = "127.0.0.1", "0"
+        reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+        session = Session(self, reader, writer, addr, port)
+        try:
+            await session.run()
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (OSError, asyncio.CancelledError):
+                pass
+
+    def new_submission(self):
+        """Where an accepted message goes: through cleanup into incoming/,
+        or for sendmail -bs into maildrop/."""
+        if self.stand_alone_uid is not None:
+            return MaildropSubmission(self.store, self.stand_alone_uid)
+        return Injection(self.cleanup, self.store)
+
+    async def serve_streams(self, reader, writer, addr: str, port: str) -> None:
+        await Session(self, reader, writer, addr, port).run()
+
+    # -- per-client facts -------------------------------------------------------------------
+
+    async def client_names(self, addr: str) -> tuple[str, int, str, int]:
+        if not self.peername_lookup or self.dns is None:
+            return "unknown", 5, "unknown", 5
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.dns.client_hostname, addr),
+                                          self.timeout)
+        except (asyncio.TimeoutError, Exception):
+            return "unknown", 4, "unknown", 4
+
+    def ehlo_keywords(self, facts: ClientFacts) -> tuple[list[str], set[str]]:
+        discard = set(self.discard_keywords)
+        if self.discard_maps is not None:
+            try:
+                found = self.discard_maps.get(facts.addr)
+            except TableRetry:
+                found = None
+            if found:
+                discard |= {k.lower() for k in found.replace(",", " ").split()}
+        size = f"SIZE {self.size_limit}" if self.size_limit else "SIZE"
+        words = ["PIPELINING", size]
+        if not self.limits.disable_vrfy:
+            words.append("VRFY")
+        words += ["ETRN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+        if self.limits.smtputf8_enable:
+            words.append("SMTPUTF8")
+        words.append("CHUNKING")
+        return [w for w in words if w.split()[0].lower() not in discard], discard
+
+
+class Session:
+    """One SMTP session."""
+
+    def __init__(self, server: SessionServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, addr: str, port: str):
+        self.server = server
+        self.log = server.log
+        self.reader = reader
+        self.writer = writer
+        self.facts = ClientFacts(name="unknown", reverse_name="unknown", addr=addr, port=port)
+        limits = server.limits
+        if server.bare_newline_exclusions and server.bare_newline_exclusions.match("", addr):
+            limits = dataclasses.replace(limits, forbid_bare_newline="no")
+        self.conn = P.ServerConnection(limits, hostname=server.hostname)
+        self.checks = server.checks.session(self.facts)
+        self.denied: P.Reply | None = None
+        self.xforward: dict[str, str] = {}
+        self.where: str | None = None  # overrides the core's last command in log lines
+        self._new_transaction()
+
+    def _new_transaction(self) -> None:
+        self.mail: P.MailFrom | None = None
+        self.sender = ""
+        self.recipients: list[Recipient] = []
+        self.injection: Injection | None = None
+        self.started = False
+        self.failed: P.Reply | None = None
+
+    # -- names -----------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> str:
+        f = self.facts
+        text = f"{f.name}[{f.addr}]"
+        return f"{text}:{f.port}" if self.server.port_logging and f.port else text
+
+    @property
+    def protocol(self) -> str:
+        f = self.facts
+        proto = "ESMTP" if self.conn.esmtp else "SMTP"
+        if getattr(f, "tls_active", False) and proto == "ESMTP":
+            proto += "S"
+        if getattr(f, "sasl_username", None) and proto.startswith("ESMTP"):
+            proto += "A"
+        return proto
+
+    def _where(self) -> str:
+        return self.where or self.conn.last_command or "CONNECT"
+
+    # -- the session --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        srv = self.server
+        f = self.facts
+        name, status, rname, rstatus = await srv.client_names(f.addr)
+        # Postfix's peer codes: 2 ok, 4 temporary, 5 none, 6 forged.
+        f.name, f.name_status = name, 0 if status == 2 else status
+        f.reverse_name, f.reverse_name_status = rname, 0 if rstatus == 2 else rstatus
+        self.log.info(f"connect from {self.client}")
+        greeting = P.Reply(220, "", srv.banner)
+        if not srv.delay_reject:
+            decision = await self._check(self.checks.connect)
+            if decision is not None and decision.reply is not None:
+                self.denied = decision.reply
+                greeting = decision.reply
+        self.conn.greet(greeting)
+        reason = ""
+        try:
+            reason = await self._loop()
+        except (ConnectionError, OSError):
+            reason = "lost"
+        except asyncio.CancelledError:
+            reason = "lost"
+            raise
+        except Exception:
+            self.log.exception(f"{self._qid_or_noqueue()}: unexpected error in session "
+                               f"with {self.client}")
+            self._send_now(INTERNAL_ERROR)
+            reason = "error"
+        finally:
+            self._abort_transaction()
+            if reason == "lost":
+                self.log.info(f"lost connection after {self._where()} from {self.client}")
+            elif reason == "timeout":
+                self.log.info(f"timeout after {self._where()} from {self.client}")
+            elif reason == "errors":
+                self.log.info(f"too many errors after {self._where()} from {self.client}")
+            self.log.info(f"disconnect from {self.client}{self._counters()}")
+
+    def _counters(self) -> str:
+        counts = getattr(self.conn, "counts", {}) or {}
+        parts: list[str] = []
+        ok_total = all_total = 0
+        for name in COUNTER_ORDER:
+            if name not in counts:
+                continue
+            ok, total = counts[name]
+            if not total:
+                continue
+            ok_total += ok
+            all_total += total
+            parts.append(f"{name}={ok}" if ok == total else f"{name}={ok}/{total}")
+        if not parts:
+            return ""
+        cmds = f"commands={ok_total}" if ok_total == all_total else \
+            f"commands={ok_total}/{all_total}"
+        return " " + " ".join(parts + [cmds])
+
+    def _send_now(self, reply: P.Reply) -> None:
+        try:
+            self.writer.write(reply.render())
+        except Exception:
+            pass
+
+    async def _flush(self) -> None:
+        out = self.conn.data_to_send()
+        if not out:
+            return
+        if self.conn.error_count >= self.server.soft_error_limit and out[:1] in b"45" \
+                and self.server.error_sleep:
+            await asyncio.sleep(self.server.error_sleep)
+        self.writer.write(out)
+        await asyncio.wait_for(self.writer.drain(), self.server.timeout)
+
+    async def _read(self) -> bytes | None:
+        """Bytes from the client; b"" at EOF; None on timeout. With
+        smtpd_per_request_deadline the time limit is for the whole request
+        (a slow-drip client is cut off at smtpd_timeout), extended while
+        message content arrives by one second per smtpd_min_data_rate bytes."""
+        srv = self.server
+        wait = srv.timeout
+        if srv.per_request_deadline:
+            wait = max(0.0, self.deadline - time.monotonic())
+        try:
+            data = await asyncio.wait_for(self.reader.read(READ_SIZE), wait)
+        except asyncio.TimeoutError:
+            return None
+        if srv.per_request_deadline and self.conn.last_command in ("DATA", "BDAT"):
+            self.deadline += len(data) / srv.min_data_rate
+        return data
+
+    async def _loop(self) -> str:
+        conn = self.conn
+        self.deadline = time.monotonic() + self.server.timeout
+        while True:
+            ev = conn.next_event()
+            if ev is P.NEED_DATA:
+                await self._flush()
+                if conn.closed:
+                    return "errors" if conn.error_count >= conn.limits.hard_error_limit else ""
+                data = await self._read()
+                if data is None:
+                    self._send_now(P.Reply(421, "4.4.2",
+                                           f"{self.server.hostname} Error: timeout exceeded"))
+                    return "timeout"
+                conn.receive_data(data)
+                if not data:
+                    # EOF: let the core report what was cut short
+                    continue
+                continue
+            if ev is P.PAUSED:  # pragma: no cover - every pausing event is answered below
+                raise RuntimeError("smtpd core paused without an answer")
+            if not isinstance(ev, P.MessageData):
+                self.deadline = time.monotonic() + self.server.timeout
+            if isinstance(ev, P.Closed):
+                await self._flush()
+                if ev.reason == P.REASON_EOF:
+                    return "lost"
+                if ev.reason == P.REASON_ERRORS:
+                    return "errors"
+                return ""
+            await self._event(ev)
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def _event(self, ev: P.Event) -> None:
+        conn = self.conn
+        if not isinstance(ev, (P.MessageData, P.MessageEnd, P.BdatChunk)):
+            self.where = None
+        if self.denied is not None and isinstance(ev, (P.Helo, P.MailFrom, P.RcptTo,
+                                                       P.DataCommand, P.Vrfy, P.Etrn)):
+            conn.reject(P.Reply(503, "5.7.0", f"Error: access denied for {self.client}"))
+            return
+        handler = _HANDLERS.get(type(ev))
+        if handler is not None:
+            await handler(self, ev)
+        elif isinstance(ev, (P.StartTls, P.Auth, P.AuthResponse)):
+            conn.reject(P.Reply(502, "5.5.1", "Error: command not implemented"))
+        elif isinstance(ev, P.ProtocolError):
+            self._protocol_error(ev)
+        elif isinstance(ev, P.Simple):
+            if ev.verb in ("RSET", "HELO", "EHLO"):
+                self._abort_transaction()
+                self._new_transaction()
+                self.checks.reset()
+
+    def _protocol_error(self, ev: P.ProtocolError) -> None:
+        if ev.reply is not None and ev.reply.code == 221 and ev.verb:
+            self.log.warning(f"non-SMTP command from {self.client}: "
+                             f"{(ev.verb + ' ' + getattr(ev, 'argument', '')).strip()[:100]}")
+        elif ev.reply is not None and ev.reply.code == self.conn.limits.bare_newline_reject_code \
+                and "bare <LF>" in ev.reply.text:
+            self.log.info(f"{self._qid_or_noqueue()}: reject: bare <LF> received from "
+                          f"{self.client}")
+
+    async def _check(self, fn, *args):
+        """Run one restriction stage; a failure is a 4xx, never a crash."""
+        try:
+            if self.checks.may_block:
+                return await asyncio.to_thread(fn, *args)
+            return fn(*args)
+        except TableRetry as err:
+            self.log.warning(f"{self.client}: {err}")
+            return _Refusal(P.Reply(451, "4.3.0", "Temporary lookup failure"))
+        except Exception:
+            self.log.exception(f"{self.client}: restriction check failed")
+            return _Refusal(P.Reply(451, "4.3.5", "Server configuration problem"))
+
+    def _qid_or_noqueue(self) -> str:
+        return self.injection.queue_id if self.injection is not None else "NOQUEUE"
+
+    def _log_decision(self, decision) -> None:
+        qid = self.injection.queue_id if self.injection is not None else ""
+        for entry in decision.logs:
+            if entry.action == "warning":
+                self.log.warning(entry.text)
+            else:
+                self.log.info(entry.format(decision.stage, self.client, queue_id=qid,
+                                           protocol=self.protocol))
+
+    async def _decide(self, fn, stage: str, *args, rcpt: str | None = None) -> P.Reply | None:
+        decision = await self._check(fn, *args)
+        if decision is None:
+            return None
+        if isinstance(decision, _Refusal):
+            r = decision.reply
+            self.log.info(f"{self._qid_or_noqueue()}: reject: {stage} from {self.client}: "
+                          f"{r.code} {r.dsn} {r.text}; from=<{self.sender}>"
+                          + (f" to=<{rcpt}>" if rcpt is not None else "")
+                          + f" proto={self.protocol}"
+                          + (f" helo=<{self.facts.helo_name}>" if self.facts.helo_name else ""))
+            return r
+        self._log_decision(decision)
+        if decision.delay:
+            await asyncio.sleep(decision.delay)
+        return decision.reply
+
+    async def _helo(self, ev: P.Helo) -> None:
+        f = self.facts
+        self._abort_transaction()
+        self._new_transaction()
+        self.checks.reset()
+        f.helo_name = ev.hostname
+        f.protocol = "ESMTP" if ev.extended else "SMTP"
+        reply = await self._decide(self.checks.helo, "HELO", ev.hostname)
+        if reply is not None and reply.code >= 400:
+            self.conn.reject(reply)
+            return
+        if ev.extended:
+            words, discarded = self.server.ehlo_keywords(f)
+            self.conn.enhanced_status_codes = "enhancedstatuscodes" not in discarded
+            self.conn.accept(ehlo_keywords=words)
+        else:
+            self.conn.accept()
+
+    async def _mail(self, ev: P.MailFrom) -> None:
+        sender = A.unquote_822_local(ev.address) if ev.address else ""
+        self.sender = sender
+        self.facts.sender = sender
+        reply = await self._decide(self.checks.mail, "MAIL", sender, ev.size)
+        if reply is not None and reply.code >= 400:
+            self.sender = ""
+            self.conn.reject(reply)
+            return
+        self.mail = ev
+        self.conn.accept()
+
+    async def _rcpt(self, ev: P.RcptTo) -> None:
+        rcpt = A.unquote_822_local(ev.address)
+        reply = await self._decide(self.checks.rcpt, "RCPT", rcpt, rcpt=rcpt)
+        if reply is not None and reply.code >= 400:
+            self.conn.reject(reply)
+            return
+        if self.injection is None:
+            try:
+                self.injection = self.server.new_submission()
+            except Exception as err:
+                self.log.warning(f"cannot create a queue file: {err}")
+                self.conn.reject(P.Reply(451, "4.3.0", "Error: queue file write error"))
+                return
+            extra = ""
+            sasl = getattr(self.facts, "sasl_username", None)
+            if sasl:
+                extra = f", sasl_method={self.facts.sasl_method}, sasl_username={sasl}"
+            self.log.info(f"{self.injection.queue_id}: client={self.client}{extra}")
+        self.recipients.append(Recipient(rcpt, notify=ev.notify, orcpt=ev.orcpt or ""))
+        self.conn.accept()
+
+    async def _data(self, ev: P.DataCommand) -> None:
+        reply = await self._decide(self.checks.data, "DATA", len(self.recipients))
+        if reply is not None and reply.code >= 400:
+            self.conn.reject(reply)
+            return
+        if self.injection is None:  # the core refuses DATA without recipients
+            self.conn.reject(P.Reply(503, "5.5.1", "Error: need RCPT command"))
+            return
+        try:
+            self._start_message()
+        except Exception as err:
+            self.log.warning(f"{self.injection.queue_id}: cannot write the queue file: {err}")
+            self.injection = None
+            self.conn.reject(WRITE_ERROR)
+            return
+        self.conn.accept()
+
+    def _start_message(self) -> None:
+        srv, f, inj = self.server, self.facts, self.injection
+        assert inj is not None and self.mail is not None
+        actions = self.checks.actions
+        xf = self.xforward
+        received = smtpd_received(
+            helo=f.helo_name, name=f.name, addr=f.addr,
+            port=f.port if srv.port_logging else "", myhostname=srv.hostname,
+            mail_name=srv.mail_name, protocol=self.protocol, queue_id=inj.queue_id,
+            recipients=[r.address for r in self.recipients], when=inj.arrival_time)
+        prepend = list(getattr(actions, "prepend", []) or [])
+        received = "\n".join(prepend + [received])
+        for bcc in getattr(actions, "bcc", []) or []:
+            if all(r.address != bcc for r in self.recipients):
+                self.recipients.append(Recipient(bcc))
+        attributes = {
+            E.ATTR_CLIENT_NAME: xf.get("NAME", f.name),
+            E.ATTR_CLIENT_ADDRESS: xf.get("ADDR", f.addr),
+            E.ATTR_CLIENT_PORT: xf.get("PORT", f.port),
+            E.ATTR_ORIGIN: self.client,
+            E.ATTR_HELO_NAME: xf.get("HELO", f.helo_name or ""),
+            E.ATTR_PROTOCOL: xf.get("PROTO", self.protocol),
+            E.ATTR_REWRITE_CONTEXT: self._rewrite_context(),
+        }
+        sasl = getattr(f, "sasl_username", None)
+        if sasl:
+            attributes[E.ATTR_SASL_METHOD] = f.sasl_method or ""
+            attributes[E.ATTR_SASL_USERNAME] = sasl
+        if self.mail.smtputf8:
+            attributes[E.ATTR_SMTPUTF8] = "yes"
+        log = self._cleanup_log
+        inj.start(log=log, attributes=attributes, ret=self.mail.ret,
+                  envid=self.mail.envid or "", sender=self.sender,
+                  recipients=list(self.recipients), rewrite_context=attributes[
+                      E.ATTR_REWRITE_CONTEXT], received=received, origin=self.client,
+                  proto=self.protocol, helo=f.helo_name)
+        self.started = True
+
+    def _cleanup_log(self, level: str, text: str) -> None:
+        {"warning": self.log.warning, "error": self.log.error}.get(level, self.log.info)(text)
+
+    def _rewrite_context(self) -> str:
+        """local_header_rewrite_clients: permit_inet_interfaces,
+        permit_mynetworks, permit_sasl_authenticated, static:all, ..."""
+        for item in self.server.local_rewrite:
+            if item == "static:all":
+                return "local"
+            if item == "permit_mynetworks" and self.checks.in_mynetworks():
+                return "local"
+            if item == "permit_sasl_authenticated" and getattr(self.facts, "sasl_username",
+                                                                None):
+                return "local"
+            if item == "permit_inet_interfaces" and self.facts.addr in ("127.0.0.1", "::1"):
+                return "local"
+        return "remote"
+
+    async def _message_data(self, ev: P.MessageData) -> None:
+        if self.injection is None or not self.started or self.failed is not None:
+            return
+        try:
+            self.injection.feed(ev.data)
+        except TableRetry as err:
+            self.log.warning(f"{self.injection.queue_id}: {err}")
+            self.failed = P.Reply(451, "4.3.0", "Error: queue file write error")
+        except OSError as err:
+            self.log.warning(f"{self.injection.queue_id}: queue file write error: {err}")
+            self.failed = WRITE_ERROR
+
+    async def _message_end(self, ev: P.Event) -> None:
+        conn = self.conn
+        self.where = "END-OF-MESSAGE"
+        try:
+            reply = await self._end_of_message(ev)
+        finally:
+            self._abort_transaction()
+            self._new_transaction()
+            self.checks.reset()
+        if reply.code < 400:
+            conn.accept(reply)
+        else:
+            conn.reject(reply)
+
+    async def _end_of_message(self, ev: P.Event) -> P.Reply:
+        inj = self.injection
+        if getattr(ev, "too_big", False):
+            return P.Reply(552, "5.3.4", "Error: message file too big")
+        if self.failed is not None:
+            return self.failed
+        if inj is None or not self.started:
+            return P.Reply(554, "5.5.1", "Error: no valid recipients")
+        size = getattr(ev, "size", 0)
+        reply = await self._decide(self.checks.end_of_data, "END-OF-MESSAGE", size)
+        if reply is not None and reply.code >= 400:
+            return reply
+        actions = self.checks.actions
+        try:
+            result = await asyncio.to_thread(self._finish, inj, actions)
+        except TableRetry as err:
+            self.log.warning(f"{inj.queue_id}: {err}")
+            return P.Reply(451, "4.3.0", "Error: queue file write error")
+        except OSError as err:
+            self.log.warning(f"{inj.queue_id}: queue file write error: {err}")
+            return WRITE_ERROR
+        self.injection = None
+        if result.queue_id:
+            self.server.wake_qmgr()
+        return parse_reply(result.result.smtp_reply())
+
+    @staticmethod
+    def _finish(inj: Injection, actions):
+        return inj.finish(hold=bool(getattr(actions, "hold", None)),
+                          filter=getattr(actions, "filter", None),
+                          redirect=getattr(actions, "redirect", None),
+                          discard=bool(getattr(actions, "discard", None)))
+
+    async def _bdat_chunk(self, ev: P.BdatChunk) -> None:
+        if ev.last:
+            await self._message_end(ev)
+        else:
+            self.conn.accept()
+
+    async def _vrfy(self, ev: P.Vrfy) -> None:
+        arg = ev.argument.strip()
+        address = A.unquote_822_local(arg.strip("<>"))
+        reply = await self._decide(self.checks.vrfy, "VRFY", address, rcpt=address)
+        if reply is not None and reply.code >= 400:
+            self.conn.reject(reply)
+            return
+        self.conn.accept(P.Reply(252, "2.0.0", arg))
+
+    async def _etrn(self, ev: P.Etrn) -> None:
+        domain = ev.argument.strip()
+        site = domain.lstrip("@#")
+        reply = await self._decide(self.checks.etrn, "ETRN", site)
+        if reply is not None and reply.code >= 400:
+            self.conn.reject(reply)
+            return
+        if self.server.flush_domains.match(site, ""):
+            notify(os.path.join(self.server.settings.str("queue_directory"), "public", "qmgr"),
+                   Attrs.of(request="flush", domain=site))
+            self.conn.accept(P.Reply(250, "", "Queuing started"))
+        else:
+            self.conn.reject(P.Reply(459, "4.3.0", f"<{site}>: service unavailable"))
+
+    def _authorized(self, hosts) -> bool:
+        try:
+            return bool(hosts) and hosts.match(self.facts.name, self.facts.addr)
+        except TableRetry:
+            return False
+
+    async def _xclient(self, ev: P.Xclient) -> None:
+        if not self._authorized(self.server.xclient_hosts):
+            self.conn.reject(P.Reply(550, "5.7.0", "Error: insufficient authorization"))
+            return
+        f = self.facts
+        values = {k.upper(): v for k, v in ev.attributes.items()}
+        for key, attr in (("NAME", "name"), ("REVERSE_NAME", "reverse_name"),
+                          ("ADDR", "addr"), ("PORT", "port"), ("HELO", "helo_name"),
+                          ("LOGIN", "sasl_username")):
+            if key in values:
+                value = values[key]
+                if value in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+                    value = "unknown" if attr in ("name", "reverse_name") else ""
+                    if attr in ("name", "reverse_name"):
+                        setattr(f, attr + "_status", 4 if "TEMP" in values[key] else 5)
+                elif attr in ("name", "reverse_name"):
+                    setattr(f, attr + "_status", 0)
+                if attr == "addr" and value.upper().startswith("IPV6:"):
+                    value = value[5:]
+                setattr(f, attr, value or None if attr == "helo_name" else value)
+        self._abort_transaction()
+        self._new_transaction()
+        self.checks = self.server.checks.session(f)
+        self.conn.accept(P.Reply(220, "", self.server.banner))
+
+    async def _xforward(self, ev: P.Xforward) -> None:
+        if not self._authorized(self.server.xforward_hosts):
+            self.conn.reject(P.Reply(550, "5.7.0", "Error: insufficient authorization"))
+            return
+        for key, value in ev.attributes.items():
+            if value not in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+                self.xforward[key.upper()] = value
+        self.conn.accept(P.Reply(250, "2.0.0", "Ok"))
+
+    def _abort_transaction(self) -> None:
+        if self.injection is not None:
+            try:
+                self.injection.abort()
+            except Exception:
+                pass
+            self.injection = None
+
+
+class _FdWriter:
+    """The writing half of a session on a file descriptor (sendmail -bs)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+    async def drain(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+async def serve_stdio(server: SessionServer, rfd: int = 0, wfd: int = 1) -> None:
+    """One session on standard input and output, as ``sendmail -bs``."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=READ_SIZE)
+
+    async def pump() -> None:
+        while True:
+            data = await loop.run_in_executor(None, os.read, rfd, READ_SIZE)
+            if not data:
+                reader.feed_eof()
+                return
+            reader.feed_data(data)
+
+    task = loop.create_task(pump())
+    try:
+        await server.serve_streams(reader, _FdWriter(wfd), "127.0.0.1", "")
+    finally:
+        task.cancel()
+
+
+class _NoChecks:
+    """The restrictions of a stand-alone session (sendmail -bs): none, as
+    for any local submission."""
+
+    may_block = False
+
+    def __init__(self) -> None:
+        from ..policy.smtpd_check import MessageActions
+
+        self.actions = MessageActions()
+
+    def session(self, facts: ClientFacts) -> _NoChecks:
+        return self
+
+    def connect(self, *args):
+        return None
+
+    helo = mail = rcpt = data = end_of_data = etrn = vrfy = connect
+
+    def reset(self) -> None:
+        pass
+
+    def in_mynetworks(self) -> bool:
+        return True
+
+
+@dataclasses.dataclass
+class _Refusal:
+    reply: P.Reply
+
+
+_HANDLERS = {
+    P.Helo: Session._helo,
+    P.MailFrom: Session._mail,
+    P.RcptTo: Session._rcpt,
+    P.DataCommand: Session._data,
+    P.MessageData: Session._message_data,
+    P.MessageEnd: Session._message_end,
+    P.BdatChunk: Session._bdat_chunk,
+    P.Vrfy: Session._vrfy,
+    P.Etrn: Session._etrn,
+    P.Xclient: Session._xclient,
+    P.Xforward: Session._xforward,
+}

@@ -1,0 +1,86 @@
+"""smtpd: the SMTP server, as smtpd(8).
+
+Each worker process serves many sessions on one asyncio loop; master starts
+about one worker per core for an inet service and gives each its share of
+the entry's ``maxproc`` (the number of concurrent sessions the service may
+hold), in ``HATO_SESSION_LIMIT``. A worker that is full stops accepting
+until a session ends; the others go on.
+
+A session is driven by the sans-IO core :mod:`hato.proto.smtpd`: this
+module reads the socket, feeds the core, asks the restrictions
+(:mod:`hato.policy.smtpd_check`) about each command the core parsed, and
+streams the message content through cleanup into incoming/
+(:class:`hato.queue.inject.Injection`). The reply ``250 2.0.0 Ok: queued
+as QID`` is sent only after the queue file is committed (fsynced); then
+qmgr is woken through ``public/qmgr``. The queue file is created at the
+first accepted recipient, as Postfix does
+(``smtpd_delay_open_until_valid_rcpt``).
+
+Logging, as Postfix's: ``connect from host[addr]``, ``QID: client=host[addr]``,
+``NOQUEUE: reject: RCPT from host[addr]: 554 5.7.1 ...; from=<s> to=<r>
+proto=ESMTP helo=<h>``, ``lost connection after DATA from host[addr]``,
+``timeout after RCPT from host[addr]``, ``too many errors after ...``,
+``disconnect from host[addr] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5``.
+
+Parameters: smtpd_banner, myhostname, mail_name, smtpd_timeout,
+smtpd_per_record_deadline, smtpd_error_sleep_time, smtpd_soft_error_limit,
+smtpd_hard_error_limit, smtpd_junk_command_limit, smtpd_recipient_limit,
+smtpd_recipient_overshoot_limit, message_size_limit, line_length_limit,
+smtpd_forbid_bare_newline (+ _exclusions, _reject_code),
+smtpd_forbid_unauth_pipelining, disable_vrfy_command, smtpd_helo_required,
+smtputf8_enable, strict_rfc821_envelopes, smtpd_discard_ehlo_keywords,
+smtpd_discard_ehlo_keyword_address_maps, smtpd_peername_lookup,
+smtpd_client_port_logging, smtpd_authorized_xclient_hosts,
+smtpd_authorized_xforward_hosts, local_header_rewrite_clients,
+fast_flush_domains, resolve_dequoted_address, every restriction parameter
+(see hato.policy.smtpd_check), and everything cleanup reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from ..io.dns import Resolver as DnsResolver
+from ..io.ipc import notify
+from ..io.smtpd_session import SessionServer
+from ..proto.attr import Attrs
+
+
+async def serve(ctx) -> int:
+    server = SessionServer(ctx.settings, ctx.log, service=ctx.service,
+                           dns=DnsResolver.from_settings(ctx.settings),
+                           wake_qmgr=_qmgr_waker(ctx.settings.str("queue_directory")))
+    limit = int(os.environ.get("HATO_SESSION_LIMIT", "0") or 0) or 100
+    server.session_limit = limit
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(server.accept_loop(sock, ctx.stop)) for sock in ctx.listeners]
+    await ctx.stop.wait()
+    for task in tasks:
+        task.cancel()
+    for sock in ctx.listeners:
+        sock.close()
+    # Sessions in progress finish (a reload or stop must not drop them),
+    # up to smtpd_timeout.
+    deadline = time.monotonic() + ctx.settings.time("smtpd_timeout")
+    while server.sessions and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return 0
+
+
+def _qmgr_waker(queue_directory: str):
+    """A wake-up for qmgr after each queued message; a burst of messages
+    within 20 ms shares one, sent at its end."""
+    path = os.path.join(queue_directory, "public", "qmgr")
+    pending = [False]
+
+    def send() -> None:
+        pending[0] = False
+        notify(path, Attrs.of(request="wakeup"))
+
+    def wake() -> None:
+        if not pending[0]:
+            pending[0] = True
+            asyncio.get_running_loop().call_later(0.02, send)
+    return wake

@@ -1,0 +1,346 @@
+"""SMTP server core: session-level behaviour — limits, error counting,
+pipelining, STARTTLS, AUTH, long lines, greetings and statistics."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from hato.proto import smtpd as s
+from tests.unit.proto.test_smtpd_support import (BANNER, HOST, KEYWORDS, Session, run,
+                                                 run_all_ways)
+
+ENVELOPE = b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+
+
+def test_errors_count_to_421():
+    lim = s.Limits(hard_error_limit=5)
+    sess = run_all_ways(b"EHLO c\r\n" + b"XYZ\r\n" * 4 + b"MAIL FROM\r\nNOOP\r\n", lim)
+    assert sess.replies[-2:] == ["501 5.5.4 Syntax: MAIL FROM:<address>",
+                                 f"421 4.7.0 {HOST} Error: too many errors"]
+    assert sess.conn.closed and sess.conn.error_count == 5
+    closed = sess.events[-1]
+    assert isinstance(closed, s.Closed) and closed.reason == s.REASON_ERRORS
+
+
+def test_421_sent_before_reading_next_command():
+    # Postfix checks the limit at the top of its command loop.
+    lim = s.Limits(hard_error_limit=2)
+    sess = run([b"XYZ\r\n", b"XYZ\r\n"], lim)
+    assert sess.replies[-1] == f"421 4.7.0 {HOST} Error: too many errors"
+
+
+def test_service_rejections_count_as_errors():
+    def policy(conn, ev):
+        if isinstance(ev, s.RcptTo):
+            conn.reject(s.Reply(550, "5.1.1", "User unknown"))
+        else:
+            conn.accept(ehlo_keywords=KEYWORDS if isinstance(ev, s.Helo) else None)
+    lim = s.Limits(hard_error_limit=3)
+    sess = run_all_ways(b"EHLO c\r\nMAIL FROM:<a@b>\r\n" + b"RCPT TO:<x@y>\r\n" * 4, lim,
+                        policy=policy)
+    assert sess.replies[-4:] == ["550 5.1.1 User unknown"] * 3 + [
+        f"421 4.7.0 {HOST} Error: too many errors"]
+    assert sess.conn.counts["rcpt"] == [0, 3]
+
+
+def test_error_count_resets_after_delivery():
+    sess = run_all_ways(b"XYZ\r\nXYZ\r\n" + ENVELOPE + b"DATA\r\n.\r\n")
+    assert sess.conn.error_count == 0
+
+
+def test_junk_limit():
+    lim = s.Limits(junk_command_limit=3)
+    sess = run_all_ways(b"EHLO c\r\n" + b"NOOP\r\n" * 4 + b"RSET\r\nVRFY x\r\n", lim)
+    assert sess.conn.junk_count == 7
+    assert sess.conn.error_count == 4  # commands 4..7 count as errors
+    assert sess.codes()[-3:] == ["250 2.0.0", "250 2.0.0", "252 2.0.0"]
+
+
+def test_recipient_limit_with_1000_rcpts():
+    lim = s.Limits(recipient_limit=1000, recipient_overshoot_limit=5, hard_error_limit=1000)
+    rcpts = b"".join(b"RCPT TO:<u%d@d>\r\n" % i for i in range(1010))
+    sess = run(b"EHLO c\r\nMAIL FROM:<a@b>\r\n" + rcpts, lim)
+    codes = sess.codes()[2:]
+    assert codes[:1000] == ["250 2.1.5"] * 1000
+    assert codes[1000:] == ["452 4.5.3"] * 10
+    assert sess.replies[-1] == "452 4.5.3 Error: too many recipients"
+    assert sess.conn.recipients == 1000
+    assert sess.conn.error_count == 5  # only past the overshoot limit
+    assert sess.conn.counts["rcpt"] == [1000, 1010]
+
+
+def test_recipient_limit_resets_per_transaction():
+    lim = s.Limits(recipient_limit=1)
+    sess = run_all_ways(ENVELOPE + b"RCPT TO:<e@f>\r\nRSET\r\nMAIL FROM:<a@b>\r\nRCPT TO:<e@f>\r\n",
+                        lim)
+    assert sess.codes()[-4:] == ["452 4.5.3", "250 2.0.0", "250 2.1.0", "250 2.1.5"]
+
+
+# ---------------------------------------------------------------- lines
+
+
+@pytest.mark.parametrize("size", [10_000, 1_000_000])
+def test_long_command_line_bounded_memory(size):
+    sess = Session()
+    sess.feed(b"EHLO c\r\n")
+    line = b"NOOP " + b"x" * size + b"\r\n"
+    peak = 0
+    for i in range(0, len(line), 4096):
+        sess.conn.receive_data(line[i:i + 4096])
+        peak = max(peak, len(sess.conn._in))
+        sess.pump()
+    assert peak <= s.Limits().line_length_limit + 4096
+    sess.feed(b"NOOP\r\n")
+    assert sess.codes()[-2:] == ["250 2.0.0", "250 2.0.0"]
+
+
+def test_long_mail_line_is_truncated_like_postfix():
+    addr = b"x" * 3000
+    sess = run_all_ways(b"EHLO c\r\nMAIL FROM:<" + addr + b"@x>\r\nNOOP\r\n")
+    assert sess.replies[-2:] == ["501 5.1.7 Bad sender address syntax", "250 2.0.0 Ok"]
+
+
+def test_long_line_whole_and_split_same():
+    sess = run_all_ways(b"EHLO c\r\nNOOP " + b"y" * 5000 + b"\r\nRSET\r\n")
+    assert sess.codes()[-2:] == ["250 2.0.0", "250 2.0.0"]
+
+
+def test_nul_bytes():
+    sess = run_all_ways(b"EHLO c\r\n\0\r\nNO\0OP\r\nNOOP \0x\r\n")
+    assert sess.replies[-3:] == ["500 5.5.2 Error: bad syntax",
+                                 "500 5.5.2 Error: command not recognized", "250 2.0.0 Ok"]
+
+
+def test_invalid_utf8_without_smtputf8_enable():
+    sess = run_all_ways(b"EHLO c\r\nNOOP \xff\r\n", s.Limits(smtputf8_enable=False))
+    assert sess.replies[-1] == "250 2.0.0 Ok"
+
+
+@pytest.mark.parametrize("cmd", [b"GET / HTTP/1.0", b"POST /x HTTP/1.1", b"CONNECT h:25",
+                                 b"get /", b"<html>", b"1234"])
+def test_http_and_bogus_commands_close(cmd):
+    sess = run_all_ways(b"EHLO c\r\n" + cmd + b"\r\nNOOP\r\n")
+    assert sess.replies[-1] == "221 2.7.0 Error: I can break rules, too. Goodbye."
+    assert sess.conn.closed and sess.events[-1].reason == s.REASON_FORBIDDEN
+    assert sess.conn.counts["unknown"] == [0, 1]
+
+
+# ------------------------------------------------------------- pipelining
+
+
+def test_pipelined_flag_and_input_pending():
+    sess = run(b"EHLO c\r\nNOOP\r\nNOOP\r\n")
+    noops = [e for e in sess.events if isinstance(e, s.Simple)]
+    assert [e.pipelined for e in noops] == [True, False]
+    assert next(e for e in sess.events if isinstance(e, s.Helo)).pipelined
+    assert sess.conn.improper_pipelining == ("EHLO", b"NOOP\r\nNOOP\r\n")
+    assert not sess.conn.input_pending()
+
+
+def test_improper_pipelining_recorded_but_allowed_by_default():
+    sess = run(b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n")
+    assert sess.codes()[-2:] == ["250 2.1.0", "250 2.1.5"]
+    assert sess.conn.improper_pipelining == ("HELO", b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n")
+
+
+FORBID = s.Limits(forbid_unauth_pipelining=True)
+
+
+@pytest.mark.parametrize("writes,ok", [
+    ([b"HELO x\r\nNOOP\r\n"], 0),
+    ([b"EHLO x\r\nNOOP\r\n"], 0),
+    ([b"EHLO x\r\n", b"NOOP\r\nNOOP\r\n"], 1),
+    ([b"EHLO x\r\n", b"VRFY a\r\nNOOP\r\n"], 1),
+    ([b"HELO x\r\n", b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"], 1),
+    ([b"HELO x\r\n", b"MAIL FROM:<a@b>\r\n", b"RCPT TO:<c@d>\r\n", b"BDAT 1\r\nx"], 3),
+])
+def test_forbid_unauth_pipelining_closes(writes, ok):
+    sess = run(writes, FORBID)
+    assert sess.replies[-1] == "554 5.5.0 Error: SMTP protocol synchronization"
+    assert len(sess.codes()) - 1 == ok
+    assert sess.conn.closed and sess.events[-1].reason == s.REASON_SYNC
+
+
+@pytest.mark.parametrize("writes", [
+    [b"EHLO x\r\n", b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", b"x\r\n.\r\nNOOP\r\n"],
+    [b"EHLO x\r\n", b"RSET\r\nNOOP\r\n"],
+    [b"EHLO x\r\n", b"MAIL FROM:<a@b>\r\nNOOP\r\n"],
+    [b"EHLO x\r\n", b"XYZ\r\nNOOP\r\n"],
+])
+def test_forbid_unauth_pipelining_allows_pipelining_clients(writes):
+    sess = run(writes, FORBID)
+    assert not sess.conn.closed
+    assert "554" not in " ".join(sess.codes())
+
+
+def test_forbid_unauth_pipelining_before_greeting():
+    conn = s.ServerConnection(FORBID, hostname=HOST)
+    conn.receive_data(b"EHLO x\r\n")
+    conn.greet(BANNER)
+    assert conn.data_to_send() == b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
+    assert isinstance(conn.next_event(), s.Closed)
+
+
+def test_input_before_greeting_is_processed_after_it():
+    conn = s.ServerConnection(s.Limits(), hostname=HOST)
+    conn.receive_data(b"NOOP\r\n")
+    assert conn.next_event() is s.NEED_DATA
+    conn.greet(BANNER)
+    assert isinstance(conn.next_event(), s.Simple)
+    assert conn.data_to_send() == b"220 mx.example.com ESMTP hato\r\n250 2.0.0 Ok\r\n"
+
+
+# ------------------------------------------------------------- greeting/close
+
+
+@pytest.mark.parametrize("code", [421, 554])
+def test_refusing_greeting_closes(code):
+    conn = s.ServerConnection(s.Limits(), hostname=HOST)
+    conn.greet(s.Reply(code, "", f"{HOST} Service unavailable"))
+    assert conn.data_to_send() == f"{code} {HOST} Service unavailable\r\n".encode()
+    ev = conn.next_event()
+    assert isinstance(ev, s.Closed) and ev.reason == s.REASON_GREETING
+    assert conn.closed and conn.state is s.State.CLOSED
+
+
+def test_reject_with_close():
+    def policy(conn, ev):
+        if isinstance(ev, s.MailFrom):
+            conn.reject(s.Reply(421, "4.7.0", f"{HOST} Error: too many connections"), close=True)
+        else:
+            conn.accept()
+    sess = run_all_ways(b"EHLO c\r\nMAIL FROM:<a@b>\r\nNOOP\r\n", policy=policy)
+    assert sess.replies[-1] == f"421 4.7.0 {HOST} Error: too many connections"
+    assert sess.events[-1].reason == s.REASON_REJECTED
+
+
+def test_eof_gives_closed_with_last_command():
+    sess = run(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", eof=True)
+    ev = sess.events[-1]
+    assert isinstance(ev, s.Closed) and ev.reason == s.REASON_EOF and ev.verb == "DATA"
+    assert sess.conn.last_command == "DATA"
+
+
+def test_quit_and_statistics():
+    sess = run_all_ways(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x>\r\nDATA\r\nXYZ\r\nQUIT\r\n",
+                        policy=lambda c, e: c.reject(s.Reply(550, "5.1.1", "No"))
+                        if isinstance(e, s.RcptTo) else c.accept())
+    assert sess.events[-1] == s.Closed(verb="QUIT", reason="")
+    assert sess.conn.disconnect_stats() == \
+        "ehlo=1 mail=1 rcpt=0/1 data=0/1 unknown=0/1 quit=1 commands=3/6"
+
+
+def test_api_misuse_raises():
+    conn = s.ServerConnection(s.Limits(), hostname=HOST)
+    conn.greet(BANNER)
+    with pytest.raises(s.ProtocolStateError):
+        conn.accept()
+    with pytest.raises(s.ProtocolStateError):
+        conn.starttls_done()
+    with pytest.raises(s.ProtocolStateError):
+        conn.greet(BANNER)
+
+
+def test_paused_until_answered():
+    conn = s.ServerConnection(s.Limits(), hostname=HOST)
+    conn.greet(BANNER)
+    conn.receive_data(b"EHLO c\r\nNOOP\r\n")
+    assert isinstance(conn.next_event(), s.Helo)
+    assert conn.next_event() is s.PAUSED
+    assert conn.input_pending()
+    conn.accept(ehlo_keywords=["PIPELINING"])
+    assert isinstance(conn.next_event(), s.Simple)
+    assert conn.next_event() is s.NEED_DATA
+
+
+def test_enforce_tls():
+    sess = run_all_ways(b"EHLO c\r\nMAIL FROM:<a@b>\r\nNOOP\r\n", s.Limits(enforce_tls=True))
+    assert sess.replies[-2:] == ["530 5.7.0 Must issue a STARTTLS command first", "250 2.0.0 Ok"]
+
+
+# ---------------------------------------------------------------- STARTTLS
+
+
+def test_starttls_discards_injected_commands():
+    sess = Session()
+    sess.feed(b"EHLO c\r\n")
+    sess.conn.receive_data(b"STARTTLS\r\nMAIL FROM:<evil@x>\r\n")
+    ev = sess.conn.next_event()
+    assert isinstance(ev, s.StartTls)
+    sess.conn.accept()
+    assert sess.conn.next_event() is s.PAUSED
+    assert sess.conn.state is s.State.STARTTLS
+    sess.conn.receive_data(b"RCPT TO:<evil@y>\r\n")  # still plaintext: dropped
+    assert sess.conn.data_to_send() == b"220 2.0.0 Ready to start TLS\r\n"
+    sess.conn.starttls_done()
+    assert sess.conn.tls_active and sess.conn.helo_name is None
+    assert sess.conn.state is s.State.READY
+    assert sess.conn.next_event() is s.NEED_DATA
+    sess.feed(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b>\r\n")
+    assert not any(isinstance(e, s.MailFrom) and e.address == "evil@x" for e in sess.events)
+    assert sess.replies[-2:] == ["554 5.5.1 Error: TLS already active", "250 2.1.0 Ok"]
+    assert "STARTTLS" in sess.conn.offered
+
+
+def test_starttls_resets_ehlo_state():
+    sess = run([b"EHLO c\r\n", b"STARTTLS\r\n", b"MAIL FROM:<a@b>\r\n"],
+               s.Limits(helo_required=True))
+    assert sess.replies[-1] == "503 5.5.1 Error: send HELO/EHLO first"
+
+
+# -------------------------------------------------------------------- AUTH
+
+
+def auth_policy(conn, ev, log=[]):  # noqa: B006 - per-test list passed in below
+    if isinstance(ev, s.Helo):
+        conn.accept(ehlo_keywords=KEYWORDS)
+    elif isinstance(ev, s.Auth):
+        if ev.initial is None:
+            conn.reply(s.Reply(334, "", ""))
+        else:
+            conn.auth_done(base64.b64decode(ev.initial) == b"\0u\0p")
+    elif isinstance(ev, s.AuthResponse):
+        if ev.line == "*":
+            conn.reject(s.Reply(501, "5.7.0", "Authentication aborted"))
+        else:
+            conn.auth_done(base64.b64decode(ev.line) == b"\0u\0p")
+    else:
+        conn.accept()
+
+
+def test_auth_initial_response_and_already_authenticated():
+    good = base64.b64encode(b"\0u\0p")
+    sess = run_all_ways(b"EHLO c\r\nAUTH PLAIN " + good + b"\r\nAUTH PLAIN\r\n", policy=auth_policy)
+    assert sess.replies[-2:] == ["235 2.7.0 Authentication successful",
+                                 "503 5.5.1 Error: already authenticated"]
+    assert sess.conn.authenticated
+
+
+def test_auth_challenge_response_cancel_and_failure():
+    good = base64.b64encode(b"\0u\0p")
+    bad = base64.b64encode(b"\0u\0x")
+    sess = run_all_ways([b"EHLO c\r\nAUTH PLAIN\r\n", b"*\r\n", b"AUTH PLAIN\r\n", bad + b"\r\n",
+                         b"AUTH PLAIN\r\n", good + b"\r\n", b"MAIL FROM:<a@b>\r\n"],
+                        policy=auth_policy)
+    assert sess.replies[-7:] == ["334 ", "501 5.7.0 Authentication aborted", "334 ",
+                                 "535 5.7.8 Error: authentication failed: authentication failure",
+                                 "334 ", "235 2.7.0 Authentication successful", "250 2.1.0 Ok"]
+    responses = [e.line for e in sess.events if isinstance(e, s.AuthResponse)]
+    assert responses == ["*", bad.decode(), good.decode()]
+    assert sess.conn.counts["auth"] == [1, 3]
+    assert sess.conn.error_count == 2
+
+
+def test_auth_not_offered_and_before_helo():
+    sess = run_all_ways(b"AUTH PLAIN\r\nHELO c\r\nAUTH PLAIN\r\n")
+    assert sess.replies == ["503 5.5.1 Error: send HELO/EHLO first", f"250 {HOST}",
+                            "503 5.5.1 Error: authentication not enabled"]
+
+
+def test_auth_response_too_long():
+    lim = s.Limits(sasl_response_limit=100)
+    sess = run_all_ways([b"EHLO c\r\nAUTH PLAIN\r\n", b"A" * 500 + b"\r\nNOOP\r\n"], lim,
+                        policy=auth_policy)
+    assert sess.replies[-2:] == ["500 5.5.6 SASL response limit exceeded", "250 2.0.0 Ok"]
