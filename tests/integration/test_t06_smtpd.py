@@ -225,3 +225,19 @@ def test_bdat_and_smuggling_over_the_wire(instance):
     msgs = wait_messages(inst, 2)
     subjects = sorted(m["Subject"] for m in msgs)
     assert subjects == ["bdat", "smuggle"]
+
+
+def test_sendmail_bs_speaks_smtp_on_stdin(smtp_instance):
+    inst = smtp_instance
+    dialogue = (b"EHLO local\r\nMAIL FROM:<demo@hato.test>\r\nRCPT TO:<demo@hato.test>\r\n"
+                b"DATA\r\nSubject: via -bs\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+    r = inst.cmd("sendmail", "-bs", input=dialogue)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert out.startswith("220 "), out
+    assert "250 2.0.0 Ok: queued as " in out, out
+    assert out.rstrip().endswith("221 2.0.0 Bye"), out
+    msgs = wait_messages(inst, 1)
+    assert msgs[0]["Subject"] == "via -bs"
+    # A local submission: pickup's Received: line names the submitting user.
+    assert "from userid" in msgs[0].get_all("Received")[0]

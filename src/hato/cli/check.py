@@ -10,6 +10,10 @@ It reads main.cf and master.cf and reports, each with file and line:
 * parameters nothing uses (typos) — warnings;
 * Postfix parameters hato does not implement — named as such;
 * master.cf services whose daemon hato does not run (yet) — named as such;
+* smtpd restriction lists (main.cf and each smtpd service's ``-o``
+  overrides): unknown restriction names — errors; restrictions hato does
+  not do yet — named as such; no relay protection — an error, as Postfix's
+  smtpd refuses to run without it;
 * missing or unsafe paths, unknown mail_owner/setgid_group when run as root.
 
 Exit status 0 when there are no errors, 1 otherwise.
@@ -182,6 +186,83 @@ def check_services(cfg: Config, report: Report) -> None:
                         f"{Status.PLANNED.value} in hato")
 
 
+RESTRICTION_PARAMS = (
+    "smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
+    "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "smtpd_data_restrictions",
+    "smtpd_end_of_data_restrictions", "smtpd_etrn_restrictions")
+
+#: Restrictions Postfix has that hato names but does not do yet.
+NOT_YET = {
+    "reject_unverified_sender": "address verification arrives with the SMTP client",
+    "reject_unverified_recipient": "address verification arrives with the SMTP client",
+    "check_policy_service": "policy delegation is not implemented yet",
+}
+
+
+def _restriction_words(value: str) -> list[str]:
+    """The restriction names of a list (table and argument words skipped)."""
+    from ..policy.smtpd_check import _ARG_COMMANDS, _MAP_COMMANDS
+
+    words = value.replace(",", " ").split()
+    out: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        low = word.lower()
+        if low in _MAP_COMMANDS or low in _ARG_COMMANDS:
+            skip = True
+        if ":" in word or "=" in word or word.startswith("/"):
+            continue
+        out.append(word)
+    return out
+
+
+def check_restrictions(cfg: Config, report: Report) -> None:
+    """smtpd restriction lists: unknown names, names hato does not do yet,
+    and what would stop smtpd from starting (no relay protection, an
+    undefined restriction class), for main.cf and every smtpd service."""
+    from ..policy.dnsquery import StaticDns
+    from ..policy.smtpd_check import KNOWN_RESTRICTIONS, SmtpdChecks
+
+    targets: list[tuple[str | None, Settings]] = [(None, cfg.settings())]
+    for svc in cfg.master.services:
+        if svc.command == "smtpd" and svc.overrides:
+            targets.append((f"{_where(cfg.master.path, svc.lineno)}: service {svc.key}",
+                            cfg.settings(svc)))
+    reported: set[tuple[str, str, str]] = set()
+    fatal: set[str] = set()
+    for where, settings in targets:
+        classes = {c.lower() for c in settings.list("smtpd_restriction_classes")}
+        for param in RESTRICTION_PARAMS + tuple(sorted(classes)):
+            here = where or _where(cfg.main.path, cfg.main.lineno(param))
+            try:
+                value = settings.str(param)
+            except ConfigError:
+                continue
+            for word in _restriction_words(value):
+                low = word.lower()
+                key = (param, low, value)
+                if key in reported:
+                    continue
+                if low in NOT_YET:
+                    reported.add(key)
+                    report.warn(f"{here}: {param}: {word} is not implemented by hato yet "
+                                f"({NOT_YET[low]})")
+                elif low not in KNOWN_RESTRICTIONS and low not in classes:
+                    reported.add(key)
+                    report.error(f"{here}: {param}: unknown smtpd restriction \"{word}\"")
+        try:
+            SmtpdChecks(settings, StaticDns({})).close()
+        except ConfigError as err:
+            if err.message not in fatal:  # a service inherits main.cf's problem
+                fatal.add(err.message)
+                report.error(f"{where or cfg.main.path}: {err.message}")
+        except Exception:
+            pass  # table problems are check_tables' to report
+
+
 def check_paths(cfg: Config, report: Report) -> None:
     for fname in ("main.cf", "master.cf"):
         path = os.path.join(cfg.config_dir, fname)
@@ -246,6 +327,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
     check_parameters(cfg, report)
     check_tables(cfg, report)
     check_services(cfg, report)
+    check_restrictions(cfg, report)
     check_paths(cfg, report)
     if report.errors:
         msgs.info(f"{report.errors} error(s) in the configuration in {cfg.config_dir}")

@@ -185,6 +185,9 @@ class SessionServer:
             return "unknown", 4, "unknown", 4
 
     def ehlo_keywords(self, facts: ClientFacts) -> tuple[list[str], set[str]]:
+        """The EHLO reply's keywords, in Postfix's order, less those
+        smtpd_discard_ehlo_keywords and the client's entry in
+        smtpd_discard_ehlo_keyword_address_maps discard."""
         discard = set(self.discard_keywords)
         if self.discard_maps is not None:
             try:
@@ -197,11 +200,25 @@ class SessionServer:
         words = ["PIPELINING", size]
         if not self.limits.disable_vrfy:
             words.append("VRFY")
-        words += ["ETRN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+        words.append("ETRN")
+        if self.authorized(self.xclient_hosts, facts):
+            words.append("XCLIENT NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN DESTADDR "
+                         "DESTPORT")
+        if self.authorized(self.xforward_hosts, facts):
+            words.append("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT")
+        words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         if self.limits.smtputf8_enable:
             words.append("SMTPUTF8")
         words.append("CHUNKING")
         return [w for w in words if w.split()[0].lower() not in discard], discard
+
+
+    @staticmethod
+    def authorized(hosts, facts: ClientFacts) -> bool:
+        try:
+            return hosts.match(facts.name, facts.addr)
+        except TableRetry:
+            return False
 
 
 class Session:
@@ -603,6 +620,8 @@ class Session:
 
     async def _end_of_message(self, ev: P.Event) -> P.Reply:
         inj = self.injection
+        if getattr(ev, "reply", None) is not None:
+            return ev.reply  # the core refused the content (too big, bare <LF>)
         if getattr(ev, "too_big", False):
             return P.Reply(552, "5.3.4", "Error: message file too big")
         if self.failed is not None:
@@ -663,14 +682,8 @@ class Session:
         else:
             self.conn.reject(P.Reply(459, "4.3.0", f"<{site}>: service unavailable"))
 
-    def _authorized(self, hosts) -> bool:
-        try:
-            return bool(hosts) and hosts.match(self.facts.name, self.facts.addr)
-        except TableRetry:
-            return False
-
     async def _xclient(self, ev: P.Xclient) -> None:
-        if not self._authorized(self.server.xclient_hosts):
+        if not self.server.authorized(self.server.xclient_hosts, self.facts):
             self.conn.reject(P.Reply(550, "5.7.0", "Error: insufficient authorization"))
             return
         f = self.facts
@@ -695,7 +708,7 @@ class Session:
         self.conn.accept(P.Reply(220, "", self.server.banner))
 
     async def _xforward(self, ev: P.Xforward) -> None:
-        if not self._authorized(self.server.xforward_hosts):
+        if not self.server.authorized(self.server.xforward_hosts, self.facts):
             self.conn.reject(P.Reply(550, "5.7.0", "Error: insufficient authorization"))
             return
         for key, value in ev.attributes.items():

@@ -324,11 +324,18 @@ class ServerConnection:
         self._bdat_total = 0
         self._bdat_pending_event: BdatChunk | None = None
         self._auth_verb = ""
+        self._core_answered = False  # the last MessageEnd was answered by the core
 
     # ------------------------------------------------------------------ I/O
 
     def greet(self, reply: Reply) -> None:
-        """Queue the banner. A 4xx/5xx banner closes the session after it."""
+        """Queue the banner.
+
+        A 421 banner closes the session after it. Any other refusal (e.g. a
+        554 for smtpd_delay_reject=no) keeps it open, as Postfix does: the
+        service then refuses each command (``503 5.7.0 Error: access denied
+        for …``) until the client quits.
+        """
         if self._greeted:
             raise ProtocolStateError("greet() called twice")
         self._greeted = True
@@ -338,7 +345,7 @@ class ServerConnection:
             self._close(REASON_SYNC)
             return
         self._send(reply)
-        if reply.code >= 400:
+        if reply.code == 421:
             self._close(REASON_GREETING)
 
     def receive_data(self, data: bytes) -> None:
@@ -447,8 +454,8 @@ class ServerConnection:
             return False
         raw, bare_lf = line
         if bare_lf and self.limits.forbid_bare_newline == "reject":
-            self._send(_r(self.limits.bare_newline_reject_code, "5.5.2",
-                          f"{self.hostname} Error: bare <LF> received"))
+            self._error("", _r(self.limits.bare_newline_reject_code, "5.5.2",
+                               f"{self.hostname} Error: bare <LF> received"))
             self._close(REASON_BARE_LF)
             return True
         if self._mode == _AUTH:
@@ -552,6 +559,7 @@ class ServerConnection:
     # -------------------------------------------------------------- commands
 
     def _command(self, raw: bytes) -> None:
+        self._core_answered = False
         lim = self.limits
         pending = bool(self._in)
         nul = raw.find(b"\0")
@@ -577,8 +585,8 @@ class ServerConnection:
         first = words[0][0]
         if verb in lim.forbidden_commands or (
                 lim.forbid_bogus_commands and not ("A" <= first.upper() <= "Z")):
-            self._count("unknown", False)
-            self._send(_r(221, "2.7.0", "Error: I can break rules, too. Goodbye."))
+            self._error(verb, _r(221, "2.7.0", "Error: I can break rules, too. Goodbye."),
+                        junk=True, pipelined=pending)
             self._close(REASON_FORBIDDEN)
             return
         if verb not in _KNOWN:
@@ -590,8 +598,8 @@ class ServerConnection:
             if self.improper_pipelining is None:
                 self.improper_pipelining = (verb, bytes(self._in[:100]))
             if lim.forbid_unauth_pipelining:
-                self._count(verb, False)
-                self._send(_r(554, "5.5.0", "Error: SMTP protocol synchronization"))
+                self._error(verb, _r(554, "5.5.0", "Error: SMTP protocol synchronization"),
+                            pipelined=pending)
                 self._close(REASON_SYNC)
                 return
         if lim.enforce_tls and not self.tls_active and verb not in _PRE_TLS:
@@ -721,14 +729,13 @@ class ServerConnection:
 
     def _cmd_bdat(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
         if "CHUNKING" not in self.offered:
-            self._count(verb, False)
-            self._send(_r(521, "5.5.1", "Error: command not implemented"))
+            self._error(verb, _r(521, "5.5.1", "Error: command not implemented"),
+                        pipelined=pending)
             self._close(REASON_SYNTAX)
             return
         if (not 1 <= len(args) <= 2 or not args[0].isascii() or not args[0].isdigit()
                 or (len(args) == 2 and args[1].upper() != "LAST")):
-            self._count(verb, False)
-            self._send(_r(521, "5.5.4", "Syntax: BDAT count [LAST]"))
+            self._error(verb, _r(521, "5.5.4", "Syntax: BDAT count [LAST]"), pipelined=pending)
             self._close(REASON_SYNTAX)
             return
         size = int(args[0])
@@ -764,6 +771,7 @@ class ServerConnection:
             self._count(verb, False)
             self._events.append(MessageEnd(verb=verb, pipelined=pending, size=self._bdat_total,
                                            too_big=reply.code == 552, reply=reply))
+            self._core_answered = True
         else:
             self._error(verb, reply, pipelined=pending)
         if self.mail_from is not None:
@@ -932,6 +940,7 @@ class ServerConnection:
         self._count("DATA", False)
         self._message_open = False
         self._end_transaction()
+        self._core_answered = True
         self._events.append(end)
 
     def _step_bdat(self) -> bool:
@@ -963,6 +972,8 @@ class ServerConnection:
                ehlo_keywords: list[str] | None = None) -> None:
         """Answer the paused event positively; None sends the default reply."""
         ev = self._take_paused()
+        if ev is None:
+            return
         verb = ev.verb
         if isinstance(ev, Helo):
             self._end_transaction()
@@ -1047,6 +1058,11 @@ class ServerConnection:
     def reject(self, reply: Reply, *, close: bool = False) -> None:
         """Answer the paused event with an error reply (counts as an error)."""
         ev = self._take_paused()
+        if ev is None:
+            if close:
+                self._send(reply)
+                self._close(REASON_REJECTED)
+            return
         self._send(reply)
         self.error_count += 1
         verb = ev.verb
@@ -1089,8 +1105,10 @@ class ServerConnection:
             self._paused = None
             self._mode = _AUTH
 
-    def _take_paused(self) -> Event:
+    def _take_paused(self) -> Event | None:
         ev = self._paused
+        if ev is None and self._core_answered:
+            return None  # a MessageEnd the core answered itself: nothing to do
         if ev is None:
             if isinstance(self._closed_event, Closed):
                 raise ProtocolStateError("session closed")

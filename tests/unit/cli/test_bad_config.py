@@ -96,7 +96,7 @@ def test_check_bad_override_in_master(tmp_path):
 
 def test_check_names_unimplemented_and_unused(tmp_path):
     d = make(tmp_path, "myhostname = a.example\nsmtp_sasl_mechanism_filter = plain\n"
-                       "myhostnmae = typo\n")
+                       "myhostnmae = typo\ncompatibility_level = 3.6\n")
     r = hato_inprocess("-c", str(d), "check")
     assert f"{d}/main.cf, line 3: unused parameter: myhostnmae=typo" in r.stderr
     assert (f"{d}/main.cf, line 2: Postfix parameter smtp_sasl_mechanism_filter is not "
@@ -158,3 +158,23 @@ def test_check_inet_service_names(tmp_path):
     assert r.returncode == 1
     assert f"{d}/master.cf, line 2: service nosuchsvc/inet: unknown service: nosuchsvc/tcp" in r.stderr
     assert "smtps/inet: unknown" not in r.stderr
+
+
+def test_check_names_bad_and_unsupported_restrictions(tmp_path):
+    d = make(tmp_path, "myhostname = a.example\nalias_maps =\n"
+                       "smtpd_relay_restrictions = permit_mynetworks\n"
+                       "smtpd_recipient_restrictions = permit_mynetworks, bogus_one,\n"
+                       " reject_unverified_recipient\n",
+             GOOD_MASTER + "submission inet n - n - - smtpd -o smtpd_relay_restrictions="
+                           "permit_mynetworks,reject_unauth_destination\n")
+    r = hato_inprocess("-c", str(d), "check")
+    assert r.returncode == 1
+    err = r.stderr
+    assert f'{d}/main.cf, line 4: smtpd_recipient_restrictions: unknown smtpd restriction ' \
+           f'"bogus_one"' in err
+    assert "reject_unverified_recipient is not implemented by hato yet" in err
+    # main.cf has no relay protection: smtpd would refuse to run, as Postfix's.
+    assert f"{d}/main.cf: in parameter smtpd_relay_restrictions or " \
+           f"smtpd_recipient_restrictions, specify at least one working instance" in err
+    # The submission service's own -o list protects it: no error for it.
+    assert "service submission/inet: in parameter" not in err

@@ -195,14 +195,51 @@ def test_input_before_greeting_is_processed_after_it():
 # ------------------------------------------------------------- greeting/close
 
 
-@pytest.mark.parametrize("code", [421, 554])
-def test_refusing_greeting_closes(code):
+def test_421_greeting_closes():
     conn = s.ServerConnection(s.Limits(), hostname=HOST)
-    conn.greet(s.Reply(code, "", f"{HOST} Service unavailable"))
-    assert conn.data_to_send() == f"{code} {HOST} Service unavailable\r\n".encode()
+    conn.greet(s.Reply(421, "", f"{HOST} Service unavailable"))
+    assert conn.data_to_send() == f"421 {HOST} Service unavailable\r\n".encode()
     ev = conn.next_event()
     assert isinstance(ev, s.Closed) and ev.reason == s.REASON_GREETING
     assert conn.closed and conn.state is s.State.CLOSED
+
+
+def test_554_greeting_keeps_session_open():
+    # Postfix with smtpd_delay_reject=no: the refusal is the greeting, then
+    # every command is refused by the service until QUIT.
+    conn = s.ServerConnection(s.Limits(), hostname=HOST)
+    conn.greet(s.Reply(554, "5.7.1", "<h[1.2.3.4]>: Client host rejected: Access denied"))
+    conn.receive_data(b"EHLO c\r\nQUIT\r\n")
+    ev = conn.next_event()
+    assert isinstance(ev, s.Helo)
+    conn.reject(s.Reply(503, "5.7.0", "Error: access denied for h[1.2.3.4]"))
+    assert isinstance(conn.next_event(), s.Simple)
+    assert conn.data_to_send().endswith(b"503 5.7.0 Error: access denied for h[1.2.3.4]\r\n"
+                                        b"221 2.0.0 Bye\r\n")
+
+
+def test_core_errors_that_close_emit_protocol_error_first():
+    sess = run(b"EHLO c\r\nGET / HTTP/1.0\r\n")
+    assert isinstance(sess.events[-2], s.ProtocolError)
+    assert sess.events[-2].reply.code == 221 and sess.events[-2].verb == "GET"
+
+
+def test_answering_a_core_answered_message_end_is_ignored():
+    def policy(conn, ev):
+        if isinstance(ev, s.MessageEnd):
+            conn.reject(s.Reply(552, "5.3.4", "Error: message file too big"))
+        elif isinstance(ev, s.Helo):
+            conn.accept(ehlo_keywords=KEYWORDS)
+        else:
+            conn.accept()
+    sess = Session(s.Limits(message_size_limit=5), policy)
+    sess.feed(ENVELOPE + b"DATA\r\n0123456789\r\n.\r\n")
+    for ev in sess.events:
+        if isinstance(ev, s.MessageEnd):
+            sess.policy(sess.conn, ev)  # the driver skips it; a service might not
+    sess.feed(b"NOOP\r\n")
+    assert sess.replies[-2:] == ["552 5.3.4 Error: message file too big", "250 2.0.0 Ok"]
+    assert sess.conn.error_count == 1
 
 
 def test_reject_with_close():
