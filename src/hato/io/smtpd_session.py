@@ -33,9 +33,10 @@ from ..tables.base import TableRetry
 
 READ_SIZE = 65536
 
-#: Postfix's order of the counters in the "disconnect from" line.
-COUNTER_ORDER = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset",
-                 "noop", "vrfy", "etrn", "quit", "unknown")
+#: Postfix's order of the counters in the "disconnect from" line (its
+#: command table).
+COUNTER_ORDER = ("helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", "rcpt",
+                 "data", "bdat", "rset", "noop", "vrfy", "etrn", "quit", "unknown")
 
 INTERNAL_ERROR = P.Reply(451, "4.3.0", "Error: internal error")
 WRITE_ERROR = P.Reply(451, "4.3.0", "Error: queue file write error")
@@ -311,7 +312,10 @@ class Session:
             self.log.info(f"disconnect from {self.client}{self._counters()}")
 
     def _counters(self) -> str:
-        counts = getattr(self.conn, "counts", {}) or {}
+        counts = {k: list(v) for k, v in self.conn.counts.items()}
+        if self.started and self.conn.last_command in ("DATA", "BDAT"):
+            # cut short inside the message: Postfix counts the command as tried
+            counts.setdefault(self.conn.last_command.lower(), [0, 0])[1] += 1
         parts: list[str] = []
         ok_total = all_total = 0
         for name in COUNTER_ORDER:

@@ -124,6 +124,7 @@ def test_lost_connection_is_logged_and_nothing_is_queued(tmp_path):
     talk(server, b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<u@mx1.example.com>\r\n"
          b"DATA\r\nSubject: cut\r\n\r\nhalf a mess")
     assert "lost connection after DATA from unknown[127.0.0.1]" in log.text()
+    assert "ehlo=1 mail=1 rcpt=1 data=0/1 commands=3/4" in log.text()
     store = QueueStore.from_settings(server.settings)
     assert list(store.list(INCOMING)) == []
 
