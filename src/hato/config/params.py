@@ -231,6 +231,8 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
     "mail_release_date": "hato's own release date",
     "process_id": "the process ID differs between any two processes",
     "mail_name": "the greeting and Received: headers name the software that runs: hato",
+    "smtpd_forbid_bare_newline": "defends against SMTP smuggling by default, as Postfix 3.9 does "
+                                 "(normalize); Postfix 3.7 defaults to no",
     "html_directory": "hato installs no HTML documentation",
     "readme_directory": "hato installs no README files (its documentation is in docs/)",
     "sample_directory": "follows config_directory",

@@ -26,7 +26,7 @@ _p("smtpd_discard_ehlo_keyword_address_maps", M, "",
 _p("smtpd_discard_ehlo_keywords", L, "", "EHLO keywords that smtpd does not announce.")
 _p("smtpd_error_sleep_time", T, "1s",
    "The reply delay after a client has made smtpd_soft_error_limit errors.")
-_p("smtpd_forbid_bare_newline", S, "no",
+_p("smtpd_forbid_bare_newline", S, "normalize",
    "What to do with lines that end in a bare LF: no, normalize (or yes), reject.")
 _p("smtpd_forbid_bare_newline_exclusions", L, "$mynetworks",
    "Clients exempt from smtpd_forbid_bare_newline.")
