@@ -8,14 +8,18 @@ per worker; tests drive sessions in-process through the same class.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import dataclasses
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable
 
 from ..config.settings import Settings
 from ..io.ipc import notify
+from ..io.tls import TlsFacts, session_facts, tls_policy
 from ..policy import address as A
 from ..policy.hostlist import host_list
 from ..policy.rewrite import open_maps
@@ -30,6 +34,7 @@ from ..queue.received import smtpd_received
 from ..queue.store import QueueStore
 from ..queue.submit import MaildropSubmission
 from ..tables.base import TableRetry
+from .. import auth as sasl
 
 READ_SIZE = 65536
 
@@ -108,6 +113,17 @@ class SessionServer:
         self.local_rewrite = [r.lower() for r in s.list("local_header_rewrite_clients")]
         self.discard_keywords = {k.lower() for k in s.list("smtpd_discard_ehlo_keywords")}
         self.discard_maps = open_maps(s, "smtpd_discard_ehlo_keyword_address_maps")
+        self.tls = tls_policy(s)
+        self.starttls_timeout = float(s.time("smtpd_starttls_timeout"))
+        self.sasl = None
+        if s.bool("smtpd_sasl_auth_enable") and stand_alone_uid is None:
+            from ..auth.server import sasl_server_from_settings
+
+            self.sasl = sasl_server_from_settings(s)
+        self.sasl_exceptions = host_list(s, "smtpd_sasl_exceptions_networks")
+        self.broken_auth_clients = s.bool("broken_sasl_auth_clients")
+        self.sasl_header = s.bool("smtpd_sasl_authenticated_header")
+        self.sasl_failure_delay = 1.0
         self.sessions: set[asyncio.Task] = set()
         self.session_limit = 100
         self._slots: asyncio.Semaphore | None = None
@@ -158,11 +174,7 @@ class SessionServer:
         try:
             await session.run()
         finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (OSError, asyncio.CancelledError):
-                pass
+            await session.close()
 
     def new_submission(self):
         """Where an accepted message goes: through cleanup into incoming/,
@@ -172,7 +184,11 @@ class SessionServer:
         return Injection(self.cleanup, self.store)
 
     async def serve_streams(self, reader, writer, addr: str, port: str) -> None:
-        await Session(self, reader, writer, addr, port).run()
+        session = Session(self, reader, writer, addr, port)
+        try:
+            await session.run()
+        finally:
+            await session.close()
 
     # -- per-client facts -------------------------------------------------------------------
 
@@ -184,6 +200,22 @@ class SessionServer:
                                           self.timeout)
         except (asyncio.TimeoutError, Exception):
             return "unknown", 4, "unknown", 4
+
+    def auth_mechanisms(self, facts: ClientFacts) -> list[str]:
+        """The AUTH mechanisms this client is offered: none before TLS with
+        smtpd_tls_auth_only or under encrypt, none for
+        smtpd_sasl_exceptions_networks."""
+        if self.sasl is None:
+            return []
+        tls_active = bool(facts.tls_active)
+        if not tls_active and (self.tls.auth_only or self.tls.level == "encrypt"):
+            return []
+        try:
+            if self.sasl_exceptions.match(facts.name, facts.addr):
+                return []
+        except TableRetry:
+            return []
+        return self.sasl.mechanisms(tls_active=tls_active)
 
     def ehlo_keywords(self, facts: ClientFacts) -> tuple[list[str], set[str]]:
         """The EHLO reply's keywords, in Postfix's order, less those
@@ -202,6 +234,13 @@ class SessionServer:
         if not self.limits.disable_vrfy:
             words.append("VRFY")
         words.append("ETRN")
+        if self.tls.context is not None and not facts.tls_active:
+            words.append("STARTTLS")
+        mechs = self.auth_mechanisms(facts)
+        if mechs:
+            words.append("AUTH " + " ".join(mechs))
+            if self.broken_auth_clients:
+                words.append("AUTH=" + " ".join(mechs))
         if self.authorized(self.xclient_hosts, facts):
             words.append("XCLIENT NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN DESTADDR "
                          "DESTPORT")
@@ -211,7 +250,7 @@ class SessionServer:
         if self.limits.smtputf8_enable:
             words.append("SMTPUTF8")
         words.append("CHUNKING")
-        return [w for w in words if w.split()[0].lower() not in discard], discard
+        return [w for w in words if w.split()[0].split("=")[0].lower() not in discard], discard
 
 
     @staticmethod
@@ -233,6 +272,8 @@ class Session:
         self.writer = writer
         self.facts = ClientFacts(name="unknown", reverse_name="unknown", addr=addr, port=port)
         limits = server.limits
+        if server.tls.level == "encrypt" and not server.tls.wrapper:
+            limits = dataclasses.replace(limits, enforce_tls=True)
         if server.bare_newline_exclusions and server.bare_newline_exclusions.match("", addr):
             limits = dataclasses.replace(limits, forbid_bare_newline="no")
         self.conn = P.ServerConnection(limits, hostname=server.hostname)
@@ -240,6 +281,11 @@ class Session:
         self.denied: P.Reply | None = None
         self.xforward: dict[str, str] = {}
         self.where: str | None = None  # overrides the core's last command in log lines
+        self.tls: TlsFacts | None = None
+        self.handshake_failed = False
+        self.exchange = None  # the SASL exchange in progress
+        self.auth_mechanism = ""
+        self.auth_final = False  # Success data sent; waiting for the client's empty line
         self._new_transaction()
 
     def _new_transaction(self) -> None:
@@ -281,6 +327,12 @@ class Session:
         f.name, f.name_status = name, 0 if status == 2 else status
         f.reverse_name, f.reverse_name_status = rname, 0 if rstatus == 2 else rstatus
         self.log.info(f"connect from {self.client}")
+        if srv.tls.wrapper:
+            if not await self._start_tls():
+                self.log.info(f"lost connection after CONNECT from {self.client}")
+                self.log.info(f"disconnect from {self.client}{self._counters()}")
+                return
+            self.conn.tls_active = True
         greeting = P.Reply(220, "", srv.banner)
         if not srv.delay_reject:
             decision = await self._check(self.checks.connect)
@@ -396,7 +448,10 @@ class Session:
                 if ev.reason == P.REASON_ERRORS:
                     return "errors"
                 return ""
-            await self._event(ev)
+            try:
+                await self._event(ev)
+            except _SessionEnd as end:
+                return end.reason
 
     # -- events ----------------------------------------------------------------------------
 
@@ -411,8 +466,12 @@ class Session:
         handler = _HANDLERS.get(type(ev))
         if handler is not None:
             await handler(self, ev)
-        elif isinstance(ev, (P.StartTls, P.Auth, P.AuthResponse)):
-            conn.reject(P.Reply(502, "5.5.1", "Error: command not implemented"))
+        elif isinstance(ev, P.StartTls):
+            await self._starttls()
+        elif isinstance(ev, P.Auth):
+            await self._auth(ev)
+        elif isinstance(ev, P.AuthResponse):
+            await self._auth_response(ev)
         elif isinstance(ev, P.ProtocolError):
             self._protocol_error(ev)
         elif isinstance(ev, P.Simple):
@@ -420,6 +479,172 @@ class Session:
                 self._abort_transaction()
                 self._new_transaction()
                 self.checks.reset()
+
+    async def close(self) -> None:
+        """Close the connection. After a failed TLS handshake the stream's
+        protocol is no longer the transport's, so nothing waits for it."""
+        try:
+            self.writer.close()
+        except Exception:
+            return
+        if self.handshake_failed:
+            return
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            pass
+
+    # -- TLS ----------------------------------------------------------------------------------
+
+    async def _start_tls(self) -> bool:
+        """The TLS handshake on the connection; on success the session's
+        reader and writer speak TLS. Whatever the client sent before the
+        handshake and had not been read yet is dropped with the old reader."""
+        srv = self.server
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_SIZE)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport = await loop.start_tls(self.writer.transport, protocol, srv.tls.context,
+                                             server_side=True,
+                                             ssl_handshake_timeout=srv.starttls_timeout)
+        except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as err:
+            text = getattr(err, "reason", None) or str(err) or type(err).__name__
+            self.log.info(f"SSL_accept error from {self.client}: {text}")
+            self.handshake_failed = True
+            return False
+        if transport is None:
+            self.handshake_failed = True
+            return False
+        self.reader = reader
+        self.writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        obj = transport.get_extra_info("ssl_object")
+        facts = session_facts(obj, srv.tls.fingerprint_digest) if obj is not None else None
+        self.tls = facts
+        f = self.facts
+        f.tls_active = True
+        if facts is not None:
+            f.tls_protocol, f.tls_cipher, f.tls_cipher_bits = \
+                facts.protocol, facts.cipher, facts.bits
+            f.tls_ccert_verified = facts.trusted
+            f.tls_ccert_fingerprint = facts.fingerprint
+            f.tls_ccert_pkey_fingerprint = facts.pkey_fingerprint
+            f.tls_ccert_subject, f.tls_ccert_issuer = facts.subject, facts.issuer
+            if srv.tls.loglevel >= 1:
+                self.log.info(f"{facts.kind()} TLS connection established from {self.client}: "
+                              f"{facts.summary()}")
+        return True
+
+    async def _starttls(self) -> None:
+        self.conn.accept()
+        await self._flush()
+        if not await self._start_tls():
+            raise _SessionEnd("lost")
+        self.conn.starttls_done()
+        self._abort_transaction()
+        self._new_transaction()
+        self.facts.helo_name = None
+        self.checks.reset()
+
+    def _tls_received(self) -> str | None:
+        if self.tls is None or not self.server.tls.received_header:
+            return None
+        t = self.tls
+        line = f"using {t.summary()})"
+        if not self.server.tls.ask_ccert:
+            who = "(No client certificate requested"
+        elif t.peer_cert:
+            state = "verified OK" if t.trusted else "not verified"
+            who = f'(Client CN "{t.subject}", Issuer "{t.issuer}" ({state})'
+        else:
+            who = "(Client did not present a certificate"
+        return f"{line}\n\t{who}"
+
+    # -- AUTH ---------------------------------------------------------------------------------
+
+    async def _auth(self, ev: P.Auth) -> None:
+        srv, f = self.server, self.facts
+        mech = ev.mechanism.upper()
+        if srv.sasl is None or mech not in srv.auth_mechanisms(f):
+            self.conn.reject(P.Reply(535, "5.7.8", "Error: authentication failed: "
+                                     "Invalid authentication mechanism"))
+            return
+        exchange = srv.sasl.start(mech, tls_active=bool(f.tls_active), client_addr=f.addr,
+                                  client_name=f.name)
+        if exchange is None:
+            self.conn.reject(P.Reply(535, "5.7.8", "Error: authentication failed: "
+                                     "Invalid authentication mechanism"))
+            return
+        self.exchange, self.auth_mechanism, self.auth_final = exchange, mech, False
+        response: bytes | None = None
+        if ev.initial is not None:
+            if ev.initial == "=":
+                response = b""
+            else:
+                response = self._decode64(ev.initial)
+                if response is None:
+                    return
+        await self._auth_step(response)
+
+    def _decode64(self, text: str) -> bytes | None:
+        try:
+            return base64.b64decode(text.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            self.exchange = None
+            self.conn.auth_done(False, P.Reply(501, "5.5.2", "Cannot decode response"))
+            return None
+
+    async def _auth_response(self, ev: P.AuthResponse) -> None:
+        if self.exchange is None:
+            self.conn.auth_done(False, P.Reply(503, "5.5.1", "Error: no AUTH in progress"))
+            return
+        if ev.line.strip() == "*":
+            self.exchange = None
+            self.conn.auth_done(False, P.Reply(501, "5.7.0", "Authentication aborted"))
+            return
+        response = self._decode64(ev.line.strip())
+        if response is None:
+            return
+        if self.auth_final:
+            await self._auth_success(self.auth_user)
+            return
+        await self._auth_step(response)
+
+    async def _auth_step(self, response: bytes | None) -> None:
+        exchange = self.exchange
+        try:
+            step = await asyncio.to_thread(exchange.step, response)
+        except Exception:
+            self.log.exception(f"{self.client}: SASL {self.auth_mechanism} exchange failed")
+            step = sasl.Failure("internal error", temporary=True)
+        if isinstance(step, sasl.Challenge):
+            self.conn.reply(P.Reply(334, "", base64.b64encode(step.data).decode("ascii")))
+        elif isinstance(step, sasl.Success):
+            if step.data:
+                self.auth_final, self.auth_user = True, step.username
+                self.conn.reply(P.Reply(334, "", base64.b64encode(step.data).decode("ascii")))
+            else:
+                await self._auth_success(step.username)
+        else:
+            self.exchange = None
+            if step.temporary:
+                self.log.warning(f"{self.client}: SASL {self.auth_mechanism} authentication "
+                                 f"aborted: {step.reason}")
+                self.conn.auth_done(False, P.Reply(454, "4.7.0", "Temporary authentication "
+                                                   "failure: " + step.reason))
+                return
+            self.log.warning(f"{self.client}: SASL {self.auth_mechanism} authentication failed: "
+                             f"{step.reason}")
+            # A fixed delay on every failure: timing tells nothing.
+            await asyncio.sleep(self.server.sasl_failure_delay)
+            self.conn.auth_done(False, P.Reply(535, "5.7.8", "Error: authentication failed: "
+                                               + step.reason))
+
+    async def _auth_success(self, username: str) -> None:
+        self.exchange = None
+        f = self.facts
+        f.sasl_username, f.sasl_method = username, self.auth_mechanism
+        self.conn.auth_done(True, P.Reply(235, "2.7.0", "Authentication successful"))
 
     def _protocol_error(self, ev: P.ProtocolError) -> None:
         if ev.reply is not None and ev.reply.code == 221 and ev.verb:
@@ -549,7 +774,9 @@ class Session:
             helo=f.helo_name, name=f.name, addr=f.addr,
             port=f.port if srv.port_logging else "", myhostname=srv.hostname,
             mail_name=srv.mail_name, protocol=self.protocol, queue_id=inj.queue_id,
-            recipients=[r.address for r in self.recipients], when=inj.arrival_time)
+            recipients=[r.address for r in self.recipients], when=inj.arrival_time,
+            tls=self._tls_received(),
+            auth_sender=f.sasl_username if srv.sasl_header and f.sasl_username else None)
         prepend = list(getattr(actions, "prepend", []) or [])
         received = "\n".join(prepend + [received])
         for bcc in getattr(actions, "bcc", []) or []:
@@ -769,6 +996,12 @@ async def serve_stdio(server: SessionServer, rfd: int = 0, wfd: int = 1) -> None
         await server.serve_streams(reader, _FdWriter(wfd), "127.0.0.1", "")
     finally:
         task.cancel()
+
+
+class _SessionEnd(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _NoChecks:
