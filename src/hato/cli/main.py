@@ -60,8 +60,10 @@ COMMANDS: dict[str, Command] = {
     "postmulti": _not_yet("postmulti", "the multiple instances work"),
     "saslauthd": _not_yet("saslauthd", "the saslauthd work"),
     "testsaslauthd": _not_yet("testsaslauthd", "the saslauthd work"),
-    "saslpasswd": _not_yet("saslpasswd", "the TLS and SASL work"),
-    "sasldblistusers": _not_yet("sasldblistusers", "the TLS and SASL work"),
+    "saslpasswd": _lazy("saslpasswd", "saslpasswd_main"),
+    "saslpasswd2": _lazy("saslpasswd", "saslpasswd2_main"),
+    "sasldblistusers": _lazy("saslpasswd", "sasldblistusers_main"),
+    "sasldblistusers2": _lazy("saslpasswd", "sasldblistusers2_main"),
     "maildirmake": _not_yet("maildirmake", "the Maildir++ quota work"),
 }
 

@@ -911,7 +911,7 @@ class Session:
                    Attrs.of(request="flush", domain=site))
             self.conn.accept(P.Reply(250, "", "Queuing started"))
         else:
-            self.conn.reject(P.Reply(459, "4.3.0", f"<{site}>: service unavailable"))
+            self.conn.reject(P.Reply(459, "", f"<{site}>: service unavailable"))
 
     async def _xclient(self, ev: P.Xclient) -> None:
         if not self.server.authorized(self.server.xclient_hosts, self.facts):
