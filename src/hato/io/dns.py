@@ -280,7 +280,7 @@ class Resolver:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         try:
-            names = self.query(str(ip), "PTR")
+            names = self._client_ptr(ip)
         except DnsTempFail:
             return unknown, PEER_CODE_TEMP, unknown, PEER_CODE_TEMP
         if not names:
@@ -293,7 +293,7 @@ class Resolver:
             log.warning("invalid hostname: %s", name[:255])
             return unknown, PEER_CODE_PERM, unknown, PEER_CODE_PERM
         try:
-            addrs = self.query(name, "A" if ip.version == 4 else "AAAA")
+            addrs = self._client_forward(name, ip.version)
         except DnsTempFail:
             log.warning("hostname %s does not resolve to address %s: "
                         "Temporary failure in name resolution", name, ip)
@@ -310,6 +310,31 @@ class Resolver:
                 continue
         log.warning("hostname %s does not resolve to address %s", name, ip)
         return unknown, PEER_CODE_FORGED, name, PEER_CODE_OK
+
+    def _client_ptr(self, ip) -> list[str]:
+        """The client's PTR names. Without hato_dns_servers, from the host's
+        resolver (getnameinfo: /etc/hosts, then DNS), as Postfix's smtpd."""
+        if self.servers:
+            return self.query(str(ip), "PTR")
+        try:
+            name, _ = socket.getnameinfo((str(ip), 0), socket.NI_NAMEREQD)
+        except socket.gaierror as exc:
+            if exc.errno == socket.EAI_AGAIN:
+                raise DnsTempFail(f"{ip}/PTR: {exc.strerror}") from None
+            return []
+        return [name.rstrip(".")]
+
+    def _client_forward(self, name: str, version: int) -> list[str]:
+        if self.servers:
+            return self.query(name, "A" if version == 4 else "AAAA")
+        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        try:
+            infos = socket.getaddrinfo(name, None, family, socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            if exc.errno == socket.EAI_AGAIN:
+                raise DnsTempFail(f"{name}: {exc.strerror}") from None
+            return []
+        return [str(info[4][0]) for info in infos]
 
     def clear_cache(self) -> None:
         self.cache.clear()
