@@ -14,6 +14,11 @@ It reads main.cf and master.cf and reports, each with file and line:
   overrides): unknown restriction names — errors; restrictions hato does
   not do yet — named as such; no relay protection — an error, as Postfix's
   smtpd refuses to run without it;
+* SASL (main.cf and each smtpd service with smtpd_sasl_auth_enable = yes):
+  the server configuration built without connecting — unknown
+  smtpd_sasl_type or security options, smtpd.conf problems (missing file,
+  unsupported pwcheck_method or auxprop plugin, CRAM-MD5 via saslauthd) —
+  with file and line;
 * missing or unsafe paths, unknown mail_owner/setgid_group when run as root.
 
 Exit status 0 when there are no errors, 1 otherwise.
@@ -263,6 +268,65 @@ def check_restrictions(cfg: Config, report: Report) -> None:
             pass  # table problems are check_tables' to report
 
 
+def check_sasl(cfg: Config, report: Report) -> None:
+    """SASL server configuration of main.cf and of every smtpd service with
+    smtpd_sasl_auth_enable = yes, built as smtpd would build it but without
+    connecting: bad smtpd_sasl_type or security options, smtpd.conf
+    problems (missing file, unsupported pwcheck_method or auxprop plugin,
+    CRAM-MD5 through saslauthd), and sockets or databases that are not
+    there (yet)."""
+    from ..auth.server import plan_sasl
+
+    targets: list[tuple[str | None, Settings]] = [(None, cfg.settings())]
+    for svc in cfg.master.services:
+        if svc.command == "smtpd":
+            targets.append((f"{_where(cfg.master.path, svc.lineno)}: service {svc.key}",
+                            cfg.settings(svc)))
+    seen: set[str] = set()
+
+    def say(kind: str, text: str, key: str | None = None) -> None:
+        key = key or text
+        if key in seen:  # a service inherits main.cf's problem
+            return
+        seen.add(key)
+        (report.error if kind == "error" else report.warn)(text)
+
+    for where, settings in targets:
+        try:
+            if not settings.bool("smtpd_sasl_auth_enable"):
+                continue
+        except ConfigError:
+            continue  # check_parameters reports the value
+        try:
+            plan = plan_sasl(settings)
+        except ConfigError as err:
+            if err.path:
+                say("error", str(err))
+                continue
+            name = err.message.split(":", 1)[0]
+            here = where or _where(cfg.main.path, cfg.main.lineno(name))
+            say("error", f"{here}: {err.message}", err.message)
+            continue
+        for error in plan.errors:
+            say("error", str(error))
+        for warning in plan.warnings:
+            say("warn", warning)
+        prefix = f"{where}: " if where else ""
+        if plan.dovecot_path and not plan.dovecot_path.startswith("inet:") \
+                and not os.path.exists(plan.dovecot_path):
+            text = (f"smtpd_sasl_path: Dovecot auth socket {plan.dovecot_path} does not "
+                    f"exist (is Dovecot running?)")
+            say("warn", prefix + text, text)
+        if plan.saslauthd_path and not os.path.exists(plan.saslauthd_path):
+            say("warn", f"{plan.cyrus.where('saslauthd_path') if plan.cyrus else prefix}: "
+                        f"saslauthd socket {plan.saslauthd_path} does not exist "
+                        f"(is saslauthd running?)")
+        if plan.sasldb_path and not os.path.exists(plan.sasldb_path):
+            say("warn", f"{plan.cyrus.where('sasldb_path') if plan.cyrus else prefix}: "
+                        f"SASL database {plan.sasldb_path} does not exist: no users can "
+                        f"authenticate (create it with hato saslpasswd)")
+
+
 def check_paths(cfg: Config, report: Report) -> None:
     for fname in ("main.cf", "master.cf"):
         path = os.path.join(cfg.config_dir, fname)
@@ -328,6 +392,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
     check_tables(cfg, report)
     check_services(cfg, report)
     check_restrictions(cfg, report)
+    check_sasl(cfg, report)
     check_paths(cfg, report)
     if report.errors:
         msgs.info(f"{report.errors} error(s) in the configuration in {cfg.config_dir}")
