@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..policy.address import log_form
 from ..proto.attr import Attrs
 
 SENT = "sent"
@@ -118,15 +119,17 @@ def _fmt(seconds: float) -> str:
 
 
 def status_line(req: DeliveryRequest, rcpt: RcptRequest, st: RcptStatus, *,
-                started: float, connected: float, finished: float) -> str:
-    """The line Postfix's delivery agents log for one recipient."""
+                started: float, connected: float, finished: float,
+                external: bool = True) -> str:
+    """The line Postfix's delivery agents log for one recipient; addresses
+    in the form info_log_address_format says (*external*)."""
     a = max(0.0, req.active_time - req.arrival)
     b = max(0.0, started - req.active_time)
     c = max(0.0, connected - started)
     d = max(0.0, finished - connected)
     total = max(0.0, finished - req.arrival)
-    orig = f", orig_to=<{rcpt.orig_address}>" if rcpt.orig_address and \
+    orig = f", orig_to=<{log_form(rcpt.orig_address, external)}>" if rcpt.orig_address and \
         rcpt.orig_address != rcpt.address else ""
-    return (f"{req.queue_id}: to=<{rcpt.address}>{orig}, relay={st.relay}, "
+    return (f"{req.queue_id}: to=<{log_form(rcpt.address, external)}>{orig}, relay={st.relay}, "
             f"delay={_fmt(total)}, delays={_fmt(a)}/{_fmt(b)}/{_fmt(c)}/{_fmt(d)}, "
             f"dsn={st.dsn}, status={st.status} ({st.reason})")

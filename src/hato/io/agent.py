@@ -14,10 +14,17 @@ import time
 from collections.abc import Callable
 
 from ..delivery.dsn import DeliveryError
-from ..delivery.request import (BOUNCED, DEFERRED, DeliveryRequest, RcptStatus,
-                                decode_statuses, encode_statuses, status_line)
-from ..tables.base import TableRetry
+from ..delivery.request import (
+    BOUNCED,
+    DEFERRED,
+    DeliveryRequest,
+    RcptStatus,
+    decode_statuses,
+    encode_statuses,
+    status_line,
+)
 from ..proto.attr import Attrs
+from ..tables.base import TableRetry
 from .ipc import serve_requests
 
 # deliver(request, timing) -> statuses; timing["connected"] may be set by the
@@ -46,6 +53,7 @@ def each_recipient(req: DeliveryRequest, deliver_one: Callable[[DeliveryRequest,
 async def serve_agent(ctx, deliver: Deliver, *, concurrency: int = 20) -> int:
     log = ctx.log
     limit = asyncio.Semaphore(max(1, concurrency))
+    external = ctx.settings.str("info_log_address_format").lower() != "internal"
 
     async def handle(msg: Attrs) -> Attrs:
         req = DeliveryRequest.decode(msg)
@@ -65,7 +73,7 @@ async def serve_agent(ctx, deliver: Deliver, *, concurrency: int = 20) -> int:
             if rcpt is not None:
                 log.info(status_line(req, rcpt, st, started=started,
                                      connected=timing.get("connected", started),
-                                     finished=finished))
+                                     finished=finished, external=external))
         return encode_statuses(statuses)
 
     await asyncio.gather(*(serve_requests(sock, handle, ctx.stop, log.warning)

@@ -42,18 +42,40 @@ def syslog_timestamp(when: float) -> str:
     return f"{MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
 
 
+def printable(text: str, utf8: bool = True) -> str:
+    """Postfix's printable(): every character that is not printable becomes
+    ``?`` — control characters always, non-ASCII ones unless *utf8*
+    (smtputf8_enable), one ``?`` per byte; bytes that were not UTF-8
+    (surrogate escapes) always."""
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if 0x20 <= o < 0x7f:
+            out.append(ch)
+        elif o < 0x80 or 0xDC80 <= o <= 0xDCFF:
+            out.append("?")
+        elif utf8 and ch.isprintable():
+            out.append(ch)
+        else:
+            out.append("?" * len(ch.encode("utf-8", "surrogatepass")))
+    return "".join(out)
+
+
 class PostfixFormatter(logging.Formatter):
     """Formats the part after the timestamp and host: ``name[pid]: text``."""
 
-    def __init__(self, program: str):
+    def __init__(self, program: str, utf8: bool = True):
         super().__init__()
         self.program = program
+        self.utf8 = utf8
 
     def format(self, record: logging.LogRecord) -> str:
         text = PREFIX.get(record.levelno, "") + record.getMessage()
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        text = text.replace("\n", " | ")
+        text = printable(text.replace("\n", " | "), self.utf8)
         return f"{self.program}[{record.process}]: {text}"
 
 
@@ -172,14 +194,14 @@ class MailLog:
 
     def __init__(self, *, syslog_name: str, daemon: str, maillog_file: str = "",
                  syslog_facility: str = "mail", hostname: str | None = None,
-                 stderr: bool = False):
+                 stderr: bool = False, utf8: bool = True):
         self.program = f"{syslog_name}/{daemon}" if daemon else syslog_name
         self.hostname = (hostname or socket.gethostname()).split(".")[0]
         if maillog_file:
             target: logging.Handler = MaillogFileHandler(maillog_file, self.hostname)
         else:
             target = SyslogHandler(syslog_facility)
-        target.setFormatter(PostfixFormatter(self.program))
+        target.setFormatter(PostfixFormatter(self.program, utf8))
         self._target = target
         self._queue: queue.Queue = queue.Queue(QUEUE_SIZE)
         self._qhandler = _DroppingQueueHandler(self._queue)
@@ -191,7 +213,7 @@ class MailLog:
         self.logger.addHandler(self._qhandler)
         if stderr:
             err = logging.StreamHandler()
-            err.setFormatter(PostfixFormatter(self.program))
+            err.setFormatter(PostfixFormatter(self.program, utf8))
             self.logger.addHandler(err)
 
     def info(self, text: str) -> None:
@@ -216,6 +238,15 @@ class MailLog:
                 n, self._qhandler.dropped = self._qhandler.dropped, 0
             self.logger.warning(f"log queue was full: {n} records dropped")
 
+    def adopt(self, name: str = "hato") -> None:
+        """Send the records of Python's logger *name* (warnings of library
+        code such as the DNS resolver) to this log, under this daemon's
+        name, as Postfix's own msg_warn() lines."""
+        logger = logging.getLogger(name)
+        logger.addHandler(self._qhandler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
     def close(self) -> None:
         """Flush what is queued and stop the writer thread."""
         self._listener.stop()
@@ -227,4 +258,5 @@ class MailLog:
         return cls(syslog_name=settings.str("syslog_name"), daemon=daemon,
                    maillog_file=settings.str("maillog_file"),
                    syslog_facility=settings.str("syslog_facility"),
-                   hostname=settings.str("myhostname"), **kw)
+                   hostname=settings.str("myhostname"),
+                   utf8=settings.bool("smtputf8_enable"), **kw)

@@ -47,6 +47,19 @@ INTERNAL_ERROR = P.Reply(451, "4.3.0", "Error: internal error")
 WRITE_ERROR = P.Reply(451, "4.3.0", "Error: queue file write error")
 
 
+def escape(data: bytes) -> str:
+    """Postfix's escape(): printable ASCII as is (a backslash doubled),
+    ``\\a \\b \\f \\n \\r \\t \\v``, any other byte as ``\\ooo`` (octal)."""
+    named = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v"}
+    out = []
+    for ch in data:
+        if 32 <= ch < 127:
+            out.append("\\\\" if ch == 92 else chr(ch))
+        else:
+            out.append(named.get(ch) or f"\\{ch:03o}")
+    return "".join(out)
+
+
 def parse_reply(text: str) -> P.Reply:
     """ "250 2.0.0 Ok: queued as X" → Reply(250, "2.0.0", "Ok: queued as X")."""
     code, _, rest = text.partition(" ")
@@ -73,6 +86,7 @@ def limits_from_settings(s: Settings) -> P.Limits:
         helo_required=s.bool("smtpd_helo_required"),
         smtputf8_enable=s.bool("smtputf8_enable"),
         strict_rfc821_envelopes=s.bool("strict_rfc821_envelopes"),
+        resolve_numeric_domain=s.bool("resolve_numeric_domain"),
     )
 
 
@@ -91,6 +105,7 @@ class SessionServer:
         self.dns = dns
         self.wake_qmgr = wake_qmgr or (lambda: None)
         self.hostname = s.str("myhostname")
+        self.external = s.str("info_log_address_format").lower() != "internal"
         self.mail_name = s.str("mail_name")
         self.banner = s.str("smtpd_banner")
         self.limits = limits_from_settings(s)
@@ -281,6 +296,7 @@ class Session:
         self.denied: P.Reply | None = None
         self.xforward: dict[str, str] = {}
         self.where: str | None = None  # overrides the core's last command in log lines
+        self.pipelining_logged = False  # "improper command pipelining" is logged once
         self.tls: TlsFacts | None = None
         self.handshake_failed = False
         self.exchange = None  # the SASL exchange in progress
@@ -380,7 +396,7 @@ class Session:
             all_total += total
             parts.append(f"{name}={ok}" if ok == total else f"{name}={ok}/{total}")
         if not parts:
-            return ""
+            return " commands=0/0"  # as Postfix 3.7 logs a session without commands
         cmds = f"commands={ok_total}" if ok_total == all_total else \
             f"commands={ok_total}/{all_total}"
         return " " + " ".join(parts + [cmds])
@@ -457,6 +473,11 @@ class Session:
 
     async def _event(self, ev: P.Event) -> None:
         conn = self.conn
+        if conn.improper_pipelining is not None and not self.pipelining_logged:
+            self.pipelining_logged = True
+            verb, pending = conn.improper_pipelining
+            self.log.info(f"improper command pipelining after {verb} from {self.client}: "
+                          f"{escape(pending)}")
         if not isinstance(ev, (P.MessageData, P.MessageEnd, P.BdatChunk)):
             self.where = None
         if self.denied is not None and isinstance(ev, (P.Helo, P.MailFrom, P.RcptTo,
@@ -652,8 +673,20 @@ class Session:
                              f"{(ev.verb + ' ' + getattr(ev, 'argument', '')).strip()[:100]}")
         elif ev.reply is not None and ev.reply.code == self.conn.limits.bare_newline_reject_code \
                 and "bare <LF>" in ev.reply.text:
-            self.log.info(f"{self._qid_or_noqueue()}: reject: bare <LF> received from "
-                          f"{self.client}")
+            self._log_whatsup("reject", self._where(), "bare <LF> received")
+
+    def _log_whatsup(self, action: str, stage: str, text: str) -> None:
+        """Postfix's log_whatsup(): ``QID: reject: EHLO from host[addr]: text;
+        from=<s> to=<r> proto=ESMTP helo=<h>`` (from/to/helo when known)."""
+        parts = [f"{self._qid_or_noqueue()}: {action}: {stage} from {self.client}: {text};"]
+        if self.mail is not None:
+            parts.append(f"from=<{A.log_form(self.sender, self.server.external)}>")
+        if self.recipients:
+            parts.append(f"to=<{A.log_form(self.recipients[-1].address, self.server.external)}>")
+        parts.append(f"proto={self.protocol}")
+        if self.facts.helo_name:
+            parts.append(f"helo=<{self.facts.helo_name}>")
+        self.log.info(" ".join(parts))
 
     async def _check(self, fn, *args):
         """Run one restriction stage; a failure is a 4xx, never a crash."""
@@ -678,7 +711,8 @@ class Session:
                 self.log.warning(entry.text)
             else:
                 self.log.info(entry.format(decision.stage, self.client, queue_id=qid,
-                                           protocol=self.protocol))
+                                           protocol=self.protocol,
+                                           external=self.server.external))
 
     async def _decide(self, fn, stage: str, *args, rcpt: str | None = None) -> P.Reply | None:
         decision = await self._check(fn, *args)
@@ -687,8 +721,10 @@ class Session:
         if isinstance(decision, _Refusal):
             r = decision.reply
             self.log.info(f"{self._qid_or_noqueue()}: reject: {stage} from {self.client}: "
-                          f"{r.code} {r.dsn} {r.text}; from=<{self.sender}>"
-                          + (f" to=<{rcpt}>" if rcpt is not None else "")
+                          f"{r.code} {r.dsn} {r.text}; "
+                          f"from=<{A.log_form(self.sender, self.server.external)}>"
+                          + (f" to=<{A.log_form(rcpt, self.server.external)}>"
+                             if rcpt is not None else "")
                           + f" proto={self.protocol}"
                           + (f" helo=<{self.facts.helo_name}>" if self.facts.helo_name else ""))
             return r
@@ -852,6 +888,8 @@ class Session:
     async def _end_of_message(self, ev: P.Event) -> P.Reply:
         inj = self.injection
         if getattr(ev, "reply", None) is not None:
+            if getattr(ev, "bare_lf_rejected", False):
+                self._log_whatsup("reject", "END-OF-MESSAGE", "bare <LF> received")
             return ev.reply  # the core refused the content (too big, bare <LF>)
         if getattr(ev, "too_big", False):
             return P.Reply(552, "5.3.4", "Error: message file too big")

@@ -105,6 +105,7 @@ def main(argv: list[str]) -> int:
     settings = config.settings(svc)
     config.process_name = svc.command
     log = MailLog.from_settings(settings, svc.command)
+    log.adopt("hato")
     fds = [int(x) for x in os.environ.get("HATO_LISTEN_FDS", "").split(",") if x]
     listeners = [socket.socket(fileno=fd) for fd in fds]
     for sock in listeners:

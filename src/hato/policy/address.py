@@ -605,6 +605,13 @@ def unquote_822_local(address: str) -> str:
 # -- address pieces ----------------------------------------------------------------------
 
 
+def log_form(address: str, external: bool = True) -> str:
+    """An address as log lines show it: quoted as in mail (``"a b"@x``)
+    with info_log_address_format = external (the default), as stored with
+    internal."""
+    return quote_822_local(address) if external and address else address
+
+
 def split_address(address: str) -> tuple[str, str]:
     """An internal address as (local part, domain), split at the last ``@``
     as Postfix does (``strrchr``). Without ``@`` the domain is empty."""

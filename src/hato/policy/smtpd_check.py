@@ -50,6 +50,7 @@ from ..config.settings import Settings
 from ..config.values import split_list
 from ..proto.smtpd import Reply
 from ..tables.base import OpenFlags, Table, TableError, TableRetry
+from . import address as A
 from .dnsquery import DnsLookup
 from .resolve import RecipientValidator, Resolution, Resolver
 from .rewrite import LocalDomains, UnavailableTable, match_parent_style, open_maps
@@ -205,14 +206,14 @@ class LogEntry:
     helo: str | None = None
 
     def format(self, stage: str, client: str, *, queue_id: str = "",
-               protocol: str | None = None) -> str:
+               protocol: str | None = None, external: bool = True) -> str:
         if self.action == "warning":
             return f"warning: {self.text}"
         line = f"{queue_id or 'NOQUEUE'}: {self.action}: {stage} from {client}: {self.text};"
         if self.sender is not None:
-            line += f" from=<{self.sender}>"
+            line += f" from=<{A.log_form(self.sender, external)}>"
         if self.recipient is not None:
-            line += f" to=<{self.recipient}>"
+            line += f" to=<{A.log_form(self.recipient, external)}>"
         if protocol:
             line += f" proto={protocol}"
         if self.helo is not None:
@@ -924,7 +925,8 @@ class SmtpdSession(AccessTableChecks, AddressChecks, DnsxlChecks):
         if low in ("reject_unknown_client_hostname", "reject_unknown_client"):
             if f.name_status != 0:
                 code = c.p["unknown_client_reject_code"] if f.name_status >= 5 else 450
-                return self._reject(ERR_POLICY, code, "4.7.1", "Client host rejected: cannot "
+                # RFC 7372: Email Authentication Status Codes.
+                return self._reject(ERR_POLICY, code, "4.7.25", "Client host rejected: cannot "
                                     f"find your hostname, [{f.addr}]"), i
             return DUNNO, i
         if low == "reject_unknown_reverse_client_hostname":

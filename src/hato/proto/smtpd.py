@@ -46,7 +46,8 @@ from enum import Enum
 
 from .smtpd_data import BdatReader, DotReader
 from .smtpd_syntax import (XCLIENT_NAMES, XFORWARD_NAMES, SyntaxProblem, normalize_address,
-                           parse_attributes, parse_mail_params, parse_rcpt_params, split_path)
+                           parse_attributes, parse_mail_params, parse_rcpt_params, parse_vrfy,
+                           split_path)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Limits:
     helo_required: bool = False
     smtputf8_enable: bool = True
     strict_rfc821_envelopes: bool = False
+    resolve_numeric_domain: bool = False  # a@1.2.3.4 is a valid address
     allow_untrusted_routing: bool = False  # not the core's: the service's policy
     # -- additions --
     strict_smtputf8: bool = False  # 553 5.6.7 for unicode addresses without SMTPUTF8
@@ -201,7 +203,8 @@ class Simple(Event):
 
 @dataclass
 class Vrfy(Event):
-    argument: str = ""
+    argument: str = ""  # the address as sent (external form, maybe in <>)
+    smtputf8: bool = False  # VRFY address SMTPUTF8
 
 
 @dataclass
@@ -275,6 +278,25 @@ _CMD, _DATA, _BDAT, _AUTH, _TLS, _DONE = range(6)
 
 def _r(code: int, dsn: str, text: str) -> Reply:
     return Reply(code, dsn, text)
+
+
+def is_header(word: str) -> bool:
+    """Postfix's is_header(): ``Name:`` (ASCII, no control characters,
+    perhaps spaces before the colon) starts the word."""
+    seen = False
+    space = False
+    for c in word:
+        if c == ":":
+            return seen
+        if c in " \t":
+            if not seen:
+                return False
+            space = True
+            continue
+        if not c.isascii() or ord(c) < 32 or ord(c) == 127 or space:
+            return False
+        seen = True
+    return False
 
 
 class ServerConnection:
@@ -590,6 +612,13 @@ class ServerConnection:
             self._close(REASON_FORBIDDEN)
             return
         if verb not in _KNOWN:
+            if is_header(words[0]):
+                # Postfix: a header line sent as a command (an HTTP client or
+                # a smuggling attempt) ends the session.
+                self._error(verb, _r(221, "2.7.0", "Error: I can break rules, too. Goodbye."),
+                            junk=True, error=False, pipelined=pending)
+                self._close(REASON_FORBIDDEN)
+                return
             self._error(verb, _r(500, "5.5.2", "Error: command not recognized"), junk=True,
                         pipelined=pending)
             return
@@ -607,9 +636,11 @@ class ServerConnection:
                         pipelined=pending)
             return
         if verb in _JUNK:
-            self.junk_count += 1
+            # Postfix: "junk_cmds++ > limit", i.e. the command after the
+            # first (limit + 1) is the first to count as an error.
             if self.junk_count > lim.junk_command_limit:
                 self.error_count += 1
+            self.junk_count += 1
         rest = text[len(words[0]):].strip()
         handler = getattr(self, "_cmd_" + verb.lower())
         handler(verb, rest, words[1:], pending)
@@ -644,11 +675,18 @@ class ServerConnection:
             return
         bad = _r(501, "5.1.7", "Bad sender address syntax")
         split = split_path(arg, self.limits.strict_rfc821_envelopes)
-        address = None if split is None else normalize_address(split[0], allow_empty=True)
+        offered = self.offered
+        address = None
+        if split is not None:
+            # As Postfix, the address is judged before the parameters, but
+            # knowing whether SMTPUTF8 is among them (non-ASCII domains).
+            utf8 = self.limits.smtputf8_enable and "SMTPUTF8" in offered and any(
+                w.upper() == "SMTPUTF8" for w in split[1].split())
+            address = normalize_address(split[0], allow_empty=True, smtputf8=utf8,
+                                        numeric_ok=self.limits.resolve_numeric_domain)
         if split is None or address is None:
             self._error(verb, bad, pipelined=pending)
             return
-        offered = self.offered
         try:
             p = parse_mail_params(split[1].split(), dsn="DSN" in offered,
                                   smtputf8=self.limits.smtputf8_enable and "SMTPUTF8" in offered,
@@ -691,7 +729,9 @@ class ServerConnection:
                         error=self._rcpt_overshoot > lim.recipient_overshoot_limit)
             return
         split = split_path(arg, lim.strict_rfc821_envelopes)
-        address = None if split is None else normalize_address(split[0], allow_empty=False)
+        address = None if split is None else normalize_address(
+            split[0], allow_empty=False, smtputf8=self.mail_from.smtputf8,
+            numeric_ok=lim.resolve_numeric_domain)
         if split is None or address is None:
             self._error(verb, _r(501, "5.1.3", "Bad recipient address syntax"), pipelined=pending)
             return
@@ -814,7 +854,16 @@ class ServerConnection:
             self._error(verb, _r(501, "5.5.4", f"Syntax: VRFY address{suffix}"),
                         pipelined=pending)
             return
-        self._pause(Vrfy(verb=verb, pipelined=pending, argument=rest))
+        parsed = parse_vrfy(args, smtputf8_enable=self.limits.smtputf8_enable)
+        address = None if parsed is None else normalize_address(
+            parsed[1], allow_empty=False, smtputf8=parsed[2],
+            numeric_ok=self.limits.resolve_numeric_domain)
+        if parsed is None or address is None:
+            self._error(verb, _r(501, "5.1.3", "Bad recipient address syntax"),
+                        pipelined=pending)
+            return
+        self._pause(Vrfy(verb=verb, pipelined=pending, argument=parsed[0],
+                         smtputf8=parsed[2]))
 
     def _cmd_etrn(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
         if self._need_helo(verb, pending, dsn=""):

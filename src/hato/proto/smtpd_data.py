@@ -4,8 +4,9 @@ This is where SMTP smuggling lives, so the rules are spelled out:
 
 * Lines end at LF. The end of DATA is a line holding a single ``.``.
 * ``forbid_bare_newline = no`` (Postfix 3.7 compatibility): ``.`` followed
-  by CRLF or by a bare LF ends the data, whatever ended the previous line
-  (``\\n.\\n``, ``\\n.\\r\\n``, ``\\r\\n.\\n`` all end it).
+  by any number of CRs and a LF ends the data, whatever ended the previous
+  line (``\\n.\\n``, ``\\n.\\r\\n``, ``\\r\\n.\\n``, ``\\r\\n.\\r\\r\\n`` all end it:
+  Postfix's smtp_get() strips every CR before the LF).
 * ``normalize`` / ``yes`` / ``reject``: only ``<CR><LF>.<CR><LF>`` ends the
   data (the start of the content counts as following a CRLF). Every other
   dot line is content. Under ``normalize``/``yes`` a bare LF in the content
@@ -24,6 +25,7 @@ The readers work on the connection's input buffer with ``bytes.find`` and
 from __future__ import annotations
 
 MAX_PIECE = 65536  # at most this much input is consumed per call
+MAX_DOT_CRS = 2048  # "no" mode: a longer run of CRs after a dot line is content
 
 
 class DotReader:
@@ -66,17 +68,28 @@ class DotReader:
         while pos < end:
             if self.bol:
                 if buf[pos] == 0x2E:  # "."
-                    nl = buf.find(b"\n", pos + 1, min(buf_end, pos + 3))
-                    if nl < 0:
-                        avail = buf_end - pos
-                        if avail == 1 or (avail == 2 and buf[pos + 1] == 0x0D):
-                            break  # maybe the end: wait for more input
-                    else:
-                        crlf = buf[nl - 1] == 0x0D and nl == pos + 2
-                        if (crlf and (self.crlf_before or not self.strict)) or (
-                                nl == pos + 1 and not self.strict):
+                    if self.strict:
+                        nl = buf.find(b"\n", pos + 1, min(buf_end, pos + 3))
+                        if nl < 0:
+                            avail = buf_end - pos
+                            if avail == 1 or (avail == 2 and buf[pos + 1] == 0x0D):
+                                break  # maybe the end: wait for more input
+                        elif nl == pos + 2 and buf[pos + 1] == 0x0D and self.crlf_before:
                             self.done = True
                             pos = nl + 1
+                            break
+                    else:
+                        # Postfix's smtp_get() drops every CR before the LF:
+                        # ".", ".\r", ".\r\r"... then LF all end the data.
+                        j = pos + 1
+                        stop = min(buf_end, pos + 2 + MAX_DOT_CRS)
+                        while j < stop and buf[j] == 0x0D:
+                            j += 1
+                        if j == buf_end and j - pos - 1 <= MAX_DOT_CRS:
+                            break  # maybe the end: wait for more input
+                        if j < buf_end and buf[j] == 0x0A:
+                            self.done = True
+                            pos = j + 1
                             break
                     pos += 1  # dot-unstuffing
                     self.prev_cr = False

@@ -3,7 +3,11 @@
 Postfix-compatible leniency: ``MAIL FROM: <a@b>`` (space after the colon)
 and ``MAIL FROM:a@b`` (no angle brackets) are accepted unless
 ``strict_rfc821_envelopes``; source routes (``<@a,@b:user@c>``) are
-stripped; quoted local parts are kept in external form (``"a b"@c``).
+stripped; quoted local parts are kept in external form (``"a b"@c``);
+redundant brackets (``<<a@b>>``) are tolerated and a local part may hold
+``@`` (``a@b@c``: routing, which the relay restrictions judge). The domain
+is checked as Postfix's smtpd_check_addr() does (valid_hostname(), address
+literals, non-ASCII only with SMTPUTF8).
 
 Each parser returns a value or raises :class:`SyntaxProblem` carrying the
 reply the server sends, so the connection core only maps problems to
@@ -12,6 +16,7 @@ replies.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -29,7 +34,6 @@ class SyntaxProblem(Exception):
 # Characters that may not appear unquoted in a local part (RFC 5321 atext
 # plus "." for dot-atoms; 8-bit is allowed here and checked elsewhere).
 _LOCAL_BAD = frozenset('()<>,;:\\"[]@ \t')
-_DOMAIN_OK = re.compile(r"[A-Za-z0-9._\-\u0080-\U0010ffff]+\Z")
 _TYPE_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*\Z")
 
 
@@ -49,20 +53,57 @@ def _find_close(text: str, start: int, closing: str) -> int:
     return -1
 
 
-def _find_space(text: str) -> int:
-    """Index of the first whitespace outside quotes, or len(text)."""
-    i, n, quoted = 0, len(text), False
+_SPACE = " \t\r\n\f\v"
+
+
+def _quoted_end(text: str, i: int, wanted: str) -> int:
+    """Postfix's smtp_quoted(): the index after the ``wanted`` that closes a
+    ``<...>`` or ``"..."`` opened just before ``i`` (``<>`` nest, quotes
+    inside them too, backslash escapes); -1 when it is never closed."""
+    stack = [wanted]
+    n = len(text)
     while i < n:
         c = text[i]
+        i += 1
+        if c == "\\":
+            i += 1
+        elif c == wanted:
+            if len(stack) == 1:
+                return i
+            stack.pop()
+            wanted = stack[-1]
+        elif c == '"':
+            stack.append('"')
+            wanted = '"'
+        elif c == "<" and wanted == ">":
+            stack.append(">")
+    return -1
+
+
+def _token_end(text: str) -> int:
+    """End of the first token of ``text`` as Postfix's SMTP command
+    tokenizer sees it (whitespace outside ``<>`` and quotes ends it); -1
+    when a ``<`` or quote is not closed."""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in _SPACE:
+            return i
         if c == "\\":
             i += 2
             continue
-        if c == '"':
-            quoted = not quoted
-        elif not quoted and c in " \t":
-            return i
+        if c in '<"':
+            i = _quoted_end(text, i + 1, ">" if c == "<" else '"')
+            if i < 0:
+                return -1
+            continue
         i += 1
     return n
+
+
+def _has_bracket(text: str) -> bool:
+    """A ``<`` or ``>`` outside quotes."""
+    return _find_close(text, 0, "<") >= 0 or _find_close(text, 0, ">") >= 0
 
 
 def split_path(arg: str, strict: bool) -> tuple[str, str, bool] | None:
@@ -70,22 +111,21 @@ def split_path(arg: str, strict: bool) -> tuple[str, str, bool] | None:
 
     Returns (path without <>, parameter text, bracketed) or None when the
     path is malformed (unbalanced <>, junk after >, bare path under strict).
+    As Postfix, redundant brackets are tolerated (``<<a@b>>`` is ``a@b``).
     """
-    if arg.startswith("<"):
-        end = _find_close(arg, 1, ">")
-        if end < 0:
-            return None
-        rest = arg[end + 1:]
-        if rest and rest[0] not in " \t":
-            return None
-        return arg[1:end], rest, True
-    if strict:
+    end = _token_end(arg)
+    if end <= 0:
         return None
-    end = _find_space(arg)
-    path = arg[:end]
-    if "<" in path or ">" in path:
+    token, rest = arg[:end], arg[end:]
+    bracketed = token.startswith("<") and token.endswith(">") and len(token) >= 2
+    if strict and not bracketed:
         return None
-    return path, arg[end:], False
+    path = token
+    while path.startswith("<") and path.endswith(">") and len(path) >= 2:
+        path = path[1:-1]
+    if _has_bracket(path):
+        return None
+    return path, rest, bracketed
 
 
 def _valid_local(local: str) -> bool:
@@ -102,37 +142,82 @@ def _valid_local(local: str) -> bool:
     return not any(c in _LOCAL_BAD or ord(c) < 32 or ord(c) == 127 for c in local)
 
 
-def _valid_domain(domain: str) -> bool:
-    if domain.startswith("["):
-        if not domain.endswith("]") or len(domain) < 3:
+VALID_LABEL_LEN = 63
+VALID_HOSTNAME_LEN = 255
+
+
+def valid_hostname(name: str, *, utf8: bool = False) -> bool:
+    """Postfix's valid_utf8_hostname(): letters, digits, ``-`` (not at a
+    label's ends) and ``_``; labels of at most 63 characters, not all
+    numeric, at most 255 long. With ``utf8`` a non-ASCII name is checked in
+    its IDNA form; without, it is invalid."""
+    if not name.isascii():
+        if not utf8:
             return False
-        inner = domain[1:-1]
-        return not any(c in "[]\\ \t" or ord(c) < 33 or ord(c) > 126 for c in inner)
-    if not _DOMAIN_OK.match(domain):
+        try:
+            name = name.encode("idna").decode("ascii")
+        except (UnicodeError, ValueError):
+            return False
+    if not name:
         return False
-    labels = domain[:-1].split(".") if domain.endswith(".") else domain.split(".")
-    return all(labels)
+    label_length = 0
+    non_numeric = False
+    n = len(name)
+    for i, ch in enumerate(name):
+        if ch.isalnum() or ch == "_":
+            label_length += 1
+            if label_length > VALID_LABEL_LEN:
+                return False
+            if not ch.isdigit():
+                non_numeric = True
+        elif ch == ".":
+            if label_length == 0 or i + 1 >= n:
+                return False
+            label_length = 0
+        elif ch == "-":
+            non_numeric = True
+            label_length += 1
+            if label_length == 1 or i + 1 >= n or name[i + 1] == ".":
+                return False
+        else:
+            return False
+    return non_numeric and n <= VALID_HOSTNAME_LEN
 
 
-def normalize_address(path: str, allow_empty: bool) -> str | None:
-    """Validate a path's content; return the address in external form.
+def _valid_ipv4(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3
+                                   and int(p) <= 255 for p in parts)
 
-    The source route is stripped; ``""`` is returned for the null path
-    when allowed. None means bad address syntax.
-    """
-    if path.startswith("@"):
-        colon = _find_close(path, 0, ":")
-        if colon < 0:
-            return None
-        route = path[:colon]
-        if any(not hop.startswith("@") or not _valid_domain(hop[1:]) for hop in route.split(",")):
-            return None
-        path = path[colon + 1:]
-        if not path:
-            return None
-    if not path:
-        return "" if allow_empty else None
-    at = -1
+
+def _valid_literal(domain: str) -> bool:
+    """Postfix's valid_mailhost_literal(): ``[1.2.3.4]`` or ``[IPv6:...]``."""
+    if len(domain) < 3 or not domain.endswith("]"):
+        return False
+    inner = domain[1:-1]
+    if inner[:5].lower() == "ipv6:":
+        try:
+            ipaddress.IPv6Address(inner[5:])
+        except ValueError:
+            return False
+        return "%" not in inner
+    return _valid_ipv4(inner)
+
+
+def _valid_domain(domain: str, utf8: bool, numeric_ok: bool) -> bool:
+    if domain.startswith("["):
+        return _valid_literal(domain)
+    # trivial-rewrite strips one trailing dot (not dot-dot).
+    if len(domain) > 1 and domain.endswith(".") and domain[-2] != ".":
+        domain = domain[:-1]
+    if valid_hostname(domain, utf8=utf8):
+        return True
+    return numeric_ok and _valid_ipv4(domain)
+
+
+def _unquoted_ats(path: str) -> list[int] | None:
+    """Indexes of the ``@`` outside quotes; None for an unclosed quote."""
+    ats: list[int] = []
     i, n, quoted = 0, len(path), False
     while i < n:
         c = path[i]
@@ -142,18 +227,82 @@ def normalize_address(path: str, allow_empty: bool) -> str | None:
         if c == '"':
             quoted = not quoted
         elif not quoted and c == "@":
-            if at >= 0:
-                return None  # two unquoted "@"
-            at = i
+            ats.append(i)
         i += 1
-    if quoted:
+    return None if quoted else ats
+
+
+def normalize_address(path: str, allow_empty: bool, *, smtputf8: bool = True,
+                      numeric_ok: bool = False) -> str | None:
+    """Validate a path's content; return the address in external form.
+
+    The source route is stripped; ``""`` is returned for the null path
+    when allowed. None means bad address syntax (Postfix's extract_addr()
+    and smtpd_check_addr()): a local part with an ``@`` in it is kept, as
+    Postfix does (``a@b@c`` is routing the policy judges); the domain must
+    be a valid hostname or address literal, non-ASCII only with
+    ``smtputf8`` (SMTPUTF8 enabled and requested by the client); an
+    all-numeric domain only with ``numeric_ok`` (resolve_numeric_domain).
+    """
+    if path.startswith("@"):
+        colon = _find_close(path, 0, ":")
+        if colon < 0:
+            return None
+        # The route is dropped unjudged, as Postfix does; only its shape counts.
+        route = path[:colon]
+        if any(len(hop) < 2 or not hop.startswith("@") or _has_bracket(hop)
+               for hop in route.split(",")):
+            return None
+        path = path[colon + 1:]
+        if not path:
+            return None
+    if not path:
+        return "" if allow_empty else None
+    ats = _unquoted_ats(path)
+    if ats is None:
         return None
-    if at < 0:
+    if not ats:
         return path if _valid_local(path) else None
-    local, domain = path[:at], path[at + 1:]
-    if not _valid_local(local) or not domain or not _valid_domain(domain):
+    bounds = [-1, *ats]
+    pieces = [path[bounds[k] + 1:bounds[k + 1]] for k in range(len(ats))]
+    domain = path[ats[-1] + 1:]
+    if not all(_valid_local(p) for p in pieces) or not domain \
+            or not _valid_domain(domain, smtputf8, numeric_ok):
         return None
     return path
+
+
+def parse_vrfy(args: list[str], *,
+               smtputf8_enable: bool) -> tuple[str, str, bool] | None:
+    """VRFY's argument words → (the address token, its path without <>,
+    SMTPUTF8 requested).
+
+    As Postfix: a last word ``SMTPUTF8`` (when enabled) is the RFC 6531
+    option; the other words are joined and must hold one address (``alice
+    junk`` is two). None means bad syntax (501 5.1.3).
+    """
+    smtputf8 = False
+    if len(args) > 1 and smtputf8_enable and args[-1].upper() == "SMTPUTF8":
+        args = args[:-1]
+        smtputf8 = True
+    text = " ".join(args)
+    end = _token_end(text)
+    if end <= 0:
+        return None
+    if end < len(text):
+        # More than one word: only "phrase <address>" is one address.
+        words = text.split()
+        last = words[-1]
+        if not (last.startswith("<") and last.endswith(">")) or any(
+                c in w for w in words[:-1] for c in '<>@,;:'):
+            return None
+        text = last
+    path = text
+    while path.startswith("<") and path.endswith(">") and len(path) >= 2:
+        path = path[1:-1]
+    if _has_bracket(path):
+        return None
+    return text, path, smtputf8
 
 
 def xtext_decode(text: str) -> str | None:
@@ -176,6 +325,50 @@ def xtext_decode(text: str) -> str | None:
         if ord(c) < 33 or ord(c) > 126 or c == "=":
             return None
         out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def xtext_unquote(text: str) -> str | None:
+    """Postfix's xtext_unquote(): ``+HH`` decoded, every other character
+    kept as is (Postfix does not insist on xchar); None for a bad ``+``."""
+    if "+" not in text:
+        return text
+    out = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "+":
+            h = text[i + 1:i + 3]
+            if len(h) != 2 or any(x not in "0123456789ABCDEFabcdef" for x in h):
+                return None
+            out.append(chr(int(h, 16)))
+            i += 3
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def uxtext_unquote(text: str) -> str | None:
+    """RFC 6533 utf-8-addr-xtext: ``\\x{HEX}`` decoded, other characters
+    (UTF-8 included) kept; None when an escape is malformed."""
+    out = []
+    i, n = 0, len(text)
+    while i < n:
+        if text.startswith("\\x{", i):
+            close = text.find("}", i + 3)
+            digits = text[i + 3:close] if close >= 0 else ""
+            if not 1 <= len(digits) <= 6 or any(
+                    x not in "0123456789ABCDEFabcdef" for x in digits):
+                return None
+            code = int(digits, 16)
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                return None
+            out.append(chr(code))
+            i = close + 1
+            continue
+        out.append(text[i])
         i += 1
     return "".join(out)
 
@@ -222,9 +415,10 @@ def parse_mail_params(params: list[str], *, dsn: bool, smtputf8: bool,
         elif ukey == "ENVID" and eq:
             if not dsn:
                 raise SyntaxProblem(501, "5.7.1", "DSN support is disabled")
-            decoded = xtext_decode(value) if value else None
+            # Postfix: xtext_unquote() and allprint(), no length limit.
+            decoded = xtext_unquote(value) if value else None
             if (res.envid is not None or decoded is None or not decoded
-                    or not _printable(decoded) or len(decoded) > 100):
+                    or not _printable(decoded)):
                 raise SyntaxProblem(501, "5.5.4", "Bad ENVID parameter syntax")
             res.envid = decoded
         elif ukey == "SMTPUTF8" and not eq and smtputf8:
@@ -265,8 +459,11 @@ def parse_rcpt_params(params: list[str], *, dsn: bool) -> RcptParams:
         elif ukey == "ORCPT" and eq:
             if not dsn:
                 raise SyntaxProblem(501, "5.7.1", "DSN support is disabled")
+            # Postfix: a non-empty type; "utf-8" addresses in uxtext
+            # (RFC 6533), others in xtext.
             atype, semi, addr = value.partition(";")
-            decoded = xtext_decode(addr) if semi and addr else None
+            unquote = uxtext_unquote if atype.lower() == "utf-8" else xtext_unquote
+            decoded = unquote(addr) if semi and addr else None
             if (res.orcpt is not None or not _TYPE_OK.match(atype) or decoded is None
                     or len(value) > 500):
                 raise SyntaxProblem(501, "5.5.4", "Error: Bad ORCPT parameter syntax")

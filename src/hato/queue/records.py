@@ -207,6 +207,8 @@ class RecordDecoder:
             return None
         start = pos
         code = buf[pos]
+        if code == 0:  # never written: encode_record() refuses type 0
+            raise RecordError("illegal record type 0", self._offset + start)
         pos += 1
         length = 0
         shift = 0

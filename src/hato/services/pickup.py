@@ -22,6 +22,7 @@ import errno
 import os
 
 from ..io.ipc import notify, serve_requests
+from ..policy.address import log_form
 from ..proto.attr import Attrs
 from ..queue.bounce import send_bounce
 from ..queue.cleanup import Cleanup
@@ -35,6 +36,7 @@ class Pickup:
         self.ctx = ctx
         self.log = ctx.log
         self.s = ctx.settings
+        self.external = self.s.str("info_log_address_format").lower() != "internal"
         self.store = QueueStore.from_settings(self.s)
         self.cleanup = Cleanup(self.s)
         self.wake = asyncio.Event()
@@ -80,14 +82,14 @@ class Pickup:
                 return False
             res = result.result
             if result.queue_id:
-                self.log.info(f"{result.queue_id}: uid={uid} from=<{env.sender}>")
+                self.log.info(f"{result.queue_id}: uid={uid} from=<{log_form(env.sender, self.external)}>")
                 for level, text in res.log:
                     self._logger(level, text)
             elif res.temporary:
                 self.log.warning(f"{maildrop_id}: {res.smtp_reply()}; will try again")
                 return False
             elif res.discard:
-                self.log.info(f"{maildrop_id}: uid={uid} from=<{env.sender}>")
+                self.log.info(f"{maildrop_id}: uid={uid} from=<{log_form(env.sender, self.external)}>")
                 for level, text in res.log:
                     self._logger(level, text)
             else:
@@ -106,7 +108,7 @@ class Pickup:
         reason = res.reason or f"{dsn} {text}"
         if reason[:1].isdigit() and " " in reason:
             dsn, _, text = reason.partition(" ")
-        self.log.info(f"{maildrop_id}: uid={uid} from=<{env.sender}>: rejected: {dsn} {text}")
+        self.log.info(f"{maildrop_id}: uid={uid} from=<{log_form(env.sender, self.external)}>: rejected: {dsn} {text}")
         entries = [{"recipient": r.address, "orig_rcpt": r.orig_address,
                     "notify": ",".join(sorted(r.notify)), "orcpt": r.orcpt,
                     "status": dsn if dsn[:1] == "5" else "5.3.0", "reason": text}

@@ -36,14 +36,22 @@ import time
 from collections import defaultdict
 
 from ..config.errors import ConfigError
-from ..delivery.request import (BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptRequest,
-                                RcptStatus, decode_statuses)
+from ..delivery.request import (
+    BOUNCED,
+    DEFERRED,
+    SENT,
+    DeliveryRequest,
+    RcptRequest,
+    RcptStatus,
+    decode_statuses,
+)
 from ..io.ipc import Client, serve_requests
+from ..policy.address import log_form
 from ..policy.resolve import Resolver, parse_transport
 from ..proto.attr import Attrs
 from ..queue.bounce import send_bounce, send_notice
-from ..queue.store import (ACTIVE, DEFERRED as DEFERRED_Q, INCOMING, CorruptQueueFile,
-                           NoSuchMessage, QueueStore)
+from ..queue.store import ACTIVE, INCOMING, CorruptQueueFile, NoSuchMessage, QueueStore
+from ..queue.store import DEFERRED as DEFERRED_Q
 from ..tables.base import TableRetry
 
 SCAN_INTERVAL = 1.0  # incoming/ is scanned at least this often, wake-ups or not
@@ -53,6 +61,7 @@ class QueueManager:
     def __init__(self, ctx):
         self.ctx = ctx
         self.s = ctx.settings
+        self.external = self.s.str("info_log_address_format").lower() != "internal"
         self.log = ctx.log
         self.store = QueueStore.from_settings(self.s)
         self.queue_dir = self.s.str("queue_directory")
@@ -192,7 +201,8 @@ class QueueManager:
         env = qf.envelope
         active_time = time.time()
         if src == INCOMING:
-            self.log.info(f"{queue_id}: from=<{env.sender}>, size={env.size}, "
+            self.log.info(f"{queue_id}: from=<{log_form(env.sender, self.external)}>, "
+                          f"size={env.size}, "
                           f"nrcpt={len(env.recipients)} (queue active)")
         groups: dict[tuple[str, str], list[RcptRequest]] = defaultdict(list)
         results: dict[int, RcptStatus] = {}
@@ -270,7 +280,8 @@ class QueueManager:
                 st = RcptStatus(i, BOUNCED, "5" + st.dsn[1:] if st.dsn[:1] == "4" else st.dsn,
                                 f"message expired: {st.reason}", st.relay, "failed")
                 entry.update(status=st.dsn, action="failed", reason=st.reason)
-                self.log.info(f"{queue_id}: to=<{requests[i].address}>, relay={st.relay}, "
+                self.log.info(f"{queue_id}: to=<{log_form(requests[i].address, self.external)}>, "
+                              f"relay={st.relay}, "
                               f"dsn={st.dsn}, status=expired, returned to sender")
             if st.status == SENT:
                 done.append(rcpt)

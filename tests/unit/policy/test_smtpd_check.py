@@ -195,9 +195,9 @@ def test_reject_unknown_client_hostname() -> None:
     main = "smtpd_client_restrictions = reject_unknown_client_hostname\n"
     assert rcpt(main).ok
     d = rcpt(main, name="unknown", name_status=4)
-    assert text(d) == "450 4.7.1 Client host rejected: cannot find your hostname, [198.51.100.1]"
+    assert text(d) == "450 4.7.25 Client host rejected: cannot find your hostname, [198.51.100.1]"
     d = rcpt(main + "unknown_client_reject_code = 550\n", name="unknown", name_status=5)
-    assert d.reply is not None and d.reply.code == 550 and d.reply.dsn == "5.7.1"
+    assert d.reply is not None and d.reply.code == 550 and d.reply.dsn == "5.7.25"
 
 
 def test_reject_unknown_reverse_client_hostname() -> None:

@@ -225,8 +225,13 @@ ADDRESSES = [
     (b"<u@[1.2.3.4]>", "u@[1.2.3.4]"),
     (b"<u@[IPv6:2001:db8::1]>", "u@[IPv6:2001:db8::1]"),
     (b"<postmaster>", "postmaster"),
-    ("<j\u00f6rg@b\u00fccher.example>".encode(), "j\u00f6rg@b\u00fccher.example"),
+    ("<j\u00f6rg@client.test>".encode(), "j\u00f6rg@client.test"),
     (b"<a.b+c@d-e.f>", "a.b+c@d-e.f"),
+    # Postfix tolerates redundant brackets and keeps a routed local part
+    # (the relay restrictions judge it).
+    (b"<<a@client.test>>", "a@client.test"),
+    (b"<a@b@c.test>", "a@b@c.test"),
+    (b"<a@b.c.>", "a@b.c."),
 ]
 
 
@@ -238,8 +243,12 @@ def test_recipient_address_forms(path, address):
     assert next(e for e in sess.events if isinstance(e, s.MailFrom)).address == ""
 
 
-BAD = [b"<>", b"<a b@c>", b"<a@b@c>", b"<a@>", b"<@b>", b"<a@b>x", b"<a@b", b"a@b>",
-       b'<"a@b>', b"<a@b,c@d>", b"<a@[1.2.3.4>", b"<a@b..c>", b"<(x)a@b>"]
+BAD = [b"<>", b"<a b@c>", b"<a@>", b"<@b>", b"<a@b>x", b"<a@b", b"a@b>",
+       b'<"a@b>', b"<a@b,c@d>", b"<a@[1.2.3.4>", b"<a@b..c>", b"<(x)a@b>",
+       # Postfix's valid_hostname() / valid_mailhost_literal()
+       b"<a@-bad-.test>", b"<a@b-.c>", b"<a@b_c!d>", b"<a@[foo]>", b"<a@[1.2.3]>",
+       b"<a@1.2.3.4>", b"<@>", b"<a@b@>", b"<@a@b>", b"<<a@b>", b"<a@b>>",
+       ("<a@" + "x" * 64 + ".test>").encode()]
 
 
 @pytest.mark.parametrize("path", BAD)
@@ -267,6 +276,79 @@ def test_strict_smtputf8():
 def test_unicode_address_without_smtputf8_is_accepted_by_default():
     sess = run_all_ways("EHLO c\r\nMAIL FROM:<\u00fc@b>\r\n".encode())
     assert sess.replies[-1] == "250 2.1.0 Ok"
+
+
+def test_unicode_domain_needs_smtputf8():
+    # Postfix's smtpd_check_addr(): a non-ASCII domain only with SMTPUTF8.
+    u = "b\u00fccher.example".encode()
+    sess = run_all_ways(b"EHLO c\r\nMAIL FROM:<a@" + u + b">\r\nMAIL FROM:<a@" + u +
+                        b"> SMTPUTF8\r\nRCPT TO:<x@" + u + b">\r\n")
+    assert sess.replies[-3:] == ["501 5.1.7 Bad sender address syntax", "250 2.1.0 Ok",
+                                 "250 2.1.5 Ok"]
+    sess = run_all_ways(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@" + u + b">\r\n")
+    assert sess.replies[-1] == "501 5.1.3 Bad recipient address syntax"
+    lim = s.Limits(smtputf8_enable=False)
+    sess = run_all_ways(b"EHLO c\r\nMAIL FROM:<a@" + u + b">\r\nMAIL FROM:<j\xc3\xb6rg@b>\r\n",
+                        lim)
+    assert sess.replies[-2:] == ["501 5.1.7 Bad sender address syntax", "250 2.1.0 Ok"]
+
+
+def test_numeric_domain_only_with_resolve_numeric_domain():
+    cmd = b"EHLO c\r\nMAIL FROM:<a@1.2.3.4>\r\n"
+    assert run_all_ways(cmd).replies[-1] == "501 5.1.7 Bad sender address syntax"
+    lim = s.Limits(resolve_numeric_domain=True)
+    assert run_all_ways(cmd, lim).replies[-1] == "250 2.1.0 Ok"
+
+
+def test_sender_address_forms_as_postfix():
+    sess = run_all_ways(b"EHLO c\r\nMAIL FROM:<<a@client.test>>\r\nRSET\r\n"
+                        b"MAIL FROM:<a@b@c.test>\r\nRSET\r\nMAIL FROM:<a@b..c>\r\n"
+                        b"MAIL FROM:<a@-bad-.test>\r\nMAIL FROM:<a@>\r\nMAIL FROM:<@>\r\n")
+    assert sess.codes()[1:] == ["250 2.1.0", "250 2.0.0", "250 2.1.0", "250 2.0.0"] + \
+        ["501 5.1.7"] * 4
+    assert [e.address for e in sess.events if isinstance(e, s.MailFrom)] == [
+        "a@client.test", "a@b@c.test"]
+
+
+def test_long_envid_and_utf8_orcpt_accepted():
+    # Postfix has no ENVID length limit; ORCPT=utf-8;... is RFC 6533 uxtext.
+    sess = run_all_ways(b"EHLO c\r\nMAIL FROM:<a@b> ENVID=" + b"e" * 120 + b"\r\n"
+                        b"RCPT TO:<c@d> ORCPT=utf-8;\xc3\xa4@example.com\r\n"
+                        b"RCPT TO:<e@d> ORCPT=UTF-8;x\\x{E4}y@example.com\r\n"
+                        b"RCPT TO:<f@d> ORCPT=utf-8;x\\x{zz}@example.com\r\n")
+    assert sess.replies[-4:] == ["250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok",
+                                "501 5.5.4 Error: Bad ORCPT parameter syntax"]
+    assert next(e for e in sess.events if isinstance(e, s.MailFrom)).envid == "e" * 120
+    assert [e.orcpt for e in sess.events if isinstance(e, s.RcptTo)] == [
+        "utf-8;\u00e4@example.com", "UTF-8;x\u00e4y@example.com"]
+
+
+@pytest.mark.parametrize("line", [b"Subject: hello", b"From: someone@client.test",
+                                  b"X-Thing:value", b"To:x", b"Received:from x"])
+def test_header_like_commands_close(line):
+    sess = run_all_ways(line + b"\r\nNOOP\r\n")
+    assert sess.replies[-1] == "221 2.7.0 Error: I can break rules, too. Goodbye."
+    assert sess.conn.closed and sess.events[-1].reason == s.REASON_FORBIDDEN
+
+
+@pytest.mark.parametrize("line", [b"XYZ a:b", b"FOO", b"A\x01B: x"])
+def test_unknown_non_header_commands_stay_unknown(line):
+    sess = run_all_ways(line + b"\r\n")
+    assert sess.replies[-1] == "500 5.5.2 Error: command not recognized"
+    assert not sess.conn.closed
+
+
+def test_vrfy_argument_parsing():
+    sess = run_all_ways(b"VRFY alice SMTPUTF8\r\nVRFY alice junk\r\nVRFY <>\r\n"
+                        b"VRFY <a@-x>\r\nVRFY Alice <alice@d>\r\n")
+    assert sess.replies == ["252 2.0.0 alice",
+                            "501 5.1.3 Bad recipient address syntax",
+                            "501 5.1.3 Bad recipient address syntax",
+                            "501 5.1.3 Bad recipient address syntax", "252 2.0.0 <alice@d>"]
+    vrfys = [e for e in sess.events if isinstance(e, s.Vrfy)]
+    assert [(e.argument, e.smtputf8) for e in vrfys] == [("alice", True), ("<alice@d>", False)]
+    sess = run_all_ways(b"VRFY alice SMTPUTF8\r\n", s.Limits(smtputf8_enable=False))
+    assert sess.replies[-1] == "501 5.1.3 Bad recipient address syntax"
 
 
 def test_vrfy_disabled_and_default_reply():

@@ -67,10 +67,32 @@ def test_bare_lf_dot_ends_data_in_no_mode(variant):
     assert [e.address for e in sess.events if isinstance(e, s.MailFrom)] == ["a@b", "evil@x"]
 
 
-def test_cr_variants_do_not_end_in_no_mode():
-    sess = data_session(b"x\r.\r\ny\r\n.\r\r\nz\r\n.\r\n", "no")
+def test_bare_cr_before_dot_does_not_end_in_no_mode():
+    sess = data_session(b"x\r.\r\ny\r\n.\r\n", "no")
     assert len(ends(sess)) == 1
-    assert content(sess) == b"x\r.\r\ny\r\n\r\r\nz\r\n"
+    assert content(sess) == b"x\r.\r\ny\r\n"
+
+
+@pytest.mark.parametrize("variant", [b".\r\r\n", b".\r\r\r\n"])
+def test_dot_crs_lf_ends_data_in_no_mode(variant):
+    # Postfix's smtp_get() strips every CR before the LF: with
+    # smtpd_forbid_bare_newline=no ".\r\r\n" ends the data (recorded from
+    # Postfix 3.7.11: smuggling-no/crlf-dot-cr-crlf queues two messages).
+    sess = data_session(b"x\r\n" + variant + INNER + b".\r\n", "no")
+    assert len(ends(sess)) == 2
+    assert [e.address for e in sess.events if isinstance(e, s.MailFrom)] == ["a@b", "evil@x"]
+
+
+@pytest.mark.parametrize("mode", ["normalize", "yes", "reject"])
+def test_dot_crs_lf_is_content_in_strict_modes(mode):
+    sess = data_session(b"x\r\n.\r\r\ny\r\n.\r\n", mode)
+    assert len(ends(sess)) == 1
+
+
+def test_long_cr_run_after_dot_is_content_in_no_mode():
+    from hato.proto.smtpd_data import MAX_DOT_CRS
+    sess = data_session(b"x\r\n." + b"\r" * (MAX_DOT_CRS + 5) + b"\ny\r\n.\r\n", "no")
+    assert len(ends(sess)) == 1
 
 
 def test_normalize_bare_lf_and_keep_bare_cr():

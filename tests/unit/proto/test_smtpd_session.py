@@ -54,8 +54,17 @@ def test_junk_limit():
     lim = s.Limits(junk_command_limit=3)
     sess = run_all_ways(b"EHLO c\r\n" + b"NOOP\r\n" * 4 + b"RSET\r\nVRFY x\r\n", lim)
     assert sess.conn.junk_count == 7
-    assert sess.conn.error_count == 4  # commands 4..7 count as errors
+    assert sess.conn.error_count == 3  # Postfix's junk_cmds++ > 3: commands 5..7
     assert sess.codes()[-3:] == ["250 2.0.0", "250 2.0.0", "252 2.0.0"]
+
+
+def test_junk_limit_reaches_hard_limit_as_postfix():
+    # junk 5, hard 5 (limits/junk-noop-limit): after EHLO, NOOPs 1-10 get
+    # 250 (6-10 are errors), the 421 comes before NOOP 11 is read.
+    lim = s.Limits(junk_command_limit=5, hard_error_limit=5)
+    sess = run_all_ways(b"EHLO c\r\n" + b"NOOP\r\n" * 11, lim)
+    assert sess.codes()[-11:] == ["250 2.0.0"] * 10 + ["421 4.7.0"]
+    assert sess.conn.closed and sess.events[-1].reason == s.REASON_ERRORS
 
 
 def test_recipient_limit_with_1000_rcpts():
