@@ -35,6 +35,7 @@ from ..queue.store import QueueStore
 from ..queue.submit import MaildropSubmission
 from ..tables.base import TableRetry
 from .. import auth as sasl
+from .maillog import printable
 
 READ_SIZE = 65536
 
@@ -184,8 +185,13 @@ class SessionServer:
                 addr = addr[7:]
         else:
             addr, port = "127.0.0.1", "0"
-        reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
-        session = Session(self, reader, writer, addr, port)
+        if self.tls.wrapper:
+            # smtps: nothing may read the socket before the TLS layer does,
+            # so the session opens its streams after the handshake.
+            session = Session(self, None, None, addr, port, sock=sock)
+        else:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+            session = Session(self, reader, writer, addr, port)
         try:
             await session.run()
         finally:
@@ -279,9 +285,11 @@ class SessionServer:
 class Session:
     """One SMTP session."""
 
-    def __init__(self, server: SessionServer, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, addr: str, port: str):
+    def __init__(self, server: SessionServer, reader: asyncio.StreamReader | None,
+                 writer: asyncio.StreamWriter | None, addr: str, port: str, *,
+                 sock: socket.socket | None = None):
         self.server = server
+        self.sock = sock  # wrapper mode: the socket, until the handshake
         self.log = server.log
         self.reader = reader
         self.writer = writer
@@ -343,8 +351,8 @@ class Session:
         f.name, f.name_status = name, 0 if status == 2 else status
         f.reverse_name, f.reverse_name_status = rname, 0 if rstatus == 2 else rstatus
         self.log.info(f"connect from {self.client}")
-        if srv.tls.wrapper:
-            if not await self._start_tls():
+        if self.sock is not None:
+            if not await self._accept_tls():
                 self.log.info(f"lost connection after CONNECT from {self.client}")
                 self.log.info(f"disconnect from {self.client}{self._counters()}")
                 return
@@ -473,6 +481,8 @@ class Session:
 
     async def _event(self, ev: P.Event) -> None:
         conn = self.conn
+        if ev.long_line is not None:
+            self._log_long_line(*ev.long_line)
         if conn.improper_pipelining is not None and not self.pipelining_logged:
             self.pipelining_logged = True
             verb, pending = conn.improper_pipelining
@@ -504,6 +514,10 @@ class Session:
     async def close(self) -> None:
         """Close the connection. After a failed TLS handshake the stream's
         protocol is no longer the transport's, so nothing waits for it."""
+        if self.writer is None:
+            if self.sock is not None:
+                self.sock.close()
+            return
         try:
             self.writer.close()
         except Exception:
@@ -516,6 +530,27 @@ class Session:
             pass
 
     # -- TLS ----------------------------------------------------------------------------------
+
+    async def _accept_tls(self) -> bool:
+        """smtps (wrapper mode): the handshake comes first, on the raw socket."""
+        srv = self.server
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_SIZE)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        sock, self.sock = self.sock, None
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, sock, ssl=srv.tls.context,
+                ssl_handshake_timeout=srv.starttls_timeout)
+        except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as err:
+            text = getattr(err, "reason", None) or str(err) or type(err).__name__
+            self.log.info(f"SSL_accept error from {self.client}: {text}")
+            sock.close()
+            return False
+        self.reader = reader
+        self.writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        self._tls_established(transport)
+        return True
 
     async def _start_tls(self) -> bool:
         """The TLS handshake on the connection; on success the session's
@@ -539,6 +574,11 @@ class Session:
             return False
         self.reader = reader
         self.writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        self._tls_established(transport)
+        return True
+
+    def _tls_established(self, transport) -> None:
+        srv = self.server
         obj = transport.get_extra_info("ssl_object")
         facts = session_facts(obj, srv.tls.fingerprint_digest) if obj is not None else None
         self.tls = facts
@@ -554,9 +594,11 @@ class Session:
             if srv.tls.loglevel >= 1:
                 self.log.info(f"{facts.kind()} TLS connection established from {self.client}: "
                               f"{facts.summary()}")
-        return True
 
     async def _starttls(self) -> None:
+        # Stop reading before the 220 goes out: the client's ClientHello
+        # must reach the TLS layer, not the plaintext stream.
+        self.writer.transport.pause_reading()
         self.conn.accept()
         await self._flush()
         if not await self._start_tls():
@@ -667,10 +709,18 @@ class Session:
         f.sasl_username, f.sasl_method = username, self.auth_mechanism
         self.conn.auth_done(True, P.Reply(235, "2.7.0", "Authentication successful"))
 
+    def _log_long_line(self, limit: int, line: bytes) -> None:
+        """Postfix's smtpd_chat_query(): ``request longer than LIMIT: %.30s...``
+        of the cut line made printable()."""
+        text = printable(line.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"),
+                         self.conn.limits.smtputf8_enable)
+        start = text.encode("utf-8")[:30].decode("utf-8", "ignore")
+        self.log.warning(f"{self.client}: request longer than {limit}: {start}...")
+
     def _protocol_error(self, ev: P.ProtocolError) -> None:
         if ev.reply is not None and ev.reply.code == 221 and ev.verb:
-            self.log.warning(f"non-SMTP command from {self.client}: "
-                             f"{(ev.verb + ' ' + getattr(ev, 'argument', '')).strip()[:100]}")
+            # Postfix: "non-SMTP command from %s: %.100s", the line as typed
+            self.log.warning(f"non-SMTP command from {self.client}: {escape(ev.line[:100])}")
         elif ev.reply is not None and ev.reply.code == self.conn.limits.bare_newline_reject_code \
                 and "bare <LF>" in ev.reply.text:
             self._log_whatsup("reject", self._where(), "bare <LF> received")
