@@ -10,6 +10,8 @@ It reads main.cf and master.cf and reports, each with file and line:
 * parameters nothing uses (typos) — warnings;
 * Postfix parameters hato does not implement — named as such;
 * master.cf services whose daemon hato does not run (yet) — named as such;
+* TLS: a security level or wrapper mode without a certificate, files that
+  do not load, bad protocol or cipher lists — errors;
 * smtpd restriction lists (main.cf and each smtpd service's ``-o``
   overrides): unknown restriction names — errors; restrictions hato does
   not do yet — named as such; no relay protection — an error, as Postfix's
@@ -33,6 +35,7 @@ import stat
 
 from ..config.errors import ConfigError
 from ..config.expand import Expander
+from ..config.params import NO_EFFECT
 from ..config.postfix_names import postfix_parameter_names
 from ..config.settings import Config, Settings
 from ..master.catalog import Status, describe
@@ -72,6 +75,9 @@ def check_parameters(cfg: Config, report: Report) -> None:
         if name not in known:
             continue
         where = _where(main.path, main.lineno(name))
+        if name in NO_EFFECT:
+            report.warn(f"{where}: {name} is accepted but has no effect in hato: "
+                        f"{NO_EFFECT[name]}")
         try:
             settings.check(name)
         except ConfigError as err:
@@ -88,6 +94,9 @@ def check_parameters(cfg: Config, report: Report) -> None:
                 else:
                     report.warn(f"{where}: service {svc.key}: unused parameter: {name}={value}")
                 continue
+            if name in NO_EFFECT:
+                report.warn(f"{where}: service {svc.key}: {name} is accepted but has no "
+                            f"effect in hato: {NO_EFFECT[name]}")
             try:
                 svc_settings.check(name)
             except ConfigError as err:
@@ -268,6 +277,30 @@ def check_restrictions(cfg: Config, report: Report) -> None:
             pass  # table problems are check_tables' to report
 
 
+def check_tls(cfg: Config, report: Report) -> None:
+    """The TLS policy of main.cf and of every smtpd service, built as smtpd
+    builds it: a security level or wrapper mode without a certificate,
+    certificates or keys that do not load, bad protocol or cipher lists."""
+    from ..io.tls import tls_policy
+
+    seen: set[str] = set()
+    targets: list[tuple[str | None, Settings]] = [(None, cfg.settings())]
+    for svc in cfg.master.services:
+        if svc.command == "smtpd":
+            targets.append((f"{_where(cfg.master.path, svc.lineno)}: service {svc.key}",
+                            cfg.settings(svc)))
+    for where, settings in targets:
+        try:
+            tls_policy(settings)
+        except ConfigError as err:
+            if err.message in seen:  # a service inherits main.cf's problem
+                continue
+            seen.add(err.message)
+            name = err.message.split(":", 1)[0].split()[0]
+            report.error(f"{where or _where(cfg.main.path, cfg.main.lineno(name))}: "
+                         f"{err.message}")
+
+
 def check_sasl(cfg: Config, report: Report) -> None:
     """SASL server configuration of main.cf and of every smtpd service with
     smtpd_sasl_auth_enable = yes, built as smtpd would build it but without
@@ -392,6 +425,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
     check_tables(cfg, report)
     check_services(cfg, report)
     check_restrictions(cfg, report)
+    check_tls(cfg, report)
     check_sasl(cfg, report)
     check_paths(cfg, report)
     if report.errors:

@@ -2,8 +2,8 @@
 
 The instance runs as the invoking user: queue, data, log and Maildirs live
 inside DIR; services listen on loopback only, on unprivileged ports (SMTP on
-127.0.0.1:2525, submission on 127.0.0.1:2587). Existing files are never
-overwritten.
+127.0.0.1:2525, submission on 127.0.0.1:2587, its SASL users in hato's
+sasldb as ``sasl/smtpd.conf`` says). Existing files are never overwritten.
 
     hato init [-p smtp_port] [-u mail_owner] [-g setgid_group] DIR
 
@@ -102,6 +102,16 @@ anvil     unix  -       -       n       -       1       anvil
 """
 
 
+# Cyrus SASL's application file for smtpd, found in $config_directory/sasl:
+# users live in hato's own sasldb (``hato -c DIR saslpasswd -c user@domain``).
+SMTPD_CONF = """\
+# Cyrus SASL configuration of the submission service (smtpd_sasl_type = cyrus).
+pwcheck_method: auxprop
+auxprop_plugin: sasldb
+sasldb_path: {root}/sasldb.lmdb
+mech_list: SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5 PLAIN LOGIN
+"""
+
 ROOT_OWNER = "hato"
 ROOT_GROUP = "hatodrop"
 
@@ -124,7 +134,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
         msgs.fatal("usage: hato init [-p smtp_port] [-u mail_owner] [-g setgid_group] DIR")
     root = os.path.abspath(args[0])
     os.makedirs(root, exist_ok=True)
-    for sub in ("queue", "data", "log", "mail"):
+    for sub in ("queue", "data", "log", "mail", "sasl"):
         os.makedirs(os.path.join(root, sub), mode=0o755, exist_ok=True)
     if owner is None:
         # An instance started by root drops its services to an unprivileged
@@ -156,7 +166,8 @@ def body(msgs: Messages, argv: list[str]) -> int:
     }
     wrote = []
     for name, template in (("main.cf", MAIN_CF), ("master.cf", MASTER_CF),
-                           ("aliases", ALIASES), ("vmailbox", VMAILBOX)):
+                           ("aliases", ALIASES), ("vmailbox", VMAILBOX),
+                           (os.path.join("sasl", "smtpd.conf"), SMTPD_CONF)):
         path = os.path.join(root, name)
         if os.path.exists(path):
             msgs.info(f"{path} exists; left unchanged")

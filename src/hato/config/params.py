@@ -240,6 +240,29 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
 }
 
 
+#: Parameters hato knows (postconf shows them) whose setting has no effect
+#: yet, each with the reason; ``hato check`` names them when they are set.
+NO_EFFECT: dict[str, str] = {
+    "smtpd_tls_dcert_file": "DSA certificates are not supported",
+    "smtpd_tls_dkey_file": "DSA certificates are not supported",
+    "smtpd_tls_dh512_param_file": "export ciphers are not supported",
+    "smtpd_tls_session_cache_database": "each smtpd worker keeps OpenSSL's in-memory session "
+                                        "cache and its own session-ticket keys",
+    "smtpd_tls_always_issue_session_ids": "OpenSSL's defaults apply",
+    "tls_session_ticket_cipher": "OpenSSL's default ticket cipher applies",
+    "smtpd_tls_ccert_verifydepth": "OpenSSL's default verification depth applies",
+    "smtpd_client_auth_rate_limit": "per-client rate limits arrive with anvil",
+    "smtpd_client_connection_count_limit": "per-client limits arrive with anvil",
+    "smtpd_client_connection_rate_limit": "per-client limits arrive with anvil",
+    "smtpd_client_message_rate_limit": "per-client limits arrive with anvil",
+    "smtpd_client_recipient_rate_limit": "per-client limits arrive with anvil",
+    "smtpd_client_new_tls_session_rate_limit": "per-client limits arrive with anvil",
+    "smtpd_milters": "milters are not implemented yet",
+    "non_smtpd_milters": "milters are not implemented yet",
+    "smtpd_proxy_filter": "before-queue proxy filters are not implemented",
+}
+
+
 def get(name: str) -> Param | None:
     return PARAMS.get(name)
 

@@ -42,6 +42,7 @@ import asyncio
 import os
 import time
 
+from ..config.errors import ConfigError
 from ..io.dns import Resolver as DnsResolver
 from ..io.ipc import notify
 from ..io.smtpd_session import SessionServer
@@ -49,9 +50,14 @@ from ..proto.attr import Attrs
 
 
 async def serve(ctx) -> int:
-    server = SessionServer(ctx.settings, ctx.log, service=ctx.service,
-                           dns=DnsResolver.from_settings(ctx.settings),
-                           wake_qmgr=_qmgr_waker(ctx.settings.str("queue_directory")))
+    try:
+        server = SessionServer(ctx.settings, ctx.log, service=ctx.service,
+                               dns=DnsResolver.from_settings(ctx.settings),
+                               wake_qmgr=_qmgr_waker(ctx.settings.str("queue_directory")))
+    except ConfigError as err:
+        # As Postfix's smtpd: a fatal line, and master throttles the restarts.
+        ctx.log.fatal(str(err))
+        return 1
     limit = int(os.environ.get("HATO_SESSION_LIMIT", "0") or 0) or 100
     server.session_limit = limit
     loop = asyncio.get_running_loop()

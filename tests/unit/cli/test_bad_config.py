@@ -178,3 +178,29 @@ def test_check_names_bad_and_unsupported_restrictions(tmp_path):
            f"smtpd_recipient_restrictions, specify at least one working instance" in err
     # The submission service's own -o list protects it: no error for it.
     assert "service submission/inet: in parameter" not in err
+
+
+def test_check_names_tls_without_certificate(tmp_path):
+    d = make(tmp_path, "myhostname = a.example\nalias_maps =\ncompatibility_level = 3.6\n",
+             GOOD_MASTER + "smtps inet n - n - - smtpd -o smtpd_tls_wrappermode=yes\n"
+                           "submission inet n - n - - smtpd\n"
+                           " -o smtpd_tls_security_level=encrypt\n"
+                           " -o smtpd_tls_cert_file=/nonexistent/cert.pem\n")
+    r = hato_inprocess("-c", str(d), "check")
+    assert r.returncode == 1
+    assert f"{d}/master.cf, line 2: service smtps/inet: TLS is enabled" in r.stderr
+    assert "but no certificate is configured" in r.stderr
+    assert f"{d}/master.cf, line 3: service submission/inet: smtpd_tls_cert_file: cannot " \
+           f"load certificate /nonexistent/cert.pem" in r.stderr
+
+
+def test_check_names_parameters_without_effect(tmp_path):
+    d = make(tmp_path, "myhostname = a.example\nalias_maps =\ncompatibility_level = 3.6\n"
+                       "smtpd_tls_session_cache_database = btree:/var/lib/x\n",
+             GOOD_MASTER + "submission inet n - n - - smtpd\n"
+                           " -o smtpd_client_message_rate_limit=120\n")
+    r = hato_inprocess("-c", str(d), "check")
+    assert f"{d}/main.cf, line 4: smtpd_tls_session_cache_database is accepted but has no " \
+           f"effect in hato" in r.stderr
+    assert f"{d}/master.cf, line 2: service submission/inet: smtpd_client_message_rate_limit " \
+           f"is accepted but has no effect in hato" in r.stderr

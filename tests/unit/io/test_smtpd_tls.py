@@ -178,3 +178,31 @@ def test_rsa_and_ecdsa_certificates_at_once(tmp_path, ca):
                                      f"smtpd_tls_chain_files = {rsa.chain}, {ecc.chain}\n")
     replies = run(server, [b"EHLO c\r\n", b"STARTTLS\r\n", "TLS", b"NOOP\r\n"], ca)
     assert replies[-1].startswith(b"250")
+
+
+def test_sni_maps_choose_the_certificate(tmp_path, ca):
+    other = ca.issue("other.example", kind="ec")
+    sni = tmp_path / "sni"
+    sni.write_text(f"other.example {other.chain}\n")
+    server, _ = tls_server(tmp_path, ca, f"tls_server_sni_maps = texthash:{sni}\n")
+
+    async def go(name):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        task = asyncio.get_running_loop().create_task(server.serve_socket(a))
+        reader, writer = await asyncio.open_connection(sock=b)
+        await _reply(reader)
+        writer.write(b"EHLO c\r\nSTARTTLS\r\n")
+        await _reply(reader)
+        await _reply(reader)
+        await writer.start_tls(client_context(ca), server_hostname=name)
+        cert = writer.get_extra_info("ssl_object").getpeercert()
+        writer.write(b"QUIT\r\n")
+        await writer.drain()
+        await _reply(reader)
+        writer.close()
+        await asyncio.wait_for(task, 10)
+        return dict(x[0] for x in cert["subject"])["commonName"]
+
+    assert asyncio.run(go("other.example")) == "other.example"
+    assert asyncio.run(go("mx1.example.com")) == "mx1.example.com"
