@@ -169,3 +169,81 @@ def test_smuggling_never_ends_data_early(tmp_path, variant):
     env = store.open(INCOMING, ids[0], writable=False).envelope
     assert env.sender == "a@example.org"
     assert [r.address for r in env.recipients] == ["u@mx1.example.com"]
+
+
+def test_non_smtp_command_is_logged_as_typed_and_escaped(tmp_path):
+    server, log = server_for(tmp_path)
+    lines = talk(server, b"\x01\x1b[2Jbogus \x07bell\\\r\n")
+    assert lines[-1] == "221 2.7.0 Error: I can break rules, too. Goodbye."
+    assert ("warning: non-SMTP command from unknown[127.0.0.1]: "
+            "\\001\\033[2Jbogus \\abell\\\\") in log.lines
+
+
+def test_long_command_lines_are_logged_as_postfix(tmp_path):
+    server, log = server_for(tmp_path)
+    talk(server, b"EHLO c\r\n", b"X" * 5000 + b"\r\n", b"NOOP \x01" + b"y" * 3000 + b"\r\n",
+         b"QUIT\r\n")
+    warnings = [ln for ln in log.lines if "request longer" in ln]
+    assert warnings == [
+        "warning: unknown[127.0.0.1]: request longer than 2048: " + "X" * 30 + "...",
+        "warning: unknown[127.0.0.1]: request longer than 2048: NOOP ?" + "y" * 24 + "..."]
+
+
+def test_refused_rcpt_over_the_limit_counts_as_success(tmp_path):
+    server, log = server_for(tmp_path, "smtpd_recipient_limit = 1")
+    lines = talk(server, b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n"
+                 b"RCPT TO:<u@mx1.example.com>\r\nRCPT TO:<v@mx1.example.com>\r\nQUIT\r\n")
+    assert "452 4.5.3 Error: too many recipients" in lines
+    assert "disconnect from unknown[127.0.0.1] ehlo=1 mail=1 rcpt=2 quit=1 commands=5" \
+        in log.text()
+
+
+def test_xclient_changes_the_client_for_authorized_hosts(tmp_path):
+    server, log = server_for(tmp_path, "smtpd_authorized_xclient_hosts = 127.0.0.0/8\n"
+                                       "mynetworks = 192.0.2.0/24")
+    lines = talk(server, b"EHLO proxy.example\r\n",
+                 b"XCLIENT NAME=client.example ADDR=192.0.2.7 HELO=orig.example\r\n",
+                 b"EHLO orig.example\r\nMAIL FROM:<a@example.org>\r\n"
+                 b"RCPT TO:<x@elsewhere.example>\r\nQUIT\r\n")
+    assert any(ln.startswith("250-XCLIENT ") for ln in lines), lines
+    assert "220 mx1.example.com ESMTP hato" in lines[1:]
+    # now in mynetworks: relaying is allowed
+    assert "250 2.1.5 Ok" in lines, lines
+    assert "disconnect from client.example[192.0.2.7]" in log.text()
+
+
+def test_xclient_refused_and_not_offered_elsewhere(tmp_path):
+    server, _ = server_for(tmp_path)
+    lines = talk(server, b"EHLO c\r\nXCLIENT ADDR=192.0.2.7\r\nXFORWARD NAME=x\r\nQUIT\r\n")
+    assert not any("XCLIENT" in ln or "XFORWARD" in ln for ln in lines if ln.startswith("250"))
+    assert lines.count("550 5.7.0 Error: insufficient authorization") == 2
+
+
+def test_xforward_attributes_reach_the_queue_file(tmp_path):
+    server, _ = server_for(tmp_path, "smtpd_authorized_xforward_hosts = 127.0.0.1")
+    lines = talk(server, b"EHLO filter\r\nXFORWARD NAME=orig.example ADDR=192.0.2.9 "
+                 b"HELO=orig-helo.example\r\nMAIL FROM:<a@example.org>\r\n"
+                 b"RCPT TO:<u@mx1.example.com>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\nQUIT\r\n")
+    assert "250 2.0.0 Ok" in lines
+    qid = [ln for ln in lines if "queued as" in ln][0].rsplit(" ", 1)[1]
+    env = QueueStore.from_settings(server.settings).open(INCOMING, qid, writable=False).envelope
+    assert env.attributes["log_client_name"] == "orig.example"
+    assert env.attributes["log_client_address"] == "192.0.2.9"
+    assert env.attributes["log_helo_name"] == "orig-helo.example"
+
+
+def test_discarded_ehlo_keywords(tmp_path):
+    table = tmp_path / "discard"
+    table.write_text("127.0.0.1 chunking, dsn\n")
+    server, _ = server_for(tmp_path, f"smtpd_discard_ehlo_keywords = pipelining, "
+                                     f"enhancedstatuscodes\n"
+                                     f"smtpd_discard_ehlo_keyword_address_maps = "
+                                     f"texthash:{table}\n")
+    lines = talk(server, b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nQUIT\r\n")
+    ehlo = [ln for ln in lines if ln.startswith("250")]
+    text = "\n".join(ehlo)
+    for gone in ("PIPELINING", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"):
+        assert gone not in text, text
+    assert "SIZE" in text
+    # without ENHANCEDSTATUSCODES the replies carry no enhanced codes
+    assert "250 Ok" in lines, lines
