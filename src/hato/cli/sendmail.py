@@ -9,7 +9,9 @@ The message is read from standard input and written, with its envelope, as
 a queue file into ``$queue_directory/maildrop`` (what Postfix's postdrop
 does); the pickup service then feeds it to cleanup. The command exits 0 only
 after the file is durable (fsynced) in maildrop/. ``-bp`` is mailq, ``-bi``
-newaliases, ``-q`` flushes the queue.
+newaliases, ``-q`` flushes the queue. ``-bv`` delivers nothing: the sender
+gets a report on how each recipient would be delivered (the address
+resolution qmgr does: transport and next hop).
 
 Exit statuses are sysexits(3) codes, as Postfix's sendmail: 64 usage,
 65 data error, 67 no such user, 75 temporary failure, 77 permission denied.
@@ -138,13 +140,16 @@ def body(msgs: Messages, argv: list[str]) -> int:
         return hato_main.COMMANDS["flush"]([])
     if sub.mode == "s":
         return smtp_on_stdio(msgs)
-    if sub.mode in ("d", "h", "H", "D", "P", "t", "a", "l", "v"):
+    if sub.mode in ("d", "h", "H", "D", "P", "t", "a", "l"):
         raise Fatal(f"-b{sub.mode} is not supported yet by hato", EX_USAGE)
     cfg = load_config(None, process_name="sendmail")
     settings = cfg.settings()
     if not sub.recipients and not sub.extract:
         raise Fatal("no recipients specified", EX_USAGE)
-    data = read_message(sys.stdin.buffer, sub.dot_ends)
+    if sub.mode == "v" and sys.stdin.isatty():
+        data = b""  # -bv: a report is mailed; no message need be typed
+    else:
+        data = read_message(sys.stdin.buffer, sub.dot_ends)
     from ..queue.submit import submit_to_maildrop
 
     try:
@@ -152,7 +157,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
             settings, sender=sub.sender if sub.sender is not None else login_name(),
             full_name=sub.full_name, recipients=sub.recipients, extract=sub.extract,
             notify=sub.notify, ret=sub.ret, envid=sub.envid, content=data,
-            uid=os.getuid(), arrival=time.time())
+            uid=os.getuid(), arrival=time.time(), verify=sub.mode == "v")
     except PermissionError as err:
         raise Fatal(f"cannot write to the maildrop queue: {err}", EX_NOPERM) from None
     except OSError as err:

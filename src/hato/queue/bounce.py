@@ -67,6 +67,29 @@ def send_notice(kind: str, settings, store: QueueStore, env: Envelope, qf,
                                                    "rewrite_context": "local"})
 
 
+def send_verify_report(settings, store: QueueStore, env: Envelope, qf,
+                       entries: list[dict]) -> str | None:
+    """``sendmail -bv``: the Mail Delivery Status Report to the sender, one
+    entry per recipient with action deliverable or undeliverable."""
+    if not env.sender or not entries:
+        return None
+    myhostname = settings.str("myhostname")
+    recipients = [DsnRecipient(address=e["recipient"], status=e.get("status", "2.0.0"),
+                               reason=e.get("reason", ""), original=e.get("orig_rcpt", ""),
+                               orcpt=e.get("orcpt", ""), action=e["action"])
+                  for e in entries]
+    now = time.time()
+    data = build_dsn(
+        "verify", queue_id=env.queue_id, arrival_date=env.arrival_time, sender=env.sender,
+        recipients=recipients, myhostname=myhostname, mail_name=settings.str("mail_name"),
+        ret="HDRS", envid=env.envid, original_message_chunks=qf.content(),
+        message_size=env.size, to=env.sender, now=now, date=True,
+        message_id=f"<{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}."
+                   f"{os.getpid()}.v.{env.queue_id}@{myhostname}>")
+    return _queue_notice(store, env.sender, data, {"bounce_kind": "verify",
+                                                   "rewrite_context": "local"})
+
+
 def send_bounce(settings, store: QueueStore, env: Envelope, qf, entries: list[dict]) -> str | None:
     """Queue the notice for *entries* (bounce log entries of *env*); return
     its queue id, or None when nobody is to be told."""

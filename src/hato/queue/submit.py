@@ -22,7 +22,10 @@ def submit_to_maildrop(settings, *, sender: str, recipients: Iterable[str],
                        extract: bool = False, notify: str | None = None,
                        ret: str | None = None, envid: str | None = None,
                        arrival: float | None = None,
-                       store: QueueStore | None = None) -> str:
+                       store: QueueStore | None = None, verify: bool = False) -> str:
+    """Write one local submission into maildrop/; its queue id. *verify*
+    (``sendmail -bv``) asks for a report on each recipient instead of
+    delivery."""
     store = store or QueueStore.from_settings(settings)
     notify_set = frozenset(notify.split(",")) if notify else frozenset()
     env = Envelope(
@@ -33,7 +36,8 @@ def submit_to_maildrop(settings, *, sender: str, recipients: Iterable[str],
         envid=envid or "",
         full_name=full_name or "",
         attributes={"rewrite_context": "local", "uid": str(uid),
-                    **({"extract_recipients": "yes"} if extract else {})},
+                    **({"extract_recipients": "yes"} if extract else {}),
+                    **({"verify": "yes"} if verify else {})},
     )
     with store.create(MAILDROP) as writer:
         writer.write_envelope(env)

@@ -71,7 +71,9 @@ class Pickup:
             try:
                 result = clean_into_queue(
                     self.cleanup, store, qf.content(), log=lambda level, text: None,
-                    attributes={"rewrite_context": "local", "uid": str(uid)},
+                    attributes={"rewrite_context": "local", "uid": str(uid),
+                                **({"verify": "yes"} if attrs.get("verify") == "yes"
+                                   else {})},
                     ret=env.ret, envid=env.envid,
                     sender=env.sender, recipients=env.recipients, rewrite_context="local",
                     userid=uid, submit_time=st.st_mtime, pickup_id=None,

@@ -49,7 +49,7 @@ from ..io.ipc import Client, serve_requests
 from ..policy.address import log_form
 from ..policy.resolve import Resolver, parse_transport
 from ..proto.attr import Attrs
-from ..queue.bounce import send_bounce, send_notice
+from ..queue.bounce import send_bounce, send_notice, send_verify_report
 from ..queue.store import ACTIVE, INCOMING, CorruptQueueFile, NoSuchMessage, QueueStore
 from ..queue.store import DEFERRED as DEFERRED_Q
 from ..tables.base import TableRetry
@@ -252,6 +252,10 @@ class QueueManager:
             for st in statuses:
                 results[st.index] = st
 
+        if env.attributes.get("verify") == "yes":
+            await asyncio.to_thread(self._verify_report, qf, queue_id, env, groups, results,
+                                    requests, active_time)
+            return
         jobs = []
         for (transport, nexthop), rcpts in groups.items():
             limit = self._transport_int(transport, "destination_recipient_limit")
@@ -317,6 +321,46 @@ class QueueManager:
             os.utime(store.path(DEFERRED_Q, queue_id), (due, due))
         except OSError:
             pass
+
+    def _verify_report(self, qf, queue_id: str, env, groups, results, requests,
+                       active_time: float) -> None:
+        """sendmail -bv: nothing is delivered; each recipient's resolution
+        (transport and next hop) goes into a report to the sender."""
+        verdicts: dict[int, tuple[str, str, str, str]] = {}
+        for (transport, nexthop), rcpts in groups.items():
+            for rr in rcpts:
+                if transport in ("error", "retry"):
+                    dsn, _, text = nexthop.partition(" ")
+                    if not (dsn[:1].isdigit() and dsn.count(".") == 2):
+                        dsn, text = ("5.0.0" if transport == "error" else "4.0.0"), nexthop
+                    verdicts[rr.index] = ("undeliverable", dsn, transport, text)
+                else:
+                    where = f"{transport}:{nexthop}" if nexthop else transport
+                    verdicts[rr.index] = ("deliverable", "2.0.0", transport,
+                                          f"delivery via {where}")
+        for i, st in results.items():
+            verdicts[i] = ("undeliverable", st.dsn, "none", st.reason)
+        now = time.time()
+        entries = []
+        for i, (action, dsn, relay, reason) in sorted(verdicts.items()):
+            rcpt = env.recipients[i]
+            address = requests[i].address
+            delay = max(0.0, now - env.arrival_time)
+            self.log.info(f"{queue_id}: to=<{log_form(address, self.external)}>, relay={relay}, "
+                          f"delay={delay:.2g}, delays={max(0.0, active_time - env.arrival_time):.2g}"
+                          f"/0/0/0, dsn={dsn}, status={action} ({reason})")
+            entries.append({"recipient": address, "orig_rcpt": rcpt.orig_address,
+                            "orcpt": rcpt.orcpt, "status": dsn, "reason": reason,
+                            "action": action})
+        try:
+            new_id = send_verify_report(self.s, self.store, env, qf, entries)
+        except Exception:
+            self.log.exception(f"{queue_id}: cannot send the delivery status report")
+            return
+        if new_id:
+            self.log.info(f"{queue_id}: sender delivery status notification: {new_id}")
+        self.store.remove(ACTIVE, queue_id)
+        self.log.info(f"{queue_id}: removed")
 
     def _notice(self, kind: str, queue_id: str, env, qf, entries: list[dict]) -> None:
         try:
