@@ -136,6 +136,8 @@ class SessionServer:
             from ..auth.server import sasl_server_from_settings
 
             self.sasl = sasl_server_from_settings(s)
+            for warning in getattr(self.sasl, "warnings", []):
+                log.warning(str(warning))
         self.sasl_exceptions = host_list(s, "smtpd_sasl_exceptions_networks")
         self.broken_auth_clients = s.bool("broken_sasl_auth_clients")
         self.sasl_header = s.bool("smtpd_sasl_authenticated_header")

@@ -138,6 +138,11 @@ class State(Enum):
 class Event:
     verb: str = ""  # the command as the client sent it, upper-cased ("MAIL")
     pipelined: bool = False  # more input was already waiting when the command was read
+    # Set on the event of a line that was longer than its limit and was cut
+    # (Postfix: "request longer than LIMIT: first 30 chars..."): the limit
+    # (line_length_limit, or smtpd_sasl_response_limit for an AUTH response)
+    # and the start of the line as received (at most LONG_LINE_KEEP bytes).
+    long_line: tuple[int, bytes] | None = None
 
 
 @dataclass
@@ -244,6 +249,10 @@ class ProtocolError(Event):
 
     reply: Reply | None = None
     junk: bool = False  # not a command at all (unknown, empty, bad UTF-8)
+    # The command line as received (before any NUL, without CRLF, at most
+    # LINE_KEEP bytes), for logging: Postfix names the whole line of a
+    # forbidden or non-SMTP command ("non-SMTP command from ...: %.100s").
+    line: bytes = b""
 
 
 @dataclass
@@ -252,6 +261,11 @@ class Closed(Event):
 
     reason: str = ""  # "" after QUIT; see the REASON_* constants
 
+
+#: How much of a refused command line a ProtocolError keeps (``line``).
+LINE_KEEP = 100
+#: How much of an over-long line ``Event.long_line`` keeps.
+LONG_LINE_KEEP = 100
 
 REASON_EOF = "lost connection"
 REASON_ERRORS = "too many errors"
@@ -321,6 +335,7 @@ class ServerConnection:
         self._long_ready: tuple[bytes, bool] | None = None
         self._skip_cr = False
         self._truncated = False
+        self._line = b""  # the current command line (start), for ProtocolError.line
         # session
         self.helo_name: str | None = None
         self.esmtp = False
@@ -475,15 +490,20 @@ class ServerConnection:
         if line is None:
             return False
         raw, bare_lf = line
+        self._line = b""
+        first = len(self._events)
+        truncated = self._truncated
+        limit = self._line_limit()
         if bare_lf and self.limits.forbid_bare_newline == "reject":
             self._error("", _r(self.limits.bare_newline_reject_code, "5.5.2",
                                f"{self.hostname} Error: bare <LF> received"))
             self._close(REASON_BARE_LF)
-            return True
-        if self._mode == _AUTH:
+        elif self._mode == _AUTH:
             self._auth_line(raw)
         else:
             self._command(raw)
+        if truncated and len(self._events) > first:
+            self._events[first].long_line = (limit, raw[:LONG_LINE_KEEP])
         return True
 
     # ------------------------------------------------------------ line input
@@ -564,15 +584,16 @@ class ServerConnection:
             c[0] += 1
 
     def _error(self, verb: str, reply: Reply, *, count: bool = True, junk: bool = False,
-               error: bool = True, pipelined: bool = False) -> None:
-        """Answer a command with an error the core decided on."""
+               error: bool = True, pipelined: bool = False, ok: bool = False) -> None:
+        """Answer a command with an error the core decided on (*ok*: Postfix
+        still counts the command as a success)."""
         self._send(reply)
         if error:
             self.error_count += 1
         if count and verb:
-            self._count(verb if verb in _KNOWN else "unknown", False)
+            self._count(verb if verb in _KNOWN else "unknown", ok)
         self._events.append(ProtocolError(verb=verb, pipelined=pipelined, reply=reply,
-                                          junk=junk))
+                                          junk=junk, line=self._line))
 
     def _pause(self, event: Event) -> None:
         self._paused = event
@@ -587,6 +608,7 @@ class ServerConnection:
         nul = raw.find(b"\0")
         if nul >= 0:
             raw = raw[:nul]  # C string semantics, as Postfix
+        self._line = raw[:LINE_KEEP]
         if lim.smtputf8_enable:
             try:
                 text = raw.decode("utf-8")
@@ -724,9 +746,12 @@ class ServerConnection:
             return
         lim = self.limits
         if lim.recipient_limit and self.recipients >= lim.recipient_limit:
+            # Postfix's rcpt_cmd() returns 0 (a success in the disconnect
+            # counters) after the 452 until the overshoot limit is passed.
             self._rcpt_overshoot += 1
+            over = self._rcpt_overshoot > lim.recipient_overshoot_limit
             self._error(verb, _r(452, "4.5.3", "Error: too many recipients"), pipelined=pending,
-                        error=self._rcpt_overshoot > lim.recipient_overshoot_limit)
+                        error=over, ok=not over)
             return
         split = split_path(arg, lim.strict_rfc821_envelopes)
         address = None if split is None else normalize_address(

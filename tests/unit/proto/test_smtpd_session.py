@@ -77,7 +77,18 @@ def test_recipient_limit_with_1000_rcpts():
     assert sess.replies[-1] == "452 4.5.3 Error: too many recipients"
     assert sess.conn.recipients == 1000
     assert sess.conn.error_count == 5  # only past the overshoot limit
-    assert sess.conn.counts["rcpt"] == [1000, 1010]
+    # Postfix's rcpt_cmd() returns 0 after the 452 within the overshoot
+    # limit: those count as successes in the disconnect counters.
+    assert sess.conn.counts["rcpt"] == [1005, 1010]
+
+
+def test_refused_rcpt_over_the_limit_counts_as_success():
+    lim = s.Limits(recipient_limit=2)
+    sess = run_all_ways(b"EHLO c\r\nMAIL FROM:<a@b>\r\n" + b"RCPT TO:<u@d>\r\n" * 3, lim)
+    assert sess.codes()[-1] == "452 4.5.3"
+    assert sess.conn.counts["rcpt"] == [3, 3]
+    assert sess.conn.error_count == 0
+    assert sess.conn.disconnect_stats() == "ehlo=1 mail=1 rcpt=3 commands=5"
 
 
 def test_recipient_limit_resets_per_transaction():
@@ -114,6 +125,52 @@ def test_long_mail_line_is_truncated_like_postfix():
 def test_long_line_whole_and_split_same():
     sess = run_all_ways(b"EHLO c\r\nNOOP " + b"y" * 5000 + b"\r\nRSET\r\n")
     assert sess.codes()[-2:] == ["250 2.0.0", "250 2.0.0"]
+
+
+def test_long_lines_are_flagged_on_their_event():
+    sess = run_all_ways(b"EHLO c\r\n" + b"X" * 10_000 + b"\r\nNOOP " + b"y" * 3000 +
+                        b"\r\nNOOP\r\nMAIL FROM:<" + b"a" * 2100 + b"@b>\r\n")
+    ev = [e for e in sess.events if not isinstance(e, s.Helo)]
+    assert [type(e) for e in ev] == [s.ProtocolError, s.Simple, s.Simple, s.ProtocolError]
+    assert ev[0].long_line == (2048, b"X" * s.LONG_LINE_KEEP)
+    assert ev[1].long_line == (2048, (b"NOOP " + b"y" * 3000)[:s.LONG_LINE_KEEP])
+    assert ev[2].long_line is None
+    assert ev[3].long_line is not None and ev[3].long_line[1].startswith(b"MAIL FROM:<aaa")
+    assert sess.events[0].long_line is None
+
+
+def test_long_line_boundary_as_postfix():
+    # smtp_get() reads at most the limit: 19 bytes + CRLF fit (it repairs a
+    # CR read last), 20 bytes + CRLF do not (the 20th byte is no LF).
+    lim = s.Limits(line_length_limit=20)
+    line = b"NOOP " + b"y" * 14
+    sess = run_all_ways(b"EHLO c\r\n" + line + b"\r\n" + line + b"z\r\n", lim)
+    assert sess.codes()[-2:] == ["250 2.0.0", "250 2.0.0"]
+    assert sess.events[-2].long_line is None
+    assert sess.events[-1].long_line == (20, line + b"z")
+
+
+def test_long_auth_response_is_flagged_with_the_sasl_limit():
+    lim = s.Limits(sasl_response_limit=100)
+    sess = run_all_ways([b"EHLO c\r\nAUTH PLAIN\r\n", b"A" * 500 + b"\r\nNOOP\r\n"], lim,
+                        policy=auth_policy)
+    err = [e for e in sess.events if isinstance(e, s.ProtocolError)]
+    assert err[-1].long_line == (100, b"A" * s.LONG_LINE_KEEP)
+
+
+def test_protocol_error_carries_the_line_as_typed():
+    cases = {b"get / http/1.1": b"get / http/1.1",
+             b"\x01\x1b[2Jbogus \x07bell": b"\x01\x1b[2Jbogus \x07bell",
+             b"Subject: hello": b"Subject: hello",
+             b"GET /x\0HTTP": b"GET /x",  # a NUL ends the line, as a C string
+             b"GET /" + b"a" * 500: b"GET /" + b"a" * (s.LINE_KEEP - 5)}
+    for line, kept in cases.items():
+        sess = run_all_ways(b"EHLO c\r\n" + line + b"\r\n")
+        err = sess.events[-2]
+        assert isinstance(err, s.ProtocolError) and err.reply.code == 221
+        assert err.line == kept, line
+    sess = run_all_ways(b"EHLO c\r\nXYZZY  plugh\r\nMAIL FROM\r\n")
+    assert [e.line for e in sess.events[1:]] == [b"XYZZY  plugh", b"MAIL FROM"]
 
 
 def test_nul_bytes():
