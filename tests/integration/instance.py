@@ -79,6 +79,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def smtp_ready(port: int) -> bool:
+    """Does an SMTP server on 127.0.0.1:*port* greet with 220?"""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            return s.recv(100).startswith(b"220 ")
+    except OSError:
+        return False
+
+
 class Instance:
     def __init__(self, name: str = "t"):
         ensure_system_user()

@@ -19,6 +19,8 @@ import pytest
 
 from tests.conftest import require_tool
 
+from .instance import smtp_ready
+
 pytestmark = pytest.mark.integration
 
 BOX = ("mail", "hato.test", "demo")
@@ -40,16 +42,10 @@ def wait_messages(inst, n: int) -> list[email.message.Message]:
 @pytest.fixture
 def smtp_instance(instance):
     instance.start()
-    instance.wait_for(lambda: _listening(instance.port), what="smtpd listening")
+    instance.wait_for(lambda: smtp_ready(instance.port), what="smtpd listening")
     return instance
 
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            return s.recv(100).startswith(b"220 ")
-    except OSError:
-        return False
 
 
 def test_swaks_delivers_into_maildir(smtp_instance):
@@ -112,7 +108,7 @@ def test_relay_denied_outside_mynetworks(instance):
     inst = instance
     inst.postconf("mynetworks = 192.0.2.0/24")
     inst.start()
-    inst.wait_for(lambda: _listening(inst.port), what="smtpd listening")
+    inst.wait_for(lambda: smtp_ready(inst.port), what="smtpd listening")
     with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as s:
         s.ehlo("client.example")
         s.mail("sender@example.org")
@@ -190,7 +186,7 @@ def test_bdat_and_smuggling_over_the_wire(instance):
     inst.postconf("smtpd_forbid_bare_newline = normalize",
                   "smtpd_forbid_bare_newline_exclusions =")
     inst.start()
-    inst.wait_for(lambda: _listening(inst.port), what="smtpd listening")
+    inst.wait_for(lambda: smtp_ready(inst.port), what="smtpd listening")
     with socket.create_connection(("127.0.0.1", inst.port), timeout=30) as s:
         f = s.makefile("rb")
 

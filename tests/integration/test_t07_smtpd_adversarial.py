@@ -42,7 +42,7 @@ from tests.dnsserver import (
     dns_server,  # noqa: F401  (a pytest fixture)
 )
 
-from .instance import Instance
+from .instance import Instance, smtp_ready
 
 pytestmark = pytest.mark.integration
 
@@ -53,12 +53,6 @@ HOSTNAME = "localhost.localdomain"  # myhostname of a `hato init` instance in te
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            return s.recv(100).startswith(b"220 ")
-    except OSError:
-        return False
 
 
 def sessions_ended(inst) -> bool:
@@ -75,7 +69,7 @@ def start(inst, dns, *settings: str) -> None:
     """Configure (DNS from the test server, then *settings*), start, wait for the banner."""
     inst.postconf(f"hato_dns_servers = {dns.spec}", *settings)
     inst.start()
-    inst.wait_for(lambda: _listening(inst.port), what="smtpd listening")
+    inst.wait_for(lambda: smtp_ready(inst.port), what="smtpd listening")
 
 
 def set_smtp_maxproc(inst, maxproc: int) -> None:

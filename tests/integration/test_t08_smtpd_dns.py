@@ -20,7 +20,6 @@ import email
 import os
 import re
 import smtplib
-import socket
 import threading
 from collections.abc import Iterator
 
@@ -28,7 +27,7 @@ import pytest
 
 from tests.dnsserver import DnsServer
 
-from .instance import Instance, free_port
+from .instance import Instance, free_port, smtp_ready
 
 pytestmark = pytest.mark.integration
 
@@ -57,12 +56,6 @@ class Setup:
         self.ports = ports
 
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            return s.recv(100).startswith(b"220 ")
-    except OSError:
-        return False
 
 
 def sessions_ended(inst) -> bool:
@@ -89,7 +82,7 @@ def setup() -> Iterator[Setup]:
                             f"  -o syslog_name=postfix/{name} {options}\n")
             inst.start()
             for port in ports.values():
-                inst.wait_for(lambda p=port: _listening(p), what=f"smtpd on port {port}")
+                inst.wait_for(lambda p=port: smtp_ready(p), what=f"smtpd on port {port}")
             wait_sessions_ended(inst)
             yield Setup(inst, dns, ports)
         finally:

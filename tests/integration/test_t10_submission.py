@@ -23,7 +23,7 @@ import pytest
 from tests.certs import TestCA
 from tests.conftest import require_tool
 
-from .instance import GROUP, free_port
+from .instance import GROUP, free_port, smtp_ready
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,7 @@ class Site:
 
     def start(self) -> None:
         self.inst.start()
-        self.inst.wait_for(lambda: _banner(self.sub), what="submission listening")
+        self.inst.wait_for(lambda: smtp_ready(self.sub), what="submission listening")
 
     def context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca.path))
@@ -110,12 +110,6 @@ class Site:
         return ctx
 
 
-def _banner(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            return s.recv(100).startswith(b"220 ")
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

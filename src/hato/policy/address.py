@@ -27,6 +27,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
+from ..proto.hostname import valid_hostname
+
 # -- token types (tok822.h) -------------------------------------------------------------
 # Operators are their own character code (< 256), as in Postfix.
 ATOM = 256
@@ -676,47 +678,6 @@ def parse_address_list(text: str, limit: int = 0) -> list[str]:
 
 
 # -- host names (valid_hostname.c) ---------------------------------------------------------
-
-VALID_HOSTNAME_LEN = 255
-VALID_LABEL_LEN = 63
-
-
-def valid_hostname(name: str, *, utf8: bool = False) -> bool:
-    """Postfix's valid_hostname(): letters, digits, ``-`` and ``_`` in
-    labels of at most 63 characters, not all numeric, at most 255 long. With
-    *utf8* (smtputf8_enable), a non-ASCII name is checked in its IDNA form."""
-    if utf8 and not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except (UnicodeError, ValueError):
-            return False
-    if not name:
-        return False
-    label_length = 0
-    non_numeric = False
-    n = len(name)
-    for i, ch in enumerate(name):
-        if (ch.isascii() and ch.isalnum()) or ch == "_":
-            label_length += 1
-            if label_length > VALID_LABEL_LEN:
-                return False
-            if not ch.isdigit():
-                non_numeric = True
-        elif ch == ".":
-            if label_length == 0 or i + 1 >= n:
-                return False
-            label_length = 0
-        elif ch == "-":
-            non_numeric = True
-            label_length += 1
-            if label_length == 1 or i + 1 >= n or name[i + 1] == ".":
-                return False
-        else:
-            return False
-    if not non_numeric:
-        return False
-    return n <= VALID_HOSTNAME_LEN
-
 
 def valid_hostaddr(text: str) -> bool:
     """An IPv4 dotted quad or an IPv6 address (no brackets, no prefix)."""

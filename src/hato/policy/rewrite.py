@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..config.errors import ConfigError
@@ -211,6 +211,31 @@ def match_parent_style(settings: Settings, name: str) -> bool:
     return name in settings.list("parent_domain_matches_subdomains")
 
 
+def match_list_items(patterns: list[str], title: str,
+                     match: bool = True) -> Iterator[tuple[bool, str]]:
+    """The patterns of a Postfix match list as (positive, pattern): ``!``
+    negations undone, ``/file/name`` entries replaced by the file's patterns
+    (``#`` starts a comment, commas and blanks separate), in order."""
+    for item in patterns:
+        positive = match
+        while item.startswith("!"):
+            positive = not positive
+            item = item[1:]
+        if not item:
+            raise ConfigError(f"{title}: no pattern after '!'")
+        if item.startswith("/"):
+            try:
+                with open(item, encoding="utf-8", errors="surrogateescape") as fh:
+                    lines = fh.read().splitlines()
+            except OSError as err:
+                raise ConfigError(f"{title}: open file {item}: {err.strerror}") from None
+            for line in lines:
+                line = line.split("#", 1)[0]
+                yield from match_list_items(line.replace(",", " ").split(), title, positive)
+            continue
+        yield positive, item
+
+
 class MatchList:
     """Postfix's match_list (string_list and domain_list).
 
@@ -243,25 +268,8 @@ class MatchList:
                    parent=match_parent_style(settings, name), flags=flags)
 
     def _parse(self, patterns: list[str], flags: OpenFlags, match: bool) -> None:
-        for item in patterns:
-            positive = match
-            while item.startswith("!"):
-                positive = not positive
-                item = item[1:]
-            if not item:
-                raise ConfigError(f"{self.title}: no pattern after '!'")
-            if item.startswith("/"):
-                try:
-                    with open(item, encoding="utf-8", errors="surrogateescape") as fh:
-                        lines = fh.read().splitlines()
-                except OSError as err:
-                    raise ConfigError(f"{self.title}: open file {item}: {err.strerror}") \
-                        from None
-                for line in lines:
-                    if line.startswith("#"):
-                        continue
-                    self._parse(line.replace(",", " ").split(), flags, positive)
-            elif item[0] != "[" and ":" in item:
+        for positive, item in match_list_items(patterns, self.title, match):
+            if item[0] != "[" and ":" in item:
                 from ..tables.registry import open_table
                 try:
                     table = open_table(item, flags)

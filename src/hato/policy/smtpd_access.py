@@ -29,6 +29,7 @@ from ..tables.base import OpenFlags, Table, TableError, TableRetry
 from ..tables.search import strip_extension
 from . import address as A
 from .dnsquery import DnsTempFail
+from .rewrite import UnavailableTable, match_list_items
 
 log = logging.getLogger("hato.smtpd_check")
 
@@ -197,26 +198,8 @@ class HostAddrList:
         self._parse(list(patterns), True)
 
     def _parse(self, patterns: list[str], match: bool) -> None:
-        for item in patterns:
-            positive = match
-            while item.startswith("!"):
-                positive = not positive
-                item = item[1:]
-            if not item:
-                raise ConfigError(f"{self.title}: no pattern after '!'")
-            if item.startswith("/"):
-                try:
-                    with open(item, encoding="utf-8", errors="surrogateescape") as fh:
-                        lines = fh.read().splitlines()
-                except OSError as err:
-                    raise ConfigError(f"{self.title}: open file {item}: {err.strerror}") \
-                        from None
-                for line in lines:
-                    line = line.split("#", 1)[0]
-                    self._parse(line.replace(",", " ").split(), positive)
-                continue
+        for positive, item in match_list_items(patterns, self.title, match):
             if item[0] != "[" and ":" in item and not _looks_like_address(item):
-                from ..policy.rewrite import UnavailableTable
                 from ..tables.registry import open_table
                 try:
                     table: Table = open_table(item, self.flags)
