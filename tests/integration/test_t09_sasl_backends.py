@@ -18,13 +18,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import shutil
-import signal
 import subprocess
-import tempfile
 import textwrap
 import threading
-import time
 
 import pytest
 
@@ -39,35 +35,9 @@ from hato.config.mastercf import MasterCf
 from hato.config.settings import Config
 from tests.conftest import require_tool
 
+from .sasl_daemons import PASSWORD, Dovecot, Saslauthd
+
 pytestmark = pytest.mark.integration
-
-PASSWORD = "s3cret pw\twith tab"
-
-
-def wait_for(path: str, proc: subprocess.Popen, what: str, *, log: str,
-             timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if proc.poll() is not None:
-            with open(log, errors="replace") as f:
-                pytest.fail(f"{what} exited with status {proc.returncode}: {f.read()[-2000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not create {path}")
-        time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End a daemon the test started, with its children (its own session)."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def settings(tmp: str, main: str):
@@ -83,45 +53,6 @@ def settings(tmp: str, main: str):
 
 
 # -- saslauthd ---------------------------------------------------------------------
-
-class Saslauthd:
-    def __init__(self) -> None:
-        self.exe = require_tool("saslauthd", "sasl2-bin")
-        for tool in ("useradd", "userdel", "chpasswd"):
-            require_tool(tool, "passwd")
-        if os.geteuid() != 0:
-            pytest.fail("saslauthd -a shadow needs root to read /etc/shadow")
-        self.dir = tempfile.mkdtemp(prefix="hsa")
-        self.mux = os.path.join(self.dir, "mux")
-        self.user = f"hsasl{os.getpid() % 100000}"
-        self.user_added = False
-        self.proc: subprocess.Popen | None = None
-
-    def setup(self) -> None:
-        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", self.user], check=True)
-        self.user_added = True
-        subprocess.run(["chpasswd"], input=f"{self.user}:{PASSWORD}\n", text=True, check=True)
-        self.start()
-
-    def start(self) -> None:
-        log = os.path.join(self.dir, "saslauthd.out")
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [self.exe, "-a", "shadow", "-m", self.dir, "-n", "2", "-d"], stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self.mux, self.proc, "saslauthd", log=log)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-            self.proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self.user_added:
-            subprocess.run(["userdel", self.user], check=False)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 @pytest.fixture
 def saslauthd():
@@ -178,77 +109,6 @@ def test_cyrus_smtpd_conf_with_saslauthd(saslauthd):
 
 
 # -- Dovecot ---------------------------------------------------------------------
-
-class Dovecot:
-    def __init__(self, *, failure_delay: str = "1s") -> None:
-        self.exe = require_tool("dovecot", "dovecot-core")
-        doveadm = require_tool("doveadm", "dovecot-core")
-        if os.geteuid() != 0:
-            pytest.fail("the test runs Dovecot as root (it drops to dovecot/dovenull)")
-        self.dir = tempfile.mkdtemp(prefix="hdv")  # short: Dovecot's socket paths
-        self.proc: subprocess.Popen | None = None
-        try:
-            self._configure(doveadm, failure_delay)
-        except BaseException:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            raise
-
-    def _configure(self, doveadm: str, failure_delay: str) -> None:
-        os.chmod(self.dir, 0o755)
-        self.socket = os.path.join(self.dir, "auth-client")
-        cram = subprocess.run([doveadm, "pw", "-s", "CRAM-MD5", "-p", "builder"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        passwd = os.path.join(self.dir, "passwd")
-        with open(passwd, "w") as f:
-            f.write(f"alice:{{PLAIN}}wonderland\nbob:{cram}\n")
-        os.chmod(passwd, 0o644)
-        self.conf = os.path.join(self.dir, "dovecot.conf")
-        with open(self.conf, "w") as f:
-            f.write(textwrap.dedent(f"""\
-                protocols =
-                base_dir = {self.dir}/run
-                state_dir = {self.dir}/state
-                log_path = {self.dir}/dovecot.log
-                ssl = no
-                default_internal_user = dovecot
-                default_login_user = dovenull
-                auth_mechanisms = plain login cram-md5
-                auth_failure_delay = {failure_delay}
-                disable_plaintext_auth = no
-                service auth {{
-                  unix_listener auth-client {{
-                    path = {self.socket}
-                    mode = 0666
-                  }}
-                }}
-                passdb {{
-                  driver = passwd-file
-                  args = {passwd}
-                }}
-                userdb {{
-                  driver = static
-                  args = uid=65534 gid=65534 home=/nonexistent
-                }}
-                """))
-
-    def start(self) -> None:
-        # Dovecot leaves its listener sockets behind when it stops.
-        if os.path.exists(self.socket):
-            os.unlink(self.socket)
-        with open(os.path.join(self.dir, "dovecot.out"), "ab") as out:
-            self.proc = subprocess.Popen([self.exe, "-F", "-c", self.conf], stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self.socket, self.proc, "dovecot", log=os.path.join(self.dir, "dovecot.out"))
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-            self.proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 @pytest.fixture
 def dovecot():

@@ -73,7 +73,7 @@ class Site:
             os.chmod(root / p.name, 0o644)
         self.sasldb = root / "sasldb.lmdb"
         conf = root / "sasl"
-        conf.mkdir()
+        conf.mkdir(exist_ok=True)  # hato init made it
         if backend == "sasldb":
             (conf / "smtpd.conf").write_text(
                 f"pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {self.sasldb}\n"

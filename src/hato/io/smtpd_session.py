@@ -574,6 +574,10 @@ class Session:
         if transport is None:
             self.handshake_failed = True
             return False
+        # loop.start_tls() does not introduce the protocol to its transport:
+        # without this the reader could not pause reading (no back-pressure)
+        # and EOF under TLS would be mishandled.
+        protocol.connection_made(transport)
         self.reader = reader
         self.writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         self._tls_established(transport)
