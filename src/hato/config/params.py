@@ -249,6 +249,8 @@ NO_EFFECT: dict[str, str] = {
     "smtpd_tls_session_cache_database": "each smtpd worker keeps OpenSSL's in-memory session "
                                         "cache and its own session-ticket keys",
     "smtpd_tls_always_issue_session_ids": "OpenSSL's defaults apply",
+    "smtpd_tls_session_cache_timeout": "OpenSSL's default session lifetime applies (Python's "
+                                       "ssl module cannot set it)",
     "tls_session_ticket_cipher": "OpenSSL's default ticket cipher applies",
     "smtpd_tls_ccert_verifydepth": "OpenSSL's default verification depth applies",
     "smtpd_client_auth_rate_limit": "per-client rate limits arrive with anvil",
