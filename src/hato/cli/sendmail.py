@@ -180,7 +180,8 @@ def smtp_on_stdio(msgs: Messages) -> int:
 
     from ..io.ipc import notify
     from ..io.maillog import MailLog
-    from ..io.smtpd_session import SessionServer, serve_stdio
+    from ..io.smtpd_session import SessionServer
+    from ..io.smtpd_stdio import serve_stdio
     from ..proto.attr import Attrs
 
     cfg = load_config(None, process_name="sendmail")
