@@ -35,7 +35,9 @@ def local_user():
 
 
 def maildir_messages(path: str) -> list[email.message.Message]:
-    if not os.path.isdir(os.path.join(path, "new")):
+    """The messages of a Maildir; none while local delivery is still making
+    its directories (new/ may exist before cur/ and tmp/)."""
+    if not all(os.path.isdir(os.path.join(path, d)) for d in ("new", "cur", "tmp")):
         return []
     box = mailbox.Maildir(path, factory=None, create=False)
     return [email.message_from_bytes(box.get_bytes(key)) for key in box.keys()]
