@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..auth.backend import split_user
 from ..auth.sasldb import ALL_MECHANISMS, PLAINTEXT_EQUIVALENT, Sasldb, SasldbError, default_path
 from ..config.settings import config_directory_from_env
 from .common import Fatal, Messages, UsageError, parse_options, run
@@ -106,15 +107,12 @@ def _saslpasswd(prog: str, msgs: Messages, argv: list[str]) -> int:
         return 1
     login = args[0]
     path = values.get("-f") or _default_db(values.get("-a"))
-    if "@" in login:
-        user, _, realm = login.partition("@")
-    else:
-        user = login
-        realm = values.get("-u") or ""
-        if not realm:
-            import socket
+    default_realm = values.get("-u") or ""
+    if not default_realm and "@" not in login:
+        import socket
 
-            realm = socket.gethostname()
+        default_realm = socket.gethostname()
+    user, realm = split_user(login, default_realm)
     if not user or "\0" in login or "\0" in realm:
         msgs.fatal("invalid parameter supplied: bad user name", EXIT_BADPARAM)
     db = Sasldb(path, writable=True, default_realm=realm)

@@ -265,10 +265,12 @@ def parse_vrfy(args: list[str], *,
     return text, path, smtputf8
 
 
-def xtext_decode(text: str) -> str | None:
-    """RFC 3461 xtext → text; None when malformed."""
+def xtext_decode(text: str, *, strict: bool = True) -> str | None:
+    """RFC 3461 xtext → text; None when malformed. Not *strict*: Postfix's
+    xtext_unquote(), which decodes ``+HH`` and keeps every other character
+    as is (it does not insist on xchar)."""
     if "+" not in text:
-        if any(ord(c) < 33 or ord(c) > 126 or c == "=" for c in text):
+        if strict and any(ord(c) < 33 or ord(c) > 126 or c == "=" for c in text):
             return None
         return text
     out = []
@@ -282,7 +284,7 @@ def xtext_decode(text: str) -> str | None:
             out.append(chr(int(h, 16)))
             i += 3
             continue
-        if ord(c) < 33 or ord(c) > 126 or c == "=":
+        if strict and (ord(c) < 33 or ord(c) > 126 or c == "="):
             return None
         out.append(c)
         i += 1
@@ -290,24 +292,8 @@ def xtext_decode(text: str) -> str | None:
 
 
 def xtext_unquote(text: str) -> str | None:
-    """Postfix's xtext_unquote(): ``+HH`` decoded, every other character
-    kept as is (Postfix does not insist on xchar); None for a bad ``+``."""
-    if "+" not in text:
-        return text
-    out = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "+":
-            h = text[i + 1:i + 3]
-            if len(h) != 2 or any(x not in "0123456789ABCDEFabcdef" for x in h):
-                return None
-            out.append(chr(int(h, 16)))
-            i += 3
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
+    """Postfix's xtext_unquote(): see :func:`xtext_decode`."""
+    return xtext_decode(text, strict=False)
 
 
 def uxtext_unquote(text: str) -> str | None:
