@@ -216,6 +216,8 @@ _p("smtpd_client_event_limit_exceptions", L,
    "Clients exempt from connection count, rate and request limits.")
 _p("anvil_status_update_time", T, "600s",
    "How often anvil logs its peak connection and rate statistics.", lo=1)
+_p("hato_anvil_backend", S, "local",
+   "Where anvil keeps its counters: local, or redis:URL to share them between instances.")
 
 PARAMS: dict[str, Param] = _T
 
@@ -253,12 +255,6 @@ NO_EFFECT: dict[str, str] = {
                                        "ssl module cannot set it)",
     "tls_session_ticket_cipher": "OpenSSL's default ticket cipher applies",
     "smtpd_tls_ccert_verifydepth": "OpenSSL's default verification depth applies",
-    "smtpd_client_auth_rate_limit": "per-client rate limits arrive with anvil",
-    "smtpd_client_connection_count_limit": "per-client limits arrive with anvil",
-    "smtpd_client_connection_rate_limit": "per-client limits arrive with anvil",
-    "smtpd_client_message_rate_limit": "per-client limits arrive with anvil",
-    "smtpd_client_recipient_rate_limit": "per-client limits arrive with anvil",
-    "smtpd_client_new_tls_session_rate_limit": "per-client limits arrive with anvil",
     "smtpd_milters": "milters are not implemented yet",
     "non_smtpd_milters": "milters are not implemented yet",
     "smtpd_proxy_filter": "before-queue proxy filters are not implemented",

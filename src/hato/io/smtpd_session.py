@@ -33,6 +33,7 @@ from ..queue.store import QueueStore
 from ..queue.submit import MaildropSubmission
 from ..tables.base import TableRetry
 from .maillog import printable
+from .smtpd_anvil import ClientLimits, SessionLimits
 from .smtpd_tlsauth import READ_SIZE, SessionEnd, TlsAuth
 
 #: Postfix's order of the counters in the "disconnect from" line (its
@@ -106,8 +107,11 @@ class SessionServer:
         self.mail_name = s.str("mail_name")
         self.banner = s.str("smtpd_banner")
         self.limits = limits_from_settings(s)
+        # smtpd_timeout, smtpd_per_request_deadline, smtpd_starttls_timeout
+        # and the error/junk limits change with stress mode: set_stress().
         self.timeout = float(s.time("smtpd_timeout"))
         self.per_request_deadline = s.bool("smtpd_per_request_deadline")
+        self.live: set[Session] = set()  # sessions in their command loop
         self.min_data_rate = max(1, s.int("smtpd_min_data_rate"))
         self.error_sleep = float(s.time("smtpd_error_sleep_time"))
         self.soft_error_limit = s.int("smtpd_soft_error_limit")
@@ -138,9 +142,42 @@ class SessionServer:
         self.broken_auth_clients = s.bool("broken_sasl_auth_clients")
         self.sasl_header = s.bool("smtpd_sasl_authenticated_header")
         self.sasl_failure_delay = 1.0
+        self.anvil: ClientLimits | None = None
+        if stand_alone_uid is None:
+            self.anvil = ClientLimits(s, log, service.name if service is not None else "smtpd")
         self.sessions: set[asyncio.Task] = set()
         self.session_limit = 100
         self._slots: asyncio.Semaphore | None = None
+
+    def set_stress(self, settings: Settings) -> None:
+        """Stress mode on or off: take the stress-dependent values of
+        *settings* (the service's Settings with or without ``stress=yes``)
+        for new sessions and for those in progress. Their error and junk
+        limits change at once; a session waiting for input or output has
+        its wait cut to the new smtpd_timeout counted from when the wait
+        began, and its per-request deadline likewise (never lengthened)."""
+        s = settings
+        self.timeout = float(s.time("smtpd_timeout"))
+        self.per_request_deadline = s.bool("smtpd_per_request_deadline")
+        self.starttls_timeout = float(s.time("smtpd_starttls_timeout"))
+        hard, junk = s.int("smtpd_hard_error_limit"), s.int("smtpd_junk_command_limit")
+        self.limits = dataclasses.replace(self.limits, hard_error_limit=hard,
+                                          junk_command_limit=junk)
+        for session in list(self.live):
+            conn = session.conn
+            conn.limits = dataclasses.replace(conn.limits, hard_error_limit=hard,
+                                              junk_command_limit=junk)
+            session.deadline = min(session.deadline, session.request_began + self.timeout)
+            timer = session.wait_timer
+            if timer is None or timer.expired():
+                continue
+            cut = session.wait_began + self.timeout
+            when = timer.when()
+            if when is None or cut < when:
+                try:
+                    timer.reschedule(cut)
+                except RuntimeError:  # expiring right now
+                    pass
 
     # -- accepting -------------------------------------------------------------------------
 
@@ -308,6 +345,7 @@ class Session(TlsAuth):
         self.exchange = None  # the SASL exchange in progress
         self.auth_mechanism = ""
         self.auth_final = False  # Success data sent; waiting for the client's empty line
+        self.anvil: SessionLimits | None = None
         self._new_transaction()
 
     def _new_transaction(self) -> None:
@@ -349,12 +387,23 @@ class Session(TlsAuth):
         f.name, f.name_status = name, 0 if status == 2 else status
         f.reverse_name, f.reverse_name_status = rname, 0 if rstatus == 2 else rstatus
         self.log.info(f"connect from {self.client}")
+        if srv.anvil is not None:
+            exempt = srv.anvil.exempt(f.name, f.addr) or srv.authorized(srv.xclient_hosts, f)
+            self.anvil = srv.anvil.session(f.addr, self.client, exempt)
         if self.sock is not None:
             if not await self._accept_tls():
                 self.log.info(f"lost connection after CONNECT from {self.client}")
                 self.log.info(f"disconnect from {self.client}{self._counters()}")
                 return
             self.conn.tls_active = True
+            refused = await self._newtls_refused()
+            if refused is not None:
+                await self._refuse_session(refused)
+                return
+        refused = await self.anvil.connect() if self.anvil is not None else None
+        if refused is not None:
+            await self._refuse_session(refused)
+            return
         greeting = P.Reply(220, "", srv.banner)
         if not srv.delay_reject:
             decision = await self._check(self.checks.connect)
@@ -384,6 +433,16 @@ class Session(TlsAuth):
             elif reason == "errors":
                 self.log.info(f"too many errors after {self._where()} from {self.client}")
             self.log.info(f"disconnect from {self.client}{self._counters()}")
+
+    async def _refuse_session(self, reply: P.Reply) -> None:
+        """End the session before it starts (anvil's limits), as Postfix:
+        the reply, then ``disconnect from``."""
+        self._send_now(reply)
+        try:
+            await asyncio.wait_for(self.writer.drain(), self.server.timeout)
+        except (OSError, asyncio.TimeoutError):
+            pass
+        self.log.info(f"disconnect from {self.client}{self._counters()}")
 
     def _counters(self) -> str:
         counts = {k: list(v) for k, v in self.conn.counts.items()}
@@ -421,28 +480,59 @@ class Session(TlsAuth):
                 and self.server.error_sleep:
             await asyncio.sleep(self.server.error_sleep)
         self.writer.write(out)
-        await asyncio.wait_for(self.writer.drain(), self.server.timeout)
+        # A timeout raises TimeoutError (an OSError): the connection is lost.
+        self.wait_began = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout_at(self.wait_began + self.server.timeout) as timer:
+                self.wait_timer = timer  # set_stress() may shorten it
+                await self.writer.drain()
+        finally:
+            self.wait_timer = None
 
     async def _read(self) -> bytes | None:
         """Bytes from the client; b"" at EOF; None on timeout. With
         smtpd_per_request_deadline the time limit is for the whole request
         (a slow-drip client is cut off at smtpd_timeout), extended while
-        message content arrives by one second per smtpd_min_data_rate bytes."""
+        message content arrives by one second per smtpd_min_data_rate bytes.
+        The wait is an asyncio.timeout() that set_stress() may shorten."""
         srv = self.server
         wait = srv.timeout
         if srv.per_request_deadline:
             wait = max(0.0, self.deadline - time.monotonic())
+            if wait <= 0:
+                return None
+        self.wait_began = asyncio.get_running_loop().time()
         try:
-            data = await asyncio.wait_for(self.reader.read(READ_SIZE), wait)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout_at(self.wait_began + wait) as timer:
+                self.wait_timer = timer
+                data = await self.reader.read(READ_SIZE)
+        except TimeoutError:
             return None
+        finally:
+            self.wait_timer = None
         if srv.per_request_deadline and self.conn.last_command in ("DATA", "BDAT"):
             self.deadline += len(data) / srv.min_data_rate
         return data
 
     async def _loop(self) -> str:
-        conn = self.conn
-        self.deadline = time.monotonic() + self.server.timeout
+        srv = self.server
+        srv.live.add(self)  # from here on set_stress() reaches this session
+        try:
+            return await self._commands()
+        finally:
+            srv.live.discard(self)
+
+    async def _commands(self) -> str:
+        conn, srv = self.conn, self.server
+        # The limits that stress mode changes may have changed since the
+        # session was made.
+        conn.limits = dataclasses.replace(conn.limits,
+                                          hard_error_limit=srv.limits.hard_error_limit,
+                                          junk_command_limit=srv.limits.junk_command_limit)
+        self.wait_timer: asyncio.Timeout | None = None
+        self.wait_began = 0.0
+        self.request_began = time.monotonic()
+        self.deadline = self.request_began + srv.timeout
         while True:
             ev = conn.next_event()
             if ev is P.NEED_DATA:
@@ -462,7 +552,8 @@ class Session(TlsAuth):
             if ev is P.PAUSED:  # pragma: no cover - every pausing event is answered below
                 raise RuntimeError("smtpd core paused without an answer")
             if not isinstance(ev, P.MessageData):
-                self.deadline = time.monotonic() + self.server.timeout
+                self.request_began = time.monotonic()
+                self.deadline = self.request_began + self.server.timeout
             if isinstance(ev, P.Closed):
                 await self._flush()
                 if ev.reason == P.REASON_EOF:
@@ -512,6 +603,8 @@ class Session(TlsAuth):
     async def close(self) -> None:
         """Close the connection. After a failed TLS handshake the stream's
         protocol is no longer the transport's, so nothing waits for it."""
+        if self.anvil is not None:
+            self.anvil.disconnect()
         if self.writer is None:
             if self.sock is not None:
                 self.sock.close()
@@ -623,7 +716,9 @@ class Session(TlsAuth):
         sender = A.unquote_822_local(ev.address) if ev.address else ""
         self.sender = sender
         self.facts.sender = sender
-        reply = await self._decide(self.checks.mail, "MAIL", sender, ev.size)
+        reply = await self.anvil.message() if self.anvil is not None else None
+        if reply is None:
+            reply = await self._decide(self.checks.mail, "MAIL", sender, ev.size)
         if reply is not None and reply.code >= 400:
             self.sender = ""
             self.conn.reject(reply)
@@ -633,7 +728,9 @@ class Session(TlsAuth):
 
     async def _rcpt(self, ev: P.RcptTo) -> None:
         rcpt = A.unquote_822_local(ev.address)
-        reply = await self._decide(self.checks.rcpt, "RCPT", rcpt, rcpt=rcpt)
+        reply = await self.anvil.recipient() if self.anvil is not None else None
+        if reply is None:
+            reply = await self._decide(self.checks.rcpt, "RCPT", rcpt, rcpt=rcpt)
         if reply is not None and reply.code >= 400:
             self.conn.reject(reply)
             return

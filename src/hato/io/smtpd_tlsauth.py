@@ -108,11 +108,28 @@ class TlsAuth:
         await self._flush()
         if not await self._start_tls():
             raise SessionEnd("lost")
+        refused = await self._newtls_refused()
+        if refused is not None:
+            # Postfix counts the STARTTLS as failed and ends the session
+            self.conn.recount_failed("STARTTLS")
+            self._send_now(refused)
+            await asyncio.wait_for(self.writer.drain(), self.server.timeout)
+            raise SessionEnd("")
         self.conn.starttls_done()
         self._abort_transaction()
         self._new_transaction()
         self.facts.helo_name = None
         self.checks.reset()
+
+    async def _newtls_refused(self) -> P.Reply | None:
+        """smtpd_client_new_tls_session_rate_limit, counted for sessions
+        that were not resumed from the session cache."""
+        if self.anvil is None:
+            return None
+        obj = self.writer.transport.get_extra_info("ssl_object")
+        if obj is not None and obj.session_reused:
+            return None
+        return await self.anvil.newtls()
 
     def _tls_received(self) -> str | None:
         if self.tls is None or not self.server.tls.received_header:
@@ -132,6 +149,10 @@ class TlsAuth:
 
     async def _auth(self, ev: P.Auth) -> None:
         srv, f = self.server, self.facts
+        refused = await self.anvil.auth() if self.anvil is not None else None
+        if refused is not None:
+            self.conn.reject(refused)
+            return
         mech = ev.mechanism.upper()
         if srv.sasl is None or mech not in srv.auth_mechanisms(f):
             self.conn.reject(P.Reply(535, "5.7.8", "Error: authentication failed: "

@@ -37,7 +37,7 @@ DAEMONS: dict[str, tuple[Status, str]] = {
     "error": (Status.RUNS, "the error/retry transport"),
     "discard": (Status.RUNS, "the discard transport"),
     "bounce": (Status.FOLDED, "delivery status notifications, sent by qmgr"),
-    "anvil": (Status.PLANNED, "per-client connection and rate limits"),
+    "anvil": (Status.RUNS, "per-client connection and rate limits"),
     "showq": (Status.PLANNED, "the queue listing service"),
     "flush": (Status.PLANNED, "ETRN and fast flush"),
     "trivial-rewrite": (Status.FOLDED, "address rewriting and resolution, done inside cleanup and qmgr"),

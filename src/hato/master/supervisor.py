@@ -11,6 +11,21 @@ SIGQUIT aborts (workers are killed), SIGHUP reloads (main.cf and master.cf
 are read again; new workers start with the new configuration and old ones
 are told to finish their sessions and exit).
 
+Busy sessions and stress mode: each worker has a status channel to master
+(a socketpair, :mod:`hato.io.master_status`) on which it reports its number
+of sessions in progress (``busy N``). master sums them per service; when the
+sum reaches the entry's maxproc (0: unlimited, never) it logs Postfix's
+three warnings (``service "smtp" (25) has reached its process limit "N":
+new clients may experience noticeable delays``, and the two hints; once per
+1000 s per service) and ``service "smtp" (25): stress mode started``, and
+tells every worker of the service ``stress yes`` (a worker started while
+stress is on gets HATO_STRESS=yes). Stress ends when busy has stayed at or
+below 80% of maxproc for STRESS_HOLD seconds (:mod:`hato.master.stress`):
+``stress no`` to the workers and ``service "smtp" (25): stress mode ended``.
+A worker that dies counts as 0 busy. Beyond maxproc, connections wait in
+the listen queue: each worker holds its share of maxproc
+(HATO_SESSION_LIMIT) and accepts no more.
+
 Parameters: inet_interfaces, inet_protocols, default_process_limit,
 master_service_disable, service_throttle_time, queue_directory,
 data_directory, mail_owner, setgid_group, syslog_name, maillog_file.
@@ -30,8 +45,12 @@ from ..config.errors import ConfigError
 from ..config.mastercf import Service
 from ..config.settings import Config, Settings
 from ..io.maillog import MailLog
+from ..io.master_status import (STATUS_FD_ENV, STRESS_ENV, Busy, StatusChannel, Stress,
+                                format_message, parse_message)
 from .catalog import Status, describe
 from .pidfile import MasterLock
+from .stress import (WARNING_INTERVAL, StressEvent, StressGauge, limit_warnings,
+                     service_label, stress_hold)
 
 WORKER_MODULE = "hato.master.worker"
 MIN_BACKOFF = 0.5
@@ -103,10 +122,22 @@ class Slot:
     procs: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
     failures: int = 0
     retiring: bool = False
+    #: How master names the service in its warnings: service "smtp" (25).
+    title: str = ""
+    #: Busy sessions per worker pid, and each worker's status channel.
+    busy: dict[int, int] = field(default_factory=dict)
+    links: dict[int, StatusChannel] = field(default_factory=dict)
+    gauge: StressGauge = field(default_factory=lambda: StressGauge(0))
+    last_warning: float | None = None
+    timer: asyncio.TimerHandle | None = None
 
     @property
     def label(self) -> str:
         return self.service.key
+
+    @property
+    def stressed(self) -> bool:
+        return self.gauge.stressed
 
 
 class Master:
@@ -145,8 +176,10 @@ class Master:
                 continue
             maxproc = svc.maxproc(limit)
             sockets: list[socket.socket] = []
+            title = service_label(svc.name, svc.type, svc.private())
             if svc.type == "inet":
                 host, port = svc.endpoint()
+                title = service_label(svc.name, svc.type, False, port, host)
                 hosts = [host] if host else interface_addresses(s)
                 for h in hosts:
                     old = keep.pop((h, port), None)
@@ -170,7 +203,8 @@ class Master:
                 nworkers = 1
             if maxproc == 0 and svc.type == "inet":
                 nworkers = max(1, os.cpu_count() or 1)
-            slots.append(Slot(svc, sockets, nworkers, maxproc))
+            slots.append(Slot(svc, sockets, nworkers, maxproc, title=title,
+                              gauge=StressGauge(maxproc, stress_hold())))
         return slots
 
     # -- workers -------------------------------------------------------------------
@@ -186,11 +220,28 @@ class Master:
         env["MAIL_CONFIG"] = self.config.config_dir
         env["HATO_LISTEN_FDS"] = ",".join(str(fd) for fd in fds)
         env["HATO_MASTER_PID"] = str(os.getpid())
+        # The status channel: busy sessions up, stress mode down.
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        theirs.set_inheritable(True)
+        env[STATUS_FD_ENV] = str(theirs.fileno())
+        env.pop(STRESS_ENV, None)
+        if slot.stressed:
+            env[STRESS_ENV] = "yes"
         argv = [sys.executable, "-m", WORKER_MODULE, slot.service.name, slot.service.type]
-        proc = await asyncio.create_subprocess_exec(*argv, pass_fds=fds, env=env,
-                                                    stdin=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.PIPE)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, pass_fds=[*fds, theirs.fileno()], env=env,
+                stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         slot.procs[proc.pid] = proc
+        pid = proc.pid
+        link = StatusChannel(ours, lambda line: self.status_line(slot, pid, line))
+        link.start()
+        slot.links[pid] = link
         loop = asyncio.get_running_loop()
         for coro in (self.watch(slot, proc, index), self.relay_stderr(slot, proc)):
             task = loop.create_task(coro)
@@ -214,8 +265,13 @@ class Master:
         started = time.monotonic()
         status = await proc.wait()
         slot.procs.pop(proc.pid, None)
+        link = slot.links.pop(proc.pid, None)
+        if link is not None:
+            link.close()
+        slot.busy.pop(proc.pid, None)  # a dead worker holds no sessions
         if self.stopping or slot.retiring:
             return
+        self.assess(slot)
         program = f"{self.settings.str('daemon_directory')}/{slot.service.command}"
         if status < 0:
             self.log.warning(f"process {program} pid {proc.pid} killed by signal {-status}")
@@ -237,6 +293,49 @@ class Master:
         for slot in self.slots:
             for index in range(slot.nworkers):
                 await self.spawn(slot, index)
+            self.assess(slot)
+
+    # -- busy sessions and stress mode ------------------------------------------------
+
+    def status_line(self, slot: Slot, pid: int, line: str) -> None:
+        msg = parse_message(line)
+        if not isinstance(msg, Busy):
+            self.log.warning(f"{slot.title}: unexpected status from pid {pid}: {line[:60]!r}")
+            return
+        slot.busy[pid] = msg.count
+        if not slot.retiring:
+            self.assess(slot)
+
+    def assess(self, slot: Slot) -> None:
+        """Feed the service's busy total to its gauge; switch its workers
+        when stress starts or ends; come back when stress would end."""
+        if slot.timer is not None:
+            slot.timer.cancel()
+            slot.timer = None
+        if slot.retiring or self.stopping:
+            return
+        now = time.monotonic()
+        event = slot.gauge.update(sum(slot.busy.values()), now)
+        if event is StressEvent.START:
+            if slot.last_warning is None or now - slot.last_warning >= WARNING_INTERVAL:
+                slot.last_warning = now
+                for text in limit_warnings(slot.title, slot.maxproc):
+                    self.log.warning(text)
+            self.log.info(f"{slot.title}: stress mode started")
+            self.tell_workers(slot, True)
+        elif event is StressEvent.END:
+            self.log.info(f"{slot.title}: stress mode ended")
+            self.tell_workers(slot, False)
+        ends_at = slot.gauge.ends_at
+        if ends_at is not None:
+            loop = asyncio.get_running_loop()
+            slot.timer = loop.call_later(max(0.0, ends_at - now), self.assess, slot)
+
+    @staticmethod
+    def tell_workers(slot: Slot, on: bool) -> None:
+        data = format_message(Stress(on))
+        for link in slot.links.values():
+            link.send(data)
 
     # -- control -------------------------------------------------------------------
 
@@ -258,6 +357,9 @@ class Master:
         old_config, old_settings = self.config, self.settings
         for slot in old_slots:
             slot.retiring = True
+            if slot.timer is not None:
+                slot.timer.cancel()
+                slot.timer = None
         self.config, self.settings = new, new.settings()
         # Inet sockets whose address stays are handed to the new workers;
         # the old workers are told to stop accepting and to finish the
@@ -279,6 +381,7 @@ class Master:
                 slot.retiring = False
             self.config, self.settings = old_config, old_settings
             return
+        self.inherit_stress(old_slots)
         for slot in old_slots:
             for proc in list(slot.procs.values()):
                 if proc.returncode is None:
@@ -288,6 +391,19 @@ class Master:
                 if id(sock) not in reused:
                     sock.close()
         await self.start_all()
+
+    def inherit_stress(self, old_slots: list[Slot]) -> None:
+        """After a reload, a service that was under stress stays so (its new
+        workers start in stress mode) until its busy count has been low for
+        the hold time; the warnings keep their once-per-1000 s pace."""
+        old = {slot.label: slot for slot in old_slots}
+        for slot in self.slots:
+            before = old.get(slot.label)
+            if before is None:
+                continue
+            slot.last_warning = before.last_warning
+            if before.stressed and slot.maxproc > 0:
+                slot.gauge.stressed = True
 
     async def shutdown(self) -> None:
         sig = signal.SIGKILL if self.aborting else signal.SIGTERM

@@ -7,6 +7,17 @@ as inherited file descriptors named in HATO_LISTEN_FDS. The worker reads its
 Settings (main.cf ∪ the entry's ``-o`` overrides), opens its log, drops
 privileges to mail_owner when started by root (unless master.cf's unpriv
 column says ``n``), and runs the service module's ``serve(ctx)``.
+
+Stress mode: the worker computes its Settings twice, as they are and with
+``stress=yes`` (``ctx.settings``, ``ctx.stress_settings``). Its status
+channel to master (``ctx.status``, a
+:class:`hato.io.master_status.WorkerStatus` on the socket named in
+HATO_STATUS_FD) carries the number of busy sessions up (a service calls
+``ctx.status.report_busy(n)``) and ``stress yes``/``stress no`` down; a
+service that adapts subscribes with ``ctx.status.subscribe(callback)``
+(callback(on), at once when the worker started under stress, which master
+says with HATO_STRESS=yes). ``ctx.stress`` is the current state. smtpd is
+the only subscriber so far.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from ..config.mastercf import Service
 from ..config.settings import Config, Settings
 from ..io.hostinfo import host_facts
 from ..io.maillog import MailLog
+from ..io.master_status import WorkerStatus
 
 # master.cf command → the module in hato.services that runs it.
 MODULES = {
@@ -37,6 +49,7 @@ MODULES = {
     "discard": "discard",
     "error": "error",
     "smtpd": "smtpd",
+    "anvil": "anvil",
 }
 
 
@@ -54,10 +67,18 @@ class WorkerContext:
     log: MailLog
     listeners: list[socket.socket]
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The same Settings with stress=yes: what the service uses under stress.
+    stress_settings: Settings | None = None
+    #: The channel to master: busy sessions up, stress on/off down.
+    status: WorkerStatus = field(default_factory=WorkerStatus)
 
     @property
     def queue_directory(self) -> str:
         return self.settings.str("queue_directory")
+
+    @property
+    def stress(self) -> bool:
+        return self.status.stress
 
 
 def drop_privileges(settings: Settings) -> None:
@@ -125,13 +146,19 @@ def main(argv: list[str]) -> int:
         uvloop = None
     if os.geteuid() == 0 and svc.unprivileged():
         drop_privileges(settings)
-    ctx = WorkerContext(config, svc, settings, log, listeners)
+    ctx = WorkerContext(config, svc, settings, log, listeners,
+                        stress_settings=config.settings(svc, stress=True),
+                        status=WorkerStatus.from_env())
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, ctx.stop.set)
         loop.add_signal_handler(signal.SIGINT, ctx.stop.set)
-        return int(await module.serve(ctx) or 0)
+        ctx.status.start()
+        try:
+            return int(await module.serve(ctx) or 0)
+        finally:
+            ctx.status.close()
 
     try:
         if uvloop is not None:

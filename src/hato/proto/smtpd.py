@@ -583,6 +583,13 @@ class ServerConnection:
         if ok:
             c[0] += 1
 
+    def recount_failed(self, verb: str) -> None:
+        """A command answered with success failed after all (a STARTTLS
+        whose new TLS session the service refused): count it as failed."""
+        c = self.counts.get(verb.lower())
+        if c and c[0] > 0:
+            c[0] -= 1
+
     def _error(self, verb: str, reply: Reply, *, count: bool = True, junk: bool = False,
                error: bool = True, pipelined: bool = False, ok: bool = False) -> None:
         """Answer a command with an error the core decided on (*ok*: Postfix

@@ -6,6 +6,16 @@ the entry's ``maxproc`` (the number of concurrent sessions the service may
 hold), in ``HATO_SESSION_LIMIT``. A worker that is full stops accepting
 until a session ends; the others go on.
 
+Stress mode: the worker reports its number of sessions in progress to
+master, which switches every worker of the service to stress mode when
+their sum reaches maxproc. Then the parameters written as
+``${stress?{X}:{Y}}`` take their stress values — smtpd_timeout (10s),
+smtpd_hard_error_limit (1), smtpd_junk_command_limit (1),
+smtpd_per_request_deadline (yes), smtpd_starttls_timeout (10s) — for new
+sessions and for those in progress: an idle client already waiting longer
+than the stress smtpd_timeout gets ``421 4.4.2 HOST Error: timeout
+exceeded`` at once. See docs/smtpd.md, "Stress mode".
+
 A session is driven by the sans-IO core :mod:`hato.proto.smtpd`: this
 module reads the socket, feeds the core, asks the restrictions
 (:mod:`hato.policy.smtpd_check`) about each command the core parsed, and
@@ -60,6 +70,11 @@ async def serve(ctx) -> int:
         return 1
     limit = int(os.environ.get("HATO_SESSION_LIMIT", "0") or 0) or 100
     server.session_limit = limit
+    # master counts busy sessions per service (stress mode at maxproc) ...
+    server.sessions = _ReportingSet(ctx.status.report_busy)
+    # ... and says when stress mode begins and ends.
+    normal, stressed = ctx.settings, ctx.stress_settings or ctx.settings
+    ctx.status.subscribe(lambda on: server.set_stress(stressed if on else normal))
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(server.accept_loop(sock, ctx.stop)) for sock in ctx.listeners]
     await ctx.stop.wait()
@@ -69,10 +84,28 @@ async def serve(ctx) -> int:
         sock.close()
     # Sessions in progress finish (a reload or stop must not drop them),
     # up to smtpd_timeout.
-    deadline = time.monotonic() + ctx.settings.time("smtpd_timeout")
+    deadline = time.monotonic() + server.timeout
     while server.sessions and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     return 0
+
+
+class _ReportingSet(set):
+    """The worker's sessions in progress (SessionServer.sessions): every
+    change goes to ``ctx.status.report_busy``, which sends master one line
+    per burst of changes, and only when the number changed."""
+
+    def __init__(self, report):
+        super().__init__()
+        self._report = report
+
+    def add(self, item) -> None:
+        super().add(item)
+        self._report(len(self))
+
+    def discard(self, item) -> None:
+        super().discard(item)
+        self._report(len(self))
 
 
 def _qmgr_waker(queue_directory: str):

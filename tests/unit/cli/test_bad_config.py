@@ -198,9 +198,9 @@ def test_check_names_parameters_without_effect(tmp_path):
     d = make(tmp_path, "myhostname = a.example\nalias_maps =\ncompatibility_level = 3.6\n"
                        "smtpd_tls_session_cache_database = btree:/var/lib/x\n",
              GOOD_MASTER + "submission inet n - n - - smtpd\n"
-                           " -o smtpd_client_message_rate_limit=120\n")
+                           " -o smtpd_tls_ccert_verifydepth=5\n")
     r = hato_inprocess("-c", str(d), "check")
     assert f"{d}/main.cf, line 4: smtpd_tls_session_cache_database is accepted but has no " \
            f"effect in hato" in r.stderr
-    assert f"{d}/master.cf, line 2: service submission/inet: smtpd_client_message_rate_limit " \
+    assert f"{d}/master.cf, line 2: service submission/inet: smtpd_tls_ccert_verifydepth " \
            f"is accepted but has no effect in hato" in r.stderr
