@@ -303,3 +303,53 @@ def test_new_tls_session_and_auth_rate_limits(instance, ca):
     instance.wait_log("warning: New TLS session rate limit exceeded: 2 from")
     instance.wait_for(lambda: re.search(r"disconnect from \S+ ehlo=1 starttls=0/1 commands=1/2",
                                         instance.log_text()), what="the disconnect line")
+
+
+# -- shared counters -----------------------------------------------------------------------
+
+def messages(inst, n: int) -> list[int]:
+    """The replies to *n* MAIL commands in one session to ``inst.limited``."""
+    c = smtplib.SMTP("127.0.0.1", inst.limited, timeout=30)
+    c.ehlo("client.example")
+    codes = []
+    for _ in range(n):
+        codes.append(c.mail("sender@example.org")[0])
+        c.rset()
+    c.quit()
+    return codes
+
+
+def test_two_instances_share_counters_through_redis():
+    """Two instances (two ports, one Redis started here) share one client's
+    message-rate budget; Redis stopped → each falls back to its own counters
+    with a warning; Redis back → shared again."""
+    from tests.redis_server import running_redis
+
+    from .instance import Instance
+
+    with running_redis() as redis:
+        a, b = Instance("redis-a"), Instance("redis-b")
+        try:
+            for inst in (a, b):
+                # the two services have different master.cf names (their ports):
+                # hato_anvil_service_name makes them one service for anvil
+                started(inst, tuning(hato_anvil_service_name="smtp",
+                                     smtpd_client_connection_count_limit="0",
+                                     smtpd_client_connection_rate_limit="0"),
+                        f"hato_anvil_backend = redis:{redis.url}")
+            assert messages(a, 3) == [250] * 3
+            assert messages(b, 3) == [250, 250, 450]
+            assert "warning: Message delivery request rate limit exceeded: 6 from" \
+                in b.log_text()
+            redis.stop()
+            # a's own counters saw 3 messages: the 4th passes, with a warning
+            assert messages(a, 1) == [250]
+            a.wait_log(f"warning: anvil: redis backend {redis.url}: ")
+            assert "using local counters" in a.log_text()
+            redis.restart()  # empty: a new window for everyone
+            a.wait_log(f"anvil: redis backend {redis.url} is back; counters shared again")
+            assert messages(a, 3) == [250] * 3
+            assert messages(b, 3) == [250, 250, 450]
+        finally:
+            a.cleanup()
+            b.cleanup()

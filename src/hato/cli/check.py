@@ -301,6 +301,24 @@ def check_tls(cfg: Config, report: Report) -> None:
                          f"{err.message}")
 
 
+def check_anvil(cfg: Config, report: Report) -> None:
+    """hato_anvil_backend: local, or a Redis URL that redis-py accepts."""
+    value = cfg.settings().str("hato_anvil_backend").strip()
+    if value in ("", "local"):
+        return
+    where = _where(cfg.main.path, cfg.main.lineno("hato_anvil_backend"))
+    if not value.startswith(("redis:", "rediss:", "unix:")):
+        report.error(f"{where}: hato_anvil_backend: expected local or redis:URL, "
+                     f"not {value!r}")
+        return
+    from ..io.anvil_redis import RedisCounters
+
+    try:
+        RedisCounters(value, rate_time_unit=60, instance="check")
+    except ValueError as err:
+        report.error(f"{where}: {err}")
+
+
 def check_sasl(cfg: Config, report: Report) -> None:
     """SASL server configuration of main.cf and of every smtpd service with
     smtpd_sasl_auth_enable = yes, built as smtpd would build it but without
@@ -427,6 +445,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
     check_restrictions(cfg, report)
     check_tls(cfg, report)
     check_sasl(cfg, report)
+    check_anvil(cfg, report)
     check_paths(cfg, report)
     if report.errors:
         msgs.info(f"{report.errors} error(s) in the configuration in {cfg.config_dir}")

@@ -218,6 +218,8 @@ _p("anvil_status_update_time", T, "600s",
    "How often anvil logs its peak connection and rate statistics.", lo=1)
 _p("hato_anvil_backend", S, "local",
    "Where anvil keeps its counters: local, or redis:URL to share them between instances.")
+_p("hato_anvil_service_name", S, "",
+   "The service name smtpd's clients are counted under; empty means the master.cf name.")
 
 PARAMS: dict[str, Param] = _T
 

@@ -17,8 +17,8 @@ each with its warning (``Connection concurrency limit exceeded: 4 from
 host[addr] for service smtp``, ``Connection rate limit exceeded``,
 ``Message delivery request rate limit exceeded``, ``Recipient address rate
 limit exceeded``, ``New TLS session rate limit exceeded``, ``AUTH command
-rate limit exceeded``). Counters are kept per master.cf service name and
-client address (ident ``smtp:192.0.2.1``). Clients in
+rate limit exceeded``). Counters are kept per master.cf service name (or
+``hato_anvil_service_name``) and client address (ident ``smtp:192.0.2.1``). Clients in
 smtpd_client_event_limit_exceptions and those allowed to use XCLIENT are
 neither counted nor limited. A limit of 0 turns its check off; anvil is
 asked about connections whenever any limit is on, so that its rate windows
@@ -58,7 +58,9 @@ class ClientLimits:
 
     def __init__(self, settings, log, service: str, client: AnvilClient | None = None):
         self.log = log
-        self.service = service
+        # hato_anvil_service_name: machines that share counters through Redis
+        # but name the service differently in master.cf (10.0.0.1:25, …)
+        self.service = settings.str("hato_anvil_service_name") or service
         self.hostname = settings.str("myhostname")
         self.limits = {k: settings.int(p) for k, p in _LIMITS.items()}
         self.exceptions = host_list(settings, "smtpd_client_event_limit_exceptions")

@@ -24,16 +24,15 @@ from ..policy.rewrite import open_maps
 from ..policy.smtpd_check import ClientFacts, SmtpdChecks
 from ..proto import smtpd as P
 from ..proto.attr import Attrs
-from ..queue import envelope as E
 from ..queue.cleanup import Cleanup
 from ..queue.envelope import Recipient
 from ..queue.inject import Injection
-from ..queue.received import smtpd_received
 from ..queue.store import QueueStore
 from ..queue.submit import MaildropSubmission
 from ..tables.base import TableRetry
 from .maillog import printable
 from .smtpd_anvil import ClientLimits, SessionLimits
+from .smtpd_message import MessageIntake
 from .smtpd_tlsauth import READ_SIZE, SessionEnd, TlsAuth
 
 #: Postfix's order of the counters in the "disconnect from" line (its
@@ -42,7 +41,6 @@ COUNTER_ORDER = ("helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mai
                  "data", "bdat", "rset", "noop", "vrfy", "etrn", "quit", "unknown")
 
 INTERNAL_ERROR = P.Reply(451, "4.3.0", "Error: internal error")
-WRITE_ERROR = P.Reply(451, "4.3.0", "Error: queue file write error")
 
 
 def escape(data: bytes) -> str:
@@ -56,15 +54,6 @@ def escape(data: bytes) -> str:
         else:
             out.append(named.get(ch) or f"\\{ch:03o}")
     return "".join(out)
-
-
-def parse_reply(text: str) -> P.Reply:
-    """ "250 2.0.0 Ok: queued as X" → Reply(250, "2.0.0", "Ok: queued as X")."""
-    code, _, rest = text.partition(" ")
-    first, _, after = rest.partition(" ")
-    if len(first) >= 5 and first[0] in "245" and first[1] == "." and first.count(".") == 2:
-        return P.Reply(int(code), first, after)
-    return P.Reply(int(code), "", rest)
 
 
 def limits_from_settings(s: Settings) -> P.Limits:
@@ -109,6 +98,7 @@ class SessionServer:
         self.limits = limits_from_settings(s)
         # smtpd_timeout, smtpd_per_request_deadline, smtpd_starttls_timeout
         # and the error/junk limits change with stress mode: set_stress().
+        self.stress = s.str("stress").lower() == "yes"
         self.timeout = float(s.time("smtpd_timeout"))
         self.per_request_deadline = s.bool("smtpd_per_request_deadline")
         self.live: set[Session] = set()  # sessions in their command loop
@@ -157,6 +147,7 @@ class SessionServer:
         its wait cut to the new smtpd_timeout counted from when the wait
         began, and its per-request deadline likewise (never lengthened)."""
         s = settings
+        self.stress = s.str("stress").lower() == "yes"
         self.timeout = float(s.time("smtpd_timeout"))
         self.per_request_deadline = s.bool("smtpd_per_request_deadline")
         self.starttls_timeout = float(s.time("smtpd_starttls_timeout"))
@@ -317,7 +308,7 @@ class SessionServer:
             return False
 
 
-class Session(TlsAuth):
+class Session(TlsAuth, MessageIntake):
     """One SMTP session (STARTTLS, smtps and AUTH: :class:`TlsAuth`)."""
 
     def __init__(self, server: SessionServer, reader: asyncio.StreamReader | None,
@@ -328,7 +319,8 @@ class Session(TlsAuth):
         self.log = server.log
         self.reader = reader
         self.writer = writer
-        self.facts = ClientFacts(name="unknown", reverse_name="unknown", addr=addr, port=port)
+        self.facts = ClientFacts(name="unknown", reverse_name="unknown", addr=addr, port=port,
+                                 stress=server.stress)  # policy servers see "stress=yes"
         limits = server.limits
         if server.tls.level == "encrypt" and not server.tls.wrapper:
             limits = dataclasses.replace(limits, enforce_tls=True)
@@ -749,150 +741,6 @@ class Session(TlsAuth):
         self.recipients.append(Recipient(rcpt, notify=ev.notify, orcpt=ev.orcpt or ""))
         self.conn.accept()
 
-    async def _data(self, ev: P.DataCommand) -> None:
-        reply = await self._decide(self.checks.data, "DATA", len(self.recipients))
-        if reply is not None and reply.code >= 400:
-            self.conn.reject(reply)
-            return
-        if self.injection is None:  # the core refuses DATA without recipients
-            self.conn.reject(P.Reply(503, "5.5.1", "Error: need RCPT command"))
-            return
-        try:
-            self._start_message()
-        except Exception as err:
-            self.log.warning(f"{self.injection.queue_id}: cannot write the queue file: {err}")
-            self.injection = None
-            self.conn.reject(WRITE_ERROR)
-            return
-        self.conn.accept()
-
-    def _start_message(self) -> None:
-        srv, f, inj = self.server, self.facts, self.injection
-        assert inj is not None and self.mail is not None
-        actions = self.checks.actions
-        xf = self.xforward
-        received = smtpd_received(
-            helo=f.helo_name, name=f.name, addr=f.addr,
-            port=f.port if srv.port_logging else "", myhostname=srv.hostname,
-            mail_name=srv.mail_name, protocol=self.protocol, queue_id=inj.queue_id,
-            recipients=[r.address for r in self.recipients], when=inj.arrival_time,
-            tls=self._tls_received(),
-            auth_sender=f.sasl_username if srv.sasl_header and f.sasl_username else None)
-        prepend = list(getattr(actions, "prepend", []) or [])
-        received = "\n".join(prepend + [received])
-        for bcc in getattr(actions, "bcc", []) or []:
-            if all(r.address != bcc for r in self.recipients):
-                self.recipients.append(Recipient(bcc))
-        attributes = {
-            E.ATTR_CLIENT_NAME: xf.get("NAME", f.name),
-            E.ATTR_CLIENT_ADDRESS: xf.get("ADDR", f.addr),
-            E.ATTR_CLIENT_PORT: xf.get("PORT", f.port),
-            E.ATTR_ORIGIN: self.client,
-            E.ATTR_HELO_NAME: xf.get("HELO", f.helo_name or ""),
-            E.ATTR_PROTOCOL: xf.get("PROTO", self.protocol),
-            E.ATTR_REWRITE_CONTEXT: self._rewrite_context(),
-        }
-        sasl = getattr(f, "sasl_username", None)
-        if sasl:
-            attributes[E.ATTR_SASL_METHOD] = f.sasl_method or ""
-            attributes[E.ATTR_SASL_USERNAME] = sasl
-        if self.mail.smtputf8:
-            attributes[E.ATTR_SMTPUTF8] = "yes"
-        log = self._cleanup_log
-        inj.start(log=log, attributes=attributes, ret=self.mail.ret,
-                  envid=self.mail.envid or "", sender=self.sender,
-                  recipients=list(self.recipients), rewrite_context=attributes[
-                      E.ATTR_REWRITE_CONTEXT], received=received, origin=self.client,
-                  proto=self.protocol, helo=f.helo_name)
-        self.started = True
-
-    def _cleanup_log(self, level: str, text: str) -> None:
-        {"warning": self.log.warning, "error": self.log.error}.get(level, self.log.info)(text)
-
-    def _rewrite_context(self) -> str:
-        """local_header_rewrite_clients: permit_inet_interfaces,
-        permit_mynetworks, permit_sasl_authenticated, static:all, ..."""
-        for item in self.server.local_rewrite:
-            if item == "static:all":
-                return "local"
-            if item == "permit_mynetworks" and self.checks.in_mynetworks():
-                return "local"
-            if item == "permit_sasl_authenticated" and getattr(self.facts, "sasl_username",
-                                                                None):
-                return "local"
-            if item == "permit_inet_interfaces" and self.facts.addr in ("127.0.0.1", "::1"):
-                return "local"
-        return "remote"
-
-    async def _message_data(self, ev: P.MessageData) -> None:
-        if self.injection is None or not self.started or self.failed is not None:
-            return
-        try:
-            self.injection.feed(ev.data)
-        except TableRetry as err:
-            self.log.warning(f"{self.injection.queue_id}: {err}")
-            self.failed = P.Reply(451, "4.3.0", "Error: queue file write error")
-        except OSError as err:
-            self.log.warning(f"{self.injection.queue_id}: queue file write error: {err}")
-            self.failed = WRITE_ERROR
-
-    async def _message_end(self, ev: P.Event) -> None:
-        conn = self.conn
-        self.where = "END-OF-MESSAGE"
-        try:
-            reply = await self._end_of_message(ev)
-        finally:
-            self._abort_transaction()
-            self._new_transaction()
-            self.checks.reset()
-        if reply.code < 400:
-            conn.accept(reply)
-        else:
-            conn.reject(reply)
-
-    async def _end_of_message(self, ev: P.Event) -> P.Reply:
-        inj = self.injection
-        if getattr(ev, "reply", None) is not None:
-            if getattr(ev, "bare_lf_rejected", False):
-                self._log_whatsup("reject", "END-OF-MESSAGE", "bare <LF> received")
-            return ev.reply  # the core refused the content (too big, bare <LF>)
-        if getattr(ev, "too_big", False):
-            return P.Reply(552, "5.3.4", "Error: message file too big")
-        if self.failed is not None:
-            return self.failed
-        if inj is None or not self.started:
-            return P.Reply(554, "5.5.1", "Error: no valid recipients")
-        size = getattr(ev, "size", 0)
-        reply = await self._decide(self.checks.end_of_data, "END-OF-MESSAGE", size)
-        if reply is not None and reply.code >= 400:
-            return reply
-        actions = self.checks.actions
-        try:
-            result = await asyncio.to_thread(self._finish, inj, actions)
-        except TableRetry as err:
-            self.log.warning(f"{inj.queue_id}: {err}")
-            return P.Reply(451, "4.3.0", "Error: queue file write error")
-        except OSError as err:
-            self.log.warning(f"{inj.queue_id}: queue file write error: {err}")
-            return WRITE_ERROR
-        self.injection = None
-        if result.queue_id:
-            self.server.wake_qmgr()
-        return parse_reply(result.result.smtp_reply())
-
-    @staticmethod
-    def _finish(inj: Injection, actions):
-        return inj.finish(hold=bool(getattr(actions, "hold", None)),
-                          filter=getattr(actions, "filter", None),
-                          redirect=getattr(actions, "redirect", None),
-                          discard=bool(getattr(actions, "discard", None)))
-
-    async def _bdat_chunk(self, ev: P.BdatChunk) -> None:
-        if ev.last:
-            await self._message_end(ev)
-        else:
-            self.conn.accept()
-
     async def _vrfy(self, ev: P.Vrfy) -> None:
         arg = ev.argument.strip()
         address = A.unquote_822_local(arg.strip("<>"))
@@ -949,15 +797,6 @@ class Session(TlsAuth):
             if value not in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
                 self.xforward[key.upper()] = value
         self.conn.accept(P.Reply(250, "2.0.0", "Ok"))
-
-    def _abort_transaction(self) -> None:
-        if self.injection is not None:
-            try:
-                self.injection.abort()
-            except Exception:
-                pass
-            self.injection = None
-
 
 class _NoChecks:
     """The restrictions of a stand-alone session (sendmail -bs): none, as

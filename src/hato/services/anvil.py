@@ -39,7 +39,8 @@ from collections import Counter
 from ..proto import anvil as A
 from ..proto.attr import AttrError, AttrReader, Attrs, encode
 
-RETRY_INTERVAL = 5.0
+RETRY_INTERVAL = 5.0  # seconds between attempts to reach Redis again
+PING_INTERVAL = 60.0  # seconds between "still alive" pings to Redis
 
 
 def postfix_clock(when: float) -> str:
@@ -61,11 +62,10 @@ class Anvil:
         if backend and backend != "local":
             from ..io.anvil_redis import RedisCounters
 
-            url = backend[len("redis:"):] if backend.startswith("redis:") and \
-                not backend.startswith("redis://") else backend
-            self.redis_url = url
-            self.redis = RedisCounters(url, rate_time_unit=self.unit,
+            # a bad URL raises ValueError: the service stops with a fatal line
+            self.redis = RedisCounters(backend, rate_time_unit=self.unit,
                                        instance=instance_id(settings))
+            self.redis_url = self.redis.display_url  # never the password
             self.shared = True
 
     # -- requests ---------------------------------------------------------------------------
@@ -143,15 +143,27 @@ class Anvil:
 
     async def housekeeping(self, stop: asyncio.Event) -> None:
         next_report = time.monotonic() + self.status_every
+        next_ping = time.monotonic() + PING_INTERVAL
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), min(1.0, self.unit))
             except asyncio.TimeoutError:
                 pass
             self.table.expire(time.time())
-            if time.monotonic() >= next_report:
+            now = time.monotonic()
+            if now >= next_report:
                 self.report()
-                next_report = time.monotonic() + self.status_every
+                next_report = now + self.status_every
+            if self.redis is not None and self.shared and now >= next_ping:
+                # a quiet instance stays counted among the live ones
+                next_ping = now + PING_INTERVAL
+                try:
+                    alive = await self.redis.ping()
+                except Exception as err:
+                    self._lost_redis(err)
+                else:
+                    if not alive:
+                        self._lost_redis(ConnectionError("no answer to ping"))
 
     # -- connections --------------------------------------------------------------------------
 
@@ -196,7 +208,11 @@ def instance_id(settings) -> str:
 
 
 async def serve(ctx) -> int:
-    anvil = Anvil(ctx.settings, ctx.log)
+    try:
+        anvil = Anvil(ctx.settings, ctx.log)
+    except ValueError as err:
+        ctx.log.fatal(f"hato_anvil_backend: {err}")
+        return 1
     await anvil.start()
     servers = [await asyncio.start_unix_server(anvil.session, sock=sock)
                for sock in ctx.listeners]

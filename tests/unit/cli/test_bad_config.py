@@ -204,3 +204,22 @@ def test_check_names_parameters_without_effect(tmp_path):
            f"effect in hato" in r.stderr
     assert f"{d}/master.cf, line 2: service submission/inet: smtpd_tls_ccert_verifydepth " \
            f"is accepted but has no effect in hato" in r.stderr
+
+
+@pytest.mark.parametrize("value, message", [
+    ("memcached://127.0.0.1:11211", "hato_anvil_backend: expected local or redis:URL"),
+    ("redis:redis://127.0.0.1:6379/0?no_such_option=1", "anvil redis backend"),
+])
+def test_check_names_a_bad_anvil_backend(tmp_path, value, message):
+    d = make(tmp_path, "myhostname = a.example\nalias_maps =\ncompatibility_level = 3.6\n"
+                       f"hato_anvil_backend = {value}\n", GOOD_MASTER)
+    r = hato_inprocess("-c", str(d), "check")
+    assert r.returncode == 1
+    assert f"{d}/main.cf, line 4: " in r.stderr and message in r.stderr, r.stderr
+
+
+def test_check_accepts_a_redis_anvil_backend(tmp_path):
+    d = make(tmp_path, "myhostname = a.example\nalias_maps =\ncompatibility_level = 3.6\n"
+                       "hato_anvil_backend = redis:redis://127.0.0.1:6379/0\n", GOOD_MASTER)
+    r = hato_inprocess("-c", str(d), "check")
+    assert "anvil" not in r.stderr, r.stderr

@@ -9,7 +9,8 @@ import socket
 
 import pytest
 
-from hato.io.smtpd_session import SessionServer, parse_reply
+from hato.io.smtpd_message import parse_reply
+from hato.io.smtpd_session import SessionServer
 from hato.proto.smtpd import Reply
 from hato.queue.store import INCOMING, QueueStore
 

@@ -56,6 +56,18 @@ def test_set_stress_values(tmp_path):
     assert not server.per_request_deadline
 
 
+def test_new_sessions_know_they_run_under_stress(tmp_path):
+    """ClientFacts.stress: what policy servers are told (stress=yes)."""
+    from hato.io.smtpd_session import Session
+
+    server, _log = server_for(tmp_path, STRESS_MAIN)
+    assert not Session(server, None, None, "192.0.2.1", "1").facts.stress
+    server.set_stress(stress_settings(server))
+    assert Session(server, None, None, "192.0.2.1", "1").facts.stress
+    server.set_stress(server.settings)
+    assert not Session(server, None, None, "192.0.2.1", "1").facts.stress
+
+
 def test_idle_session_is_cut_when_stress_begins(tmp_path):
     server, log = server_for(tmp_path, STRESS_MAIN)
 
