@@ -20,9 +20,12 @@ from ..proto.attr import AttrError, AttrReader, Attrs, encode
 Handler = Callable[[Attrs], Awaitable["Attrs | None"]]
 
 
-async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   handler: Handler, on_error: Callable[[str], None]) -> None:
-    parser = AttrReader()
+async def attr_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       handler: Handler, on_error: Callable[[str], None], *,
+                       max_message: int | None = None) -> None:
+    """Serve one connection: every request gets ``handler``'s reply, in
+    order; a malformed message ends the connection (*on_error* says why)."""
+    parser = AttrReader() if max_message is None else AttrReader(max_message=max_message)
     try:
         while True:
             data = await reader.read(65536)
@@ -49,7 +52,7 @@ async def serve_requests(listener: socket.socket, handler: Handler,
                          on_error: Callable[[str], None] = lambda _t: None) -> None:
     """Serve until *stop* is set; sessions in progress finish their request."""
     server = await asyncio.start_unix_server(
-        lambda r, w: _session(r, w, handler, on_error), sock=listener)
+        lambda r, w: attr_session(r, w, handler, on_error), sock=listener)
     async with server:
         await stop.wait()
 

@@ -37,7 +37,8 @@ import time
 from collections import Counter
 
 from ..proto import anvil as A
-from ..proto.attr import AttrError, AttrReader, Attrs, encode
+from ..io.ipc import attr_session
+from ..proto.attr import Attrs
 
 RETRY_INTERVAL = 5.0  # seconds between attempts to reach Redis again
 PING_INTERVAL = 60.0  # seconds between "still alive" pings to Redis
@@ -168,25 +169,13 @@ class Anvil:
     # -- connections --------------------------------------------------------------------------
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        parser = AttrReader(max_message=64 * 1024)
-        held: Counter = Counter()
+        held: Counter = Counter()  # the connections this requester registered
+
+        async def answer(req: Attrs) -> Attrs:
+            return await self.answer(req, held)
         try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    return
-                try:
-                    parser.receive_data(data)
-                except AttrError as err:
-                    self.log.warning(f"malformed request: {err}")
-                    return
-                for req in parser.messages():
-                    writer.write(encode(await self.answer(req, held)))
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
+            await attr_session(reader, writer, answer, self.log.warning, max_message=64 * 1024)
         finally:
-            writer.close()
             await self._drop(held)
 
     async def _drop(self, held: Counter) -> None:
