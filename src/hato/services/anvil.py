@@ -59,6 +59,7 @@ class Anvil:
         self.redis_url = ""
         self.shared = False
         self._recovering: asyncio.Task | None = None
+        self._pending: set[asyncio.Task] = set()  # Redis disconnects in flight
         backend = settings.str("hato_anvil_backend").strip()
         if backend and backend != "local":
             from ..io.anvil_redis import RedisCounters
@@ -88,7 +89,9 @@ class Anvil:
                     return Attrs.of(status=A.STATUS_OK, count=count, rate=rate)
                 return Attrs.of(status=A.STATUS_OK, rate=rate)
             if request == "disconnect":
-                await self.redis.disconnect(ident)
+                # Answered at once: the next request on this connection (often a
+                # connect from the same client) must not queue behind Redis.
+                self._background(self.redis.disconnect(ident))
             elif request in ("lookup", "newtls_report"):
                 got = await self.redis.lookup(ident)
                 if request == "newtls_report":
@@ -100,6 +103,16 @@ class Anvil:
         except Exception as err:  # RedisUnavailable, and anything a client library raises
             self._lost_redis(err)
         return reply
+
+    def _background(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._pending.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self._lost_redis(t.exception())
+        task.add_done_callback(done)
 
     def _see(self, request: str, ident: str, count: int, rate: int, now: float) -> None:
         """Shared answers go into the statistics too."""
