@@ -142,7 +142,7 @@ def _v6(rng: random.Random) -> int:
     return base | rng.getrandbits(rng.choice([8, 16, 40, 64]))
 
 
-def _fmt(family: int, addr: int) -> str:
+def format_delay(family: int, addr: int) -> str:
     return socket.inet_ntop(family, addr.to_bytes(16 if family == socket.AF_INET6 else 4, "big"))
 
 
@@ -163,18 +163,18 @@ def cidr_table(rng: random.Random) -> tuple[str, list[tuple[int, int, int]]]:
                             [0, 10, 16, 32, 33, 48, 64, 96, 112, 127, bits])
         net = addr & _mask(bits, length)
         nets.append((family, net, length))
-        text = f"{_fmt(family, net)}/{length}"
+        text = f"{format_delay(family, net)}/{length}"
         if length == bits and rng.random() < 0.5:
-            text = _fmt(family, net)  # a bare address
+            text = format_delay(family, net)  # a bare address
         if rng.random() < 0.1:
-            text = f"[{text}]" if rng.random() < 0.5 else f"[{_fmt(family, net)}]/{length}"
+            text = f"[{text}]" if rng.random() < 0.5 else f"[{format_delay(family, net)}]/{length}"
         if six and rng.random() < 0.1:
             text = text.upper()
         neg = "!" * rng.choice([0, 0, 0, 0, 1, 2]) + ("" if rng.random() < 0.8 else " ")
         if r < 0.06:
-            text = f"{_fmt(family, addr | 1)}/{max(length, 1) - 1}"  # host bits set
+            text = f"{format_delay(family, addr | 1)}/{max(length, 1) - 1}"  # host bits set
         elif r < 0.09:
-            text = f"{_fmt(family, net)}/{bits + rng.randrange(1, 3)}"
+            text = f"{format_delay(family, net)}/{bits + rng.randrange(1, 3)}"
         elif r < 0.11:
             text = rng.choice(["1.2.3", "foo", "1.2.3.0/x", "[1.2.3.4", "[1.2.3.4]x", "!",
                                "1.2.3.0/24/8", "::/-1"])
@@ -213,11 +213,11 @@ def cidr_keys(rng: random.Random, nets: list[tuple[int, int, int]], n: int) -> l
         if r < 0.6 and nets:
             family, net, length = rng.choice(nets)
             bits = 128 if family == socket.AF_INET6 else 32
-            keys.append(_fmt(family, net | (rng.getrandbits(bits) & ~_mask(bits, length))))
+            keys.append(format_delay(family, net | (rng.getrandbits(bits) & ~_mask(bits, length))))
         elif r < 0.8:
-            keys.append(_fmt(socket.AF_INET, _v4(rng)))
+            keys.append(format_delay(socket.AF_INET, _v4(rng)))
         elif r < 0.92:
-            keys.append(_fmt(socket.AF_INET6, _v6(rng)))
+            keys.append(format_delay(socket.AF_INET6, _v6(rng)))
         else:
             keys.append(rng.choice(odd))
     return keys

@@ -319,6 +319,45 @@ def check_anvil(cfg: Config, report: Report) -> None:
         report.error(f"{where}: {err}")
 
 
+def check_postscreen(cfg: Config, report: Report) -> None:
+    """postscreen's own syntax, for main.cf and each postscreen service:
+    postscreen_dnsbl_sites entries, postscreen_access_list items, the
+    actions and the upstream proxy protocol."""
+    from ..policy.postscreen_dnsbl import parse_sites
+
+    targets = [(None, cfg.settings())] + [
+        (f"{_where(cfg.master.path, svc.lineno)}: service {svc.key}", cfg.settings(svc))
+        for svc in cfg.master.services if svc.command == "postscreen"]
+    seen: set[str] = set()
+    for where, s in targets:
+        problems: list[tuple[str, str]] = []
+        try:
+            parse_sites(s.list("postscreen_dnsbl_sites"))
+        except ValueError as err:
+            problems.append(("postscreen_dnsbl_sites", str(err)))
+        for item in s.list("postscreen_access_list"):
+            if ":" not in item and item.lower() not in ("permit_mynetworks", "permit",
+                                                         "reject", "dunno"):
+                problems.append(("postscreen_access_list",
+                                 f"postscreen_access_list: unknown item: {item}"))
+        for name in ("postscreen_denylist_action", "postscreen_greet_action",
+                     "postscreen_dnsbl_action", "postscreen_pipelining_action",
+                     "postscreen_non_smtp_command_action", "postscreen_bare_newline_action"):
+            if s.str(name).lower() not in ("ignore", "enforce", "drop"):
+                problems.append((name, f"{name}: expected ignore, enforce or drop, "
+                                       f"not {s.str(name)!r}"))
+        proxy = s.str("postscreen_upstream_proxy_protocol").lower()
+        if proxy not in ("", "haproxy"):
+            problems.append(("postscreen_upstream_proxy_protocol",
+                             f"postscreen_upstream_proxy_protocol: unsupported protocol "
+                             f"{proxy!r} (expected haproxy or nothing)"))
+        for name, text in problems:
+            if text in seen:
+                continue
+            seen.add(text)
+            report.error(f"{where or _where(cfg.main.path, cfg.main.lineno(name))}: {text}")
+
+
 def check_sasl(cfg: Config, report: Report) -> None:
     """SASL server configuration of main.cf and of every smtpd service with
     smtpd_sasl_auth_enable = yes, built as smtpd would build it but without
@@ -446,6 +485,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
     check_tls(cfg, report)
     check_sasl(cfg, report)
     check_anvil(cfg, report)
+    check_postscreen(cfg, report)
     check_paths(cfg, report)
     if report.errors:
         msgs.info(f"{report.errors} error(s) in the configuration in {cfg.config_dir}")

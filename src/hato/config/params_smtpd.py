@@ -307,6 +307,9 @@ _p("postscreen_cache_map", M, "btree:$data_directory/postscreen_cache",
    "The table where postscreen remembers test results.")
 _p("postscreen_cache_retention_time", T, "7d",
    "How long an expired cache entry is kept before it is removed.", lo=1, unit="d")
+_p("hato_postscreen_cache", S, "",
+   "redis:URL keeps postscreen's cache in Redis, shared by several instances "
+   "(replaces postscreen_cache_map).")
 _p("postscreen_client_connection_count_limit", I, "$smtpd_client_connection_count_limit",
    "Maximal simultaneous postscreen connections from one client.")
 _p("postscreen_command_count_limit", I, "20",

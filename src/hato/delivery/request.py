@@ -103,7 +103,7 @@ def decode_statuses(a: Attrs) -> list[RcptStatus]:
             for i in range(len(idx))]
 
 
-def _fmt(seconds: float) -> str:
+def format_delay(seconds: float) -> str:
     """Postfix's delay formatting: whole seconds from 10 s, one decimal from
     1 s, two below (trailing zeros dropped), and 0 below 10 ms."""
     seconds += 1e-9  # float noise: 100.6 - 100.0 is 0.5999...
@@ -131,5 +131,5 @@ def status_line(req: DeliveryRequest, rcpt: RcptRequest, st: RcptStatus, *,
     orig = f", orig_to=<{log_form(rcpt.orig_address, external)}>" if rcpt.orig_address and \
         rcpt.orig_address != rcpt.address else ""
     return (f"{req.queue_id}: to=<{log_form(rcpt.address, external)}>{orig}, relay={st.relay}, "
-            f"delay={_fmt(total)}, delays={_fmt(a)}/{_fmt(b)}/{_fmt(c)}/{_fmt(d)}, "
+            f"delay={format_delay(total)}, delays={format_delay(a)}/{format_delay(b)}/{format_delay(c)}/{format_delay(d)}, "
             f"dsn={st.dsn}, status={st.status} ({st.reason})")

@@ -30,6 +30,7 @@ from ..queue.inject import Injection
 from ..queue.store import QueueStore
 from ..queue.submit import MaildropSubmission
 from ..tables.base import TableRetry
+from .handoff import HandoffError, receive_client
 from .maillog import printable
 from .smtpd_anvil import ClientLimits, SessionLimits
 from .smtpd_message import MessageIntake
@@ -172,7 +173,12 @@ class SessionServer:
 
     # -- accepting -------------------------------------------------------------------------
 
-    async def accept_loop(self, listener: socket.socket, stop: asyncio.Event) -> None:
+    async def accept_loop(self, listener: socket.socket, stop: asyncio.Event, *,
+                          passed: bool = False) -> None:
+        """Serve the clients of *listener*: connections of an inet (or
+        unix) service, or with *passed* the clients that postscreen hands
+        over on a ``pass`` service (:mod:`hato.io.handoff`). A worker holds
+        at most session_limit sessions; beyond that it stops accepting."""
         loop = asyncio.get_running_loop()
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.session_limit)
@@ -189,7 +195,8 @@ class SessionServer:
                 self.log.warning(f"accept: {err.strerror or err}")
                 await asyncio.sleep(0.1)
                 continue
-            task = loop.create_task(self.serve_socket(sock))
+            coro = self.serve_passed(sock) if passed else self.serve_socket(sock)
+            task = loop.create_task(coro)
             self.sessions.add(task)
 
             def done(t: asyncio.Task, slots=slots) -> None:
@@ -197,7 +204,20 @@ class SessionServer:
                 slots.release()
             task.add_done_callback(done)
 
-    async def serve_socket(self, sock: socket.socket) -> None:
+    async def serve_passed(self, link: socket.socket) -> None:
+        """A client that postscreen passed: served with the addresses it
+        saw (the upstream proxy's when there is one)."""
+        try:
+            client, attrs = await receive_client(link)
+        except HandoffError as err:
+            self.log.warning(f"cannot receive client from postscreen: {err}")
+            return
+        finally:
+            link.close()
+        await self.serve_socket(client, attrs.get("client_addr"), attrs.get("client_port"))
+
+    async def serve_socket(self, sock: socket.socket, addr: str | None = None,
+                           port: str | None = None) -> None:
         try:
             peer = sock.getpeername()
         except OSError:
@@ -206,11 +226,13 @@ class SessionServer:
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            addr, port = str(peer[0]), str(peer[1])
-            if addr.startswith("::ffff:") and "." in addr:
-                addr = addr[7:]
-        else:
+            if addr is None:
+                addr, port = str(peer[0]), str(peer[1])
+                if addr.startswith("::ffff:") and "." in addr:
+                    addr = addr[7:]
+        elif addr is None:
             addr, port = "127.0.0.1", "0"
+        port = port or "0"
         if self.tls.wrapper:
             # smtps: nothing may read the socket before the TLS layer does,
             # so the session opens its streams after the handshake.

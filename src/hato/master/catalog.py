@@ -24,7 +24,7 @@ class Status(Enum):
 
 DAEMONS: dict[str, tuple[Status, str]] = {
     "smtpd": (Status.RUNS, "the SMTP server"),
-    "postscreen": (Status.PLANNED, "the zombie filter in front of smtpd"),
+    "postscreen": (Status.RUNS, "the zombie filter in front of smtpd"),
     "pickup": (Status.RUNS, "picks up mail from maildrop/"),
     "cleanup": (Status.FOLDED, "header and address processing, done inside pickup and smtpd"),
     "qmgr": (Status.RUNS, "the queue manager"),
@@ -45,7 +45,7 @@ DAEMONS: dict[str, tuple[Status, str]] = {
     "proxymap": (Status.PLANNED, "shared table access"),
     "verify": (Status.PLANNED, "address verification"),
     "scache": (Status.PLANNED, "the outbound connection cache"),
-    "dnsblog": (Status.PLANNED, "postscreen's DNSBL lookups"),
+    "dnsblog": (Status.FOLDED, "postscreen's DNSBL lookups, made inside postscreen"),
     "tlsproxy": (Status.PLANNED, "postscreen's TLS proxy"),
     "postlogd": (Status.PLANNED, "logging to a file"),
     "spawn": (Status.PLANNED, "runs a command per connection"),

@@ -53,6 +53,8 @@ from .stress import (WARNING_INTERVAL, StressEvent, StressGauge, limit_warnings,
                      service_label, stress_hold)
 
 WORKER_MODULE = "hato.master.worker"
+#: Services that are one process holding all their connections.
+SINGLE_PROCESS = frozenset({"postscreen"})
 MIN_BACKOFF = 0.5
 
 
@@ -186,7 +188,8 @@ class Master:
                     sockets.append(old if old is not None
                                    else bind_inet(h, port, max(maxproc, 100)))
                 nworkers = max(1, min(maxproc or 1, os.cpu_count() or 1))
-            elif svc.type == "unix":
+            elif svc.type in ("unix", "pass"):
+                # pass: postscreen hands accepted clients over this socket
                 sub = "private" if svc.private() else "public"
                 path = os.path.join(queue_dir, sub, svc.name)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -199,10 +202,18 @@ class Master:
                     pw = pwd.getpwnam(s.str("mail_owner"))
                     os.chown(path, pw.pw_uid, pw.pw_gid)
                 nworkers = 1
+                if svc.type == "pass":  # many sessions: one worker per core, as inet
+                    cores = os.cpu_count() or 1
+                    nworkers = max(1, min(maxproc or cores, cores))
             else:
                 nworkers = 1
             if maxproc == 0 and svc.type == "inet":
                 nworkers = max(1, os.cpu_count() or 1)
+            if svc.command in SINGLE_PROCESS:
+                # maxproc counts processes here (Postfix runs one postscreen,
+                # which holds every connection): no session limit, no stress
+                # from master (postscreen has its own).
+                nworkers, maxproc = 1, 0
             slots.append(Slot(svc, sockets, nworkers, maxproc, title=title,
                               gauge=StressGauge(maxproc, stress_hold())))
         return slots

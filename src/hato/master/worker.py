@@ -50,6 +50,7 @@ MODULES = {
     "error": "error",
     "smtpd": "smtpd",
     "anvil": "anvil",
+    "postscreen": "postscreen",
 }
 
 

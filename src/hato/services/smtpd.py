@@ -76,7 +76,9 @@ async def serve(ctx) -> int:
     normal, stressed = ctx.settings, ctx.stress_settings or ctx.settings
     ctx.status.subscribe(lambda on: server.set_stress(stressed if on else normal))
     loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(server.accept_loop(sock, ctx.stop)) for sock in ctx.listeners]
+    passed = ctx.service.type == "pass"  # clients handed over by postscreen
+    tasks = [loop.create_task(server.accept_loop(sock, ctx.stop, passed=passed))
+             for sock in ctx.listeners]
     await ctx.stop.wait()
     for task in tasks:
         task.cancel()

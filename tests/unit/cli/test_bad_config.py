@@ -223,3 +223,30 @@ def test_check_accepts_a_redis_anvil_backend(tmp_path):
                        "hato_anvil_backend = redis:redis://127.0.0.1:6379/0\n", GOOD_MASTER)
     r = hato_inprocess("-c", str(d), "check")
     assert "anvil" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("line, message", [
+    ("postscreen_dnsbl_sites = zen.spamhaus.org*x", "bad DNSBL weight factor"),
+    ("postscreen_dnsbl_sites = zen.spamhaus.org=127.0.0.[2..x]", "bad DNSBL filter syntax"),
+    ("postscreen_access_list = permit_mynetworks, permit_sasl_authenticated",
+     "postscreen_access_list: unknown item: permit_sasl_authenticated"),
+    ("postscreen_greet_action = reject", "postscreen_greet_action: expected ignore, enforce"),
+    ("postscreen_upstream_proxy_protocol = proxy", "unsupported protocol 'proxy'"),
+])
+def test_check_names_bad_postscreen_settings(tmp_path, line, message):
+    d = make(tmp_path, "myhostname = a.example\nalias_maps =\ncompatibility_level = 3.6\n"
+                       f"{line}\n", GOOD_MASTER)
+    r = hato_inprocess("-c", str(d), "check")
+    assert r.returncode == 1
+    assert f"{d}/main.cf, line 4: " in r.stderr and message in r.stderr, r.stderr
+
+
+def test_check_accepts_the_reference_postscreen_settings(tmp_path):
+    d = make(tmp_path, "myhostname = a.example\nalias_maps =\ncompatibility_level = 3.6\n"
+                       "postscreen_access_list = permit_mynetworks, cidr:/dev/null\n"
+                       "postscreen_blacklist_action = drop\n"
+                       "postscreen_greet_action = enforce\n"
+                       "postscreen_dnsbl_sites = all.rbl.jp=127.0.0.[2;4],\n"
+                       "  zen.spamhaus.org=127.0.0.[2..7;10;11]\n", GOOD_MASTER)
+    r = hato_inprocess("-c", str(d), "check")
+    assert "postscreen" not in r.stderr, r.stderr

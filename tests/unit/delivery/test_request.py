@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hato.delivery.request import (DeliveryRequest, RcptRequest, RcptStatus, _fmt,
+from hato.delivery.request import (DeliveryRequest, RcptRequest, RcptStatus, format_delay,
                                    decode_statuses, encode_statuses, status_line)
 from hato.proto.attr import AttrReader, encode
 
@@ -31,7 +31,7 @@ def test_statuses_round_trip():
 
 
 def test_delay_format_like_postfix():
-    assert [_fmt(x) for x in (0, 0.004, 0.06, 0.64, 1.72, 27.3)] == \
+    assert [format_delay(x) for x in (0, 0.004, 0.06, 0.64, 1.72, 27.3)] == \
         ["0", "0", "0.06", "0.64", "1.7", "27"]
 
 

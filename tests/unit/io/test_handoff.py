@@ -1,0 +1,65 @@
+"""Handing a live client socket from postscreen to smtpd (hato.io.handoff)
+over a real UNIX socket with SCM_RIGHTS."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from hato.io.handoff import HandoffError, pass_client, receive_client
+from hato.proto.attr import Attrs
+
+
+def test_client_socket_and_attributes_arrive(tmp_path):
+    path = str(tmp_path / "smtpd")
+
+    async def main():
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(path)
+        listener.listen(5)
+        listener.setblocking(False)
+        client, far = socket.socketpair()
+        loop = asyncio.get_running_loop()
+
+        async def smtpd_side():
+            link, _ = await loop.sock_accept(listener)
+            return await receive_client(link)
+
+        got = loop.create_task(smtpd_side())
+        await pass_client(path, client, Attrs.of(client_addr="192.0.2.1", client_port="4711",
+                                                 server_addr="192.0.2.25", server_port="25"))
+        client.close()  # postscreen's copy: the socket lives on in smtpd
+        sock, attrs = await got
+        sock.sendall(b"220 from smtpd\r\n")
+        assert far.recv(100) == b"220 from smtpd\r\n"
+        far.sendall(b"EHLO x\r\n")
+        assert sock.recv(100) == b"EHLO x\r\n"
+        assert attrs.get("client_addr") == "192.0.2.1" and attrs.get("client_port") == "4711"
+        sock.close()
+        far.close()
+        listener.close()
+    asyncio.run(main())
+
+
+def test_no_smtpd_listening_is_an_error(tmp_path):
+    async def main():
+        a, b = socket.socketpair()
+        with pytest.raises(HandoffError, match="connect to"):
+            await pass_client(str(tmp_path / "nothing"), a, Attrs.of(client_addr="x"),
+                              timeout=2)
+        a.close()
+        b.close()
+    asyncio.run(main())
+
+
+def test_a_message_without_a_socket_is_refused(tmp_path):
+    async def main():
+        link, other = socket.socketpair()
+        other.sendall(b"client_addr=192.0.2.1\n\n")
+        with pytest.raises(HandoffError, match="expected one socket"):
+            await receive_client(link, timeout=2)
+        other.close()
+        link.close()
+    asyncio.run(main())
