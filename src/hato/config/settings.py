@@ -294,6 +294,11 @@ class Settings(Mapping[str, str]):
     def config(self) -> Config:
         return self._config
 
+    def with_values(self, values: Mapping[str, str]) -> "Settings":
+        """This snapshot with *values* set on top: a view for one purpose
+        (postscreen's TLS policy built as smtpd's, one table of a list)."""
+        return Settings(self._config, {**self._layer, **values})
+
     def raw(self, name: str) -> str | None:
         """The unexpanded value: the service's layer, else the default."""
         if name in self._layer:

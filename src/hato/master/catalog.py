@@ -46,7 +46,7 @@ DAEMONS: dict[str, tuple[Status, str]] = {
     "verify": (Status.PLANNED, "address verification"),
     "scache": (Status.PLANNED, "the outbound connection cache"),
     "dnsblog": (Status.FOLDED, "postscreen's DNSBL lookups, made inside postscreen"),
-    "tlsproxy": (Status.PLANNED, "postscreen's TLS proxy"),
+    "tlsproxy": (Status.FOLDED, "STARTTLS in postscreen's SMTP engine, done inside postscreen"),
     "postlogd": (Status.PLANNED, "logging to a file"),
     "spawn": (Status.PLANNED, "runs a command per connection"),
 }

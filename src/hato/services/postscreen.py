@@ -64,6 +64,7 @@ from collections import Counter
 from ..delivery.request import format_delay
 from ..io.handoff import HandoffError, pass_client
 from ..io.postscreen_cache import PostscreenCache, enabled_tests, fixed_ttls
+from ..io.postscreen_tls import Channel, TlsHandshakeError
 from ..policy.address import log_form
 from ..policy.hostlist import host_list
 from ..policy.postscreen_access import DUNNO, PERMIT, PostscreenAccess
@@ -98,8 +99,9 @@ class Postscreen:
         mynetworks = host_list(s, "mynetworks")
         from ..policy.rewrite import open_maps
 
-        def open_one(spec: str):
-            return open_maps(_Single(s, spec), "postscreen_access_list")
+        def open_one(spec: str):  # each table with open_maps' error handling
+            return open_maps(s.with_values({"postscreen_access_list": spec}),
+                             "postscreen_access_list")
 
         self.access = PostscreenAccess(
             [i for i in s.list("postscreen_access_list")],
@@ -119,6 +121,13 @@ class Postscreen:
         self.count_limit = s.int("postscreen_client_connection_count_limit")
         self._dnsbl_setup(s)
         self.proxy_protocol = s.str("postscreen_upstream_proxy_protocol").lower() == "haproxy"
+        # STARTTLS in the engine: smtpd's keys and settings at postscreen's level
+        from ..io.tls import tls_policy
+
+        self.tls = tls_policy(s.with_values({
+            "smtpd_tls_security_level": s.str("postscreen_tls_security_level") or "none",
+            "smtpd_tls_wrappermode": "no"}))
+        self.starttls_timeout = float(s.time("smtpd_starttls_timeout"))
         self.proxy_timeout = float(s.time("postscreen_upstream_proxy_timeout"))
         self.counts: Counter = Counter()
         self.active = 0  # connections in postscreen
@@ -405,10 +414,11 @@ class Postscreen:
                          disable_vrfy=s.bool("postscreen_disable_vrfy_command"),
                          smtputf8_enable=s.bool("smtputf8_enable"),
                          log_address=lambda a: log_form(a, self.external),
+                         tls_required=self.tls.level == "encrypt",
                          line_length_limit=s.int("line_length_limit")),
             who, banner_line=None if pregreeted else f"220 {s.str('smtpd_banner')}",
             reject=Verdict("enforce", "enforce", reject) if reject is not None else None)
-        loop = asyncio.get_running_loop()
+        channel = Channel(sock)
         data = early
         while True:
             if data:
@@ -417,12 +427,23 @@ class Postscreen:
                 self.log.info(line)
             out = engine.data_to_send()
             if out:
-                await asyncio.wait_for(loop.sock_sendall(sock, out), 10)
+                await channel.send(out)
             if engine.closed:
                 return engine
+            if engine.starttls_pending:
+                try:
+                    await channel.start_tls(self.tls.context, self.starttls_timeout)
+                except TlsHandshakeError as err:
+                    self.log.info(f"SSL_accept error from {who}: {err}")
+                    return engine
+                if self.tls.loglevel >= 1:
+                    self.log.info(f"Anonymous TLS connection established from {who}: "
+                                  f"{channel.tls_summary()}")
+                engine.starttls_done()
+                data = b""
+                continue
             try:
-                data = await asyncio.wait_for(loop.sock_recv(sock, READ_SIZE),
-                                              self.command_time_limit)
+                data = await channel.recv(self.command_time_limit)
             except asyncio.TimeoutError:
                 engine.command_time_limit()
                 data = b""
@@ -439,7 +460,10 @@ class Postscreen:
         words = [f"SIZE {size}" if size else "SIZE"]
         if not s.bool("postscreen_disable_vrfy_command"):
             words.append("VRFY")
-        words += ["ETRN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+        words.append("ETRN")
+        if self.tls.context is not None:
+            words.append("STARTTLS")  # the engine drops it once TLS is on
+        words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         if s.bool("smtputf8_enable"):
             words.append("SMTPUTF8")
         words.append("CHUNKING")
@@ -466,20 +490,6 @@ class Postscreen:
         finally:
             self.handing -= 1
         return True
-
-
-class _Single:
-    """A Settings view whose postscreen_access_list is one table spec (so
-    that each table opens through open_maps with its error handling)."""
-
-    def __init__(self, settings, spec: str):
-        self._s, self._spec = settings, spec
-
-    def str(self, name: str) -> str:
-        return self._spec if name == "postscreen_access_list" else self._s.str(name)
-
-    def __getattr__(self, name):
-        return getattr(self._s, name)
 
 
 def _addr(text: str) -> str:
