@@ -34,7 +34,7 @@ Clients that are not handed over end with ``DISCONNECT [addr]:port``; one
 that leaves during the tests with ``HANGUP after T from [addr]:port in
 tests before SMTP handshake``.
 
-Stress: when postscreen holds more than 90% of postscreen_pre_queue_limit
+Stress: when postscreen holds 90% of postscreen_pre_queue_limit
 connections it logs ``entering STRESS mode with N connections`` and uses
 the stress values (postscreen_greet_wait, postscreen_command_time_limit)
 until it is down to 70% (``leaving STRESS mode with N connections``).
@@ -60,6 +60,7 @@ import os
 import socket
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from ..delivery.request import format_delay
 from ..io.handoff import HandoffError, pass_client
@@ -134,6 +135,11 @@ class Postscreen:
         self.handing = 0  # clients being handed to smtpd
         self.stressed = False
         self.cache = PostscreenCache(s, self.log)
+        # The cache is not thread-safe (one LMDB environment opened without
+        # locks: two write transactions at once fail, a read during a write
+        # may crash the process): every call to it runs on this one thread.
+        self._cache_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache")
+        self._cache_closed = False
         self.enabled = enabled_tests(s)
         self.ttls = fixed_ttls(s)
         self._timing(s)
@@ -162,17 +168,52 @@ class Postscreen:
         self.greet_wait = float(s.time("postscreen_greet_wait"))
         self.command_time_limit = float(s.time("postscreen_command_time_limit"))
 
+    # -- cache ----------------------------------------------------------------------------
+
+    async def _cache(self, fn, *args):
+        """*fn*(*args*) on the cache's own thread (None once it is closed)."""
+        if self._cache_closed:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(self._cache_thread, fn, *args)
+
+    async def run_cache_cleanup(self, stop: asyncio.Event) -> None:
+        """PostscreenCache.run_cleanup, with the clean-up passes on the
+        cache's thread."""
+        while not stop.is_set():
+            wait = await self._cache(self.cache.next_cleanup)
+            if wait is None:
+                await stop.wait()
+                return
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), wait)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+            if await self._cache(self.cache.cleanup) is None:
+                # no store, or it failed: try again later, not at once
+                try:
+                    await asyncio.wait_for(stop.wait(), max(self.cache.retry_after, 1.0))
+                    return
+                except asyncio.TimeoutError:
+                    pass
+
+    async def close_cache(self) -> None:
+        await self._cache(self.cache.close)
+        self._cache_closed = True
+        self._cache_thread.shutdown(wait=True)
+
     # -- stress ---------------------------------------------------------------------------
 
     def _load_changed(self) -> None:
         limit = self.pre_queue_limit
         if not limit:
             return
-        if not self.stressed and self.active > STRESS_HIGH * limit:
+        if not self.stressed and self.active >= int(STRESS_HIGH * limit):
             self.stressed = True
             self._timing(self.stress_settings)
             self.log.info(f"entering STRESS mode with {self.active} connections")
-        elif self.stressed and self.active < STRESS_LOW * limit:
+        elif self.stressed and self.active <= int(STRESS_LOW * limit):
             self.stressed = False
             self._timing(self.settings)
             self.log.info(f"leaving STRESS mode with {self.active} connections")
@@ -286,7 +327,7 @@ class Postscreen:
             if self.deny_action == "enforce":
                 reject = P.Reply(550, "5.3.2", "Service currently unavailable")
         now = time.time()
-        entry = await asyncio.to_thread(self.cache.get, addr)
+        entry = await self._cache(self.cache.get, addr)
         earns = self.allowlist_interfaces.match("", saddr)  # may earn allowlist status here
         if reject is None and entry is not None and entry.valid_for(self.enabled, now) \
                 and earns:
@@ -334,10 +375,23 @@ class Postscreen:
                 reject = reject or outcome
             elif isinstance(outcome, float):
                 entry.update(PscTest.DNSBL, int(now + outcome))
+            elif isinstance(outcome, tuple):
+                # at or under postscreen_dnsbl_allowlist_threshold: a client
+                # that failed nothing skips the other tests, which pass for
+                # the DNSBL TTL (Postfix's psc_whitelist_non_dnsbl)
+                until = int(now + outcome[1])
+                entry.update(PscTest.DNSBL, until)
+                if reject is None and (not pregreeted or self.greet_action == "ignore"):
+                    skipped = todo & DEEP_TESTS
+                    if pregreeted:
+                        skipped |= todo & {PscTest.PREGREET}
+                    for test in skipped:
+                        entry.update(test, until)
+                    todo = todo - skipped
         deep = todo & DEEP_TESTS
         if reject is None and (not pregreeted or self.greet_action == "ignore"):
             if earns:
-                await asyncio.to_thread(self.cache.put, addr, entry)
+                await self._cache(self.cache.put, addr, entry)
             if not deep:
                 self.log.info(f"PASS NEW {who}")
                 return await self._hand_off(sock, addr, port, saddr, sport)
@@ -352,18 +406,22 @@ class Postscreen:
             if earns:
                 for test in deep:
                     entry.update(test, int(time.time() + self.ttls[test]))
-                await asyncio.to_thread(self.cache.put, addr, entry)
+                await self._cache(self.cache.put, addr, entry)
         return False
 
     async def _dnsbl_outcome(self, sock, scoring: asyncio.Task, addr: str, port: str, who: str):
         """The DNSBL score, once the greet wait is over: "drop" (sent and
-        logged), the enforce reply, or the TTL of a pass."""
-        from ..policy.postscreen_dnsbl import DENY, dnsbl_rank_log, dnsbl_reply, reply_zone, \
-            verdict
+        logged), the enforce reply, the TTL of a pass, or ("allow", TTL) at
+        or under the allowlist threshold."""
+        from ..policy.postscreen_dnsbl import ALLOW, DENY, dnsbl_rank_log, dnsbl_reply, \
+            reply_zone, verdict
         from ..tables.base import TableRetry
 
         result = await scoring
-        if verdict(result.score, self.dnsbl_threshold, self.dnsbl_allow_threshold) != DENY:
+        found = verdict(result.score, self.dnsbl_threshold, self.dnsbl_allow_threshold)
+        if found == ALLOW:
+            return ("allow", float(result.ttl))
+        if found != DENY:
             return float(result.ttl)
         self.log.info(dnsbl_rank_log(result.score, addr, port))
         if self.dnsbl_action == "ignore":
@@ -506,9 +564,9 @@ async def serve(ctx) -> int:
         return 1
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(screen.accept_loop(sock, ctx.stop)) for sock in ctx.listeners]
-    tasks.append(loop.create_task(screen.cache.run_cleanup(ctx.stop)))
+    tasks.append(loop.create_task(screen.run_cache_cleanup(ctx.stop)))
     await ctx.stop.wait()
     for task in tasks:
         task.cancel()
-    screen.cache.close()
+    await screen.close_cache()
     return 0
