@@ -24,6 +24,7 @@ from ..policy.rewrite import open_maps
 from ..policy.smtpd_check import ClientFacts, SmtpdChecks
 from ..proto import smtpd as P
 from ..proto.attr import Attrs
+from ..proto.escape import escape
 from ..queue.cleanup import Cleanup
 from ..queue.envelope import Recipient
 from ..queue.inject import Injection
@@ -42,19 +43,6 @@ COUNTER_ORDER = ("helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mai
                  "data", "bdat", "rset", "noop", "vrfy", "etrn", "quit", "unknown")
 
 INTERNAL_ERROR = P.Reply(451, "4.3.0", "Error: internal error")
-
-
-def escape(data: bytes) -> str:
-    """Postfix's escape(): printable ASCII as is (a backslash doubled),
-    ``\\a \\b \\f \\n \\r \\t \\v``, any other byte as ``\\ooo`` (octal)."""
-    named = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v"}
-    out = []
-    for ch in data:
-        if 32 <= ch < 127:
-            out.append("\\\\" if ch == 92 else chr(ch))
-        else:
-            out.append(named.get(ch) or f"\\{ch:03o}")
-    return "".join(out)
 
 
 def limits_from_settings(s: Settings) -> P.Limits:

@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .escape import escape
 from .smtpd import Reply
 
 #: Deep test names, as Verdict.test.
@@ -262,7 +263,7 @@ class PostscreenSmtp:
         if not self._due(BARE_NEWLINE):
             return
         self._log("BARE NEWLINE from ", self.client, " after ",
-                  _escape(text[:_LOG_TEXT_LIMIT]))
+                  escape(text[:_LOG_TEXT_LIMIT]))
         self._fail(BARE_NEWLINE, DROP_REPLY)
 
     # -- one command ----------------------------------------------------------------------
@@ -285,14 +286,14 @@ class PostscreenSmtp:
             return
         if name is None and self._due(NON_SMTP) and self._non_smtp(word):
             self._log("NON-SMTP COMMAND from ", self.client, " after ", saved_where, ": ",
-                      word[:_LOG_TEXT_LIMIT], " ", _escape(args[:_LOG_TEXT_LIMIT]))
+                      word[:_LOG_TEXT_LIMIT], " ", escape(args[:_LOG_TEXT_LIMIT]))
             self._fail(NON_SMTP, DROP_NON_SMTP_REPLY)
             if self.closed:
                 return
         if name != "BDAT" and self._due(PIPELINING) and self._inbuf:
             self._log("COMMAND PIPELINING from ", self.client, " after ",
                       word[:_LOG_TEXT_LIMIT], ": ",
-                      _escape(bytes(self._inbuf[:_LOG_TEXT_LIMIT])))
+                      escape(bytes(self._inbuf[:_LOG_TEXT_LIMIT])))
             self._fail(PIPELINING, DROP_REPLY)
             if self.closed:
                 return
@@ -546,22 +547,6 @@ def _is_header(word: bytes) -> bool:
         state = 1
     return False
 
-
-_ESCAPES = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v",
-            0x5C: "\\\\"}
-
-
-def _escape(data: bytes) -> str:
-    """Postfix's escape(): C-style escapes, octal for other non-printables."""
-    out = []
-    for c in data:
-        if 0x20 <= c < 0x7F and c != 0x5C:
-            out.append(chr(c))
-        elif c in _ESCAPES:
-            out.append(_ESCAPES[c])
-        else:
-            out.append(f"\\{c:03o}")
-    return "".join(out)
 
 
 def printable(data: bytes) -> bytes:

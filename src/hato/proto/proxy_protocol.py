@@ -63,6 +63,8 @@ import re
 import struct
 from dataclasses import dataclass
 
+from .escape import escape
+
 __all__ = [
     "EOF_TEXT", "HAPROXY_HEADER_MAX_LEN", "TIMEOUT_TEXT", "V1_MAX_LEN", "V2_SIGNATURE",
     "ProxyError", "ProxyHeader", "ProxyReader", "encode_v1", "encode_v2", "log_escape",
@@ -334,23 +336,7 @@ def _unix_path(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
 
 
-def log_escape(data: bytes) -> str:
-    """Postfix's escape() (util/unescape.c), as it prints a bad header:
-    printable ASCII as is with ``\\`` doubled, ``\\a \\b \\f \\n \\r \\t \\v``,
-    any other byte as ``\\`` and its *decimal* value (three digits when a
-    digit follows, so the text stays unambiguous)."""
-    named = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v"}
-    out = []
-    for i, ch in enumerate(data):
-        if 32 <= ch < 127:
-            out.append("\\\\" if ch == 0x5C else chr(ch))
-        elif ch in named:
-            out.append(named[ch])
-        elif i + 1 < len(data) and 0x30 <= data[i + 1] <= 0x39:
-            out.append(f"\\{ch:03d}")
-        else:
-            out.append(f"\\{ch:d}")
-    return "".join(out)
+log_escape = escape  # Postfix's escape(), as haproxy_srvr.c logs a bad header
 
 
 # -- encoders -----------------------------------------------------------------

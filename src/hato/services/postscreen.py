@@ -72,6 +72,7 @@ from ..policy.postscreen_access import DUNNO, PERMIT, PostscreenAccess
 from ..policy.postscreen_cache_entry import CacheEntry, PscTest
 from ..proto import smtpd as P
 from ..proto.attr import Attrs
+from ..proto.escape import escape
 
 READ_SIZE = 4096
 DEEP_TESTS = frozenset({PscTest.PIPELINING, PscTest.NON_SMTP, PscTest.BARE_NEWLINE})
@@ -79,13 +80,8 @@ STRESS_HIGH, STRESS_LOW = 0.9, 0.7
 
 
 def escape_prefix(data: bytes, limit: int = 100) -> str:
-    """The first bytes a client sent, as Postfix logs them (``\\r\\n``)."""
-    named = {10: "\\n", 13: "\\r", 9: "\\t"}
-    out = []
-    for ch in data[:limit]:
-        out.append(chr(ch) if 32 <= ch < 127 and ch != 92 else
-                   "\\\\" if ch == 92 else named.get(ch, f"\\{ch:03o}"))
-    return "".join(out)
+    """The first bytes a client sent, as Postfix logs them (``EHLO x\\r\\n``)."""
+    return escape(data[:limit])
 
 
 def client_label(addr: str, port: str) -> str:

@@ -235,8 +235,8 @@ def test_max_header():
 
 def test_log_escape_is_postfixs_escape():
     assert log_escape(b"PROXY TCP4 a\\b\r\n") == "PROXY TCP4 a\\\\b\\r\\n"
-    # Postfix prints other bytes in decimal, three digits before a digit.
-    assert log_escape(b"\0Q\x00\x31\xff") == "\\0Q\\0001\\255"
+    # Postfix prints other bytes in octal, three digits (util/unescape.c)
+    assert log_escape(b"\0Q\x00\x31\xff") == "\\000Q\\0001\\377"
     assert log_escape(b"\x07\x08\x0c\t\x0b") == "\\a\\b\\f\\t\\v"
 
 
