@@ -250,3 +250,12 @@ def test_check_accepts_the_reference_postscreen_settings(tmp_path):
                        "  zen.spamhaus.org=127.0.0.[2..7;10;11]\n", GOOD_MASTER)
     r = hato_inprocess("-c", str(d), "check")
     assert "postscreen" not in r.stderr, r.stderr
+
+
+def test_check_does_not_ask_for_postscreen_cache_to_exist(tmp_path):
+    """postscreen creates its cache on first use, as Postfix's does."""
+    d = make(tmp_path, "myhostname = a.example\nalias_maps =\ncompatibility_level = 3.6\n"
+                       f"postscreen_cache_map = btree:{tmp_path}/not-yet/postscreen_cache\n",
+             GOOD_MASTER)
+    r = hato_inprocess("-c", str(d), "check")
+    assert "postscreen_cache" not in r.stderr, r.stderr
