@@ -36,6 +36,18 @@ async def _readable(sock: socket.socket, timeout: float) -> None:
         loop.remove_reader(sock.fileno())
 
 
+async def _connect(link: socket.socket, path: str) -> None:
+    """Connect to smtpd's pass socket. A full listen queue answers EAGAIN
+    (which asyncio's sock_connect would take for success): wait and try
+    again, as a blocking connect would."""
+    while True:
+        try:
+            link.connect(path)
+            return
+        except BlockingIOError:
+            await asyncio.sleep(0.005)
+
+
 async def pass_client(path: str, client: socket.socket, attrs: Attrs,
                       timeout: float = TIMEOUT) -> None:
     """Hand *client* to the smtpd listening on *path*. Raises HandoffError;
@@ -45,7 +57,7 @@ async def pass_client(path: str, client: socket.socket, attrs: Attrs,
     link.setblocking(False)
     try:
         try:
-            await asyncio.wait_for(loop.sock_connect(link, path), timeout)
+            await asyncio.wait_for(_connect(link, path), timeout)
             socket.send_fds(link, [encode(attrs)], [client.fileno()])
         except (OSError, asyncio.TimeoutError) as err:
             raise HandoffError(f"connect to {path}: "

@@ -195,7 +195,9 @@ class Master:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 # As in Postfix: the socket is open to all; private/ (0700) and
                 # public/ (0710, setgid_group) decide who reaches it.
-                sockets.append(bind_unix(path, 100, 0o666))
+                # pass: every client postscreen hands over may queue here
+                backlog = socket.SOMAXCONN if svc.type == "pass" else 100
+                sockets.append(bind_unix(path, backlog, 0o666))
                 if os.geteuid() == 0:
                     import pwd
 

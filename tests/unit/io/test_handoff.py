@@ -63,3 +63,47 @@ def test_a_message_without_a_socket_is_refused(tmp_path):
         other.close()
         link.close()
     asyncio.run(main())
+
+
+def test_a_full_listen_queue_is_waited_out(tmp_path):
+    """smtpd busy: the pass socket's queue is full (EAGAIN on connect);
+    postscreen waits for room instead of failing the client."""
+    path = str(tmp_path / "smtpd")
+
+    async def main():
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(path)
+        listener.listen(0)
+        fillers = []
+        full = False
+        for _ in range(8):  # fill the queue until connect would fail
+            f = socket.socket(socket.AF_UNIX)
+            f.setblocking(False)
+            try:
+                f.connect(path)
+            except BlockingIOError:
+                f.close()
+                full = True
+                break
+            fillers.append(f)
+        assert full, "the listen queue never filled up"
+        client, far = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        handing = loop.create_task(pass_client(path, client, Attrs.of(client_addr="x"),
+                                               timeout=5))
+        await asyncio.sleep(0.2)
+        assert not handing.done()
+        listener.setblocking(False)
+        while True:  # smtpd frees up: the queued connections are taken
+            link, _ = await loop.sock_accept(listener)
+            try:
+                sock, attrs = await receive_client(link, timeout=0.5)
+            except Exception:
+                link.close()
+                continue
+            break
+        await handing
+        assert attrs.get("client_addr") == "x"
+        for s in (sock, client, far, listener, *fillers):
+            s.close()
+    asyncio.run(main())
