@@ -129,6 +129,7 @@ class Postscreen:
         self.counts: Counter = Counter()
         self.active = 0  # connections in postscreen
         self.handing = 0  # clients being handed to smtpd
+        self.sessions: set[asyncio.Task] = set()  # sessions in progress
         self.stressed = False
         self.cache = PostscreenCache(s, self.log)
         # The cache is not thread-safe (one LMDB environment opened without
@@ -184,14 +185,14 @@ class Postscreen:
                 try:
                     await asyncio.wait_for(stop.wait(), wait)
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             if await self._cache(self.cache.cleanup) is None:
                 # no store, or it failed: try again later, not at once
                 try:
                     await asyncio.wait_for(stop.wait(), max(self.cache.retry_after, 1.0))
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def close_cache(self) -> None:
@@ -225,7 +226,9 @@ class Postscreen:
                 self.log.warning(f"accept: {err.strerror or err}")
                 await asyncio.sleep(0.1)
                 continue
-            loop.create_task(self.session(sock))
+            task = loop.create_task(self.session(sock))
+            self.sessions.add(task)  # a reference: the loop keeps weak ones only
+            task.add_done_callback(self.sessions.discard)
 
     async def session(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -274,22 +277,30 @@ class Postscreen:
 
     async def _read_proxy(self, sock: socket.socket):
         """postscreen_upstream_proxy_protocol = haproxy: the header (v1 or
-        v2) within postscreen_upstream_proxy_timeout, and any bytes after
-        it; None (logged as Postfix does) when there is none."""
+        v2) within postscreen_upstream_proxy_timeout, and b"" (what
+        follows it stays in the socket); None (logged as Postfix does)
+        when there is none."""
         from ..proto.proxy_protocol import EOF_TEXT, TIMEOUT_TEXT, ProxyError, ProxyReader, \
             log_escape
 
         reader = ProxyReader()
-        loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.proxy_timeout
         try:
             while (header := reader.header()) is None:
-                data = await asyncio.wait_for(loop.sock_recv(sock, READ_SIZE),
-                                              max(0.0, deadline - time.monotonic()))
+                # Peek, and take no byte past the header: the client's
+                # first bytes (a pre-greeting, or what an allowlisted
+                # client says to smtpd) stay in the socket, as in Postfix.
+                await asyncio.wait_for(_readable(sock),
+                                       max(0.0, deadline - time.monotonic()))
+                try:
+                    data = sock.recv(READ_SIZE, socket.MSG_PEEK)
+                except BlockingIOError:
+                    continue
                 if not data:
                     self.log.warning(f"haproxy read: {EOF_TEXT}")
                     return None
                 reader.receive_data(data)
+                sock.recv(len(data) - len(reader.remaining()))
         except asyncio.TimeoutError:
             self.log.warning(f"haproxy read: {TIMEOUT_TEXT}")
             return None
@@ -298,7 +309,7 @@ class Postscreen:
             return None
         except OSError:
             return None
-        return header, reader.remaining()
+        return header, b""
 
     async def _screen(self, sock, addr, port, saddr, sport, who, early: bytes = b"") -> bool:
         """True when the client went on to smtpd."""
@@ -340,35 +351,57 @@ class Postscreen:
             # a client dropped before the score is needed leaves it unread
             scoring.add_done_callback(lambda t: t.cancelled() or t.exception())
         greet = PscTest.PREGREET in todo or scoring is not None
-        if greet and self.greet_banner:
+        if PscTest.PREGREET in todo and self.greet_banner:  # (DNSBL alone: a silent wait)
             await self._send(sock, f"220-{self.greet_banner}\r\n")
         started = time.monotonic()
-        try:
-            if greet and not early:
-                early = await asyncio.wait_for(loop.sock_recv(sock, READ_SIZE), self.greet_wait)
+        if greet and not early:
+            # Peek: what a client says too early stays in the socket, for
+            # smtpd after an "ignore" or for postscreen's engine (Postfix).
+            deadline = started + self.greet_wait
+            while True:
+                try:
+                    await asyncio.wait_for(_readable(sock),
+                                           max(0.0, deadline - time.monotonic()))
+                    early = sock.recv(READ_SIZE, socket.MSG_PEEK)
+                except asyncio.TimeoutError:
+                    early = b""
+                    break
+                except BlockingIOError:
+                    continue  # a readiness report that was not for us
                 if not early:
                     self.log.info(f"HANGUP after {format_delay(time.monotonic() - started)} "
                                   f"from {who} in tests before SMTP handshake")
                     return False
-        except asyncio.TimeoutError:
-            pass
-        pregreeted = bool(early)
+                break
+        pregreeted = bool(early) and (PscTest.PREGREET in todo or reject is not None)
+        # A test that fails with "ignore" is neither passed nor failed: no
+        # PASS NEW, and it runs again next time. One that fails with
+        # "enforce" or "drop" clears every pass the cache held (Postfix).
+        ignored = failed = False
         if pregreeted:
             self.log.info(f"PREGREET {len(early)} after {format_delay(time.monotonic() - started)} "
                           f"from {who}: {escape_prefix(early)}")
             if self.greet_action == "drop":
+                await self._forget(addr)
                 await self._send(sock, "521 5.5.1 Protocol error\r\n")
                 return False
-            if self.greet_action == "enforce" and reject is None:
-                reject = P.Reply(550, "5.5.1", "Protocol error")
-        if PscTest.PREGREET in todo and (not pregreeted or self.greet_action == "ignore"):
+            if self.greet_action == "enforce":
+                failed = True
+                reject = reject or P.Reply(550, "5.5.1", "Protocol error")
+            else:
+                ignored = True
+        elif PscTest.PREGREET in todo:
             entry.update(PscTest.PREGREET, int(now + self.ttls[PscTest.PREGREET]))
         if scoring is not None:
             outcome = await self._dnsbl_outcome(sock, scoring, addr, port, who)
             if outcome == "drop":
+                await self._forget(addr)
                 return False
             if isinstance(outcome, P.Reply):
+                failed = True
                 reject = reject or outcome
+            elif outcome is None:  # over the threshold, action ignore
+                ignored = True
             elif isinstance(outcome, float):
                 entry.update(PscTest.DNSBL, int(now + outcome))
             elif isinstance(outcome, tuple):
@@ -377,26 +410,30 @@ class Postscreen:
                 # the DNSBL TTL (Postfix's psc_whitelist_non_dnsbl)
                 until = int(now + outcome[1])
                 entry.update(PscTest.DNSBL, until)
-                if reject is None and (not pregreeted or self.greet_action == "ignore"):
+                if reject is None and not failed:
                     skipped = todo & DEEP_TESTS
-                    if pregreeted:
-                        skipped |= todo & {PscTest.PREGREET}
                     for test in skipped:
                         entry.update(test, until)
                     todo = todo - skipped
+        if failed:
+            await self._forget(addr)
         deep = todo & DEEP_TESTS
-        if reject is None and (not pregreeted or self.greet_action == "ignore"):
+        if reject is None:
             if earns:
                 await self._cache(self.cache.put, addr, entry)
             if not deep:
-                self.log.info(f"PASS NEW {who}")
+                if not ignored:
+                    self.log.info(f"PASS NEW {who}")
                 return await self._hand_off(sock, addr, port, saddr, sport)
-        engine = await self._engine(sock, who, reject, early, pregreeted,
+        # the engine reads what the client sent early itself (it was peeked)
+        engine = await self._engine(sock, who, reject, b"", pregreeted,
                                     deep if reject is None else frozenset())
         if engine.close_reason == "eof":
             self.log.info(f"HANGUP after {format_delay(time.monotonic() - started)} from "
                           f"{who} in tests after SMTP handshake")
-        if reject is None and deep and engine.deep_passed():
+        if any(v.action in ("enforce", "drop") for v in engine.failed):
+            await self._forget(addr)
+        elif reject is None and deep and engine.deep_passed():
             # passed the deep tests: allowed in when it comes back
             self.log.info(f"PASS NEW {who}")
             if earns:
@@ -404,6 +441,11 @@ class Postscreen:
                     entry.update(test, int(time.time() + self.ttls[test]))
                 await self._cache(self.cache.put, addr, entry)
         return False
+
+    async def _forget(self, addr: str) -> None:
+        """A test failed: the client's cached passes no longer count."""
+        if await self._cache(self.cache.get, addr) is not None:
+            await self._cache(self.cache.put, addr, CacheEntry.new())
 
     async def _dnsbl_outcome(self, sock, scoring: asyncio.Task, addr: str, port: str, who: str):
         """The DNSBL score, once the greet wait is over: "drop" (sent and
@@ -546,6 +588,17 @@ class Postscreen:
         return True
 
 
+async def _readable(sock: socket.socket) -> None:
+    """Until *sock* has bytes to read (or EOF)."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: fut.done() or fut.set_result(None))
+    try:
+        await fut
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
 def _addr(text: str) -> str:
     return text[7:] if text.startswith("::ffff:") and "." in text else text
 
@@ -564,5 +617,12 @@ async def serve(ctx) -> int:
     await ctx.stop.wait()
     for task in tasks:
         task.cancel()
+    for sock in ctx.listeners:
+        sock.close()
+    # Sessions in progress finish (a reload or stop must not drop them),
+    # for at most the greet wait and one command time limit.
+    if screen.sessions:
+        await asyncio.wait(set(screen.sessions),
+                           timeout=screen.greet_wait + screen.command_time_limit)
     await screen.close_cache()
     return 0
