@@ -126,3 +126,14 @@ def test_drop_on_pregreet(instance):
     r = talk(inst.port, "127.0.0.9", first=b"HELO x\r\n", wait=0.5)
     assert r[0].startswith(b"220-") and r[1] == b"521 5.5.1 Protocol error\r\n", r
     inst.wait_log("DISCONNECT [127.0.0.9]:")
+
+
+def test_old_words_without_respectful_logging(instance):
+    """A main.cf from before compatibility_level 3.6 (respectful_logging =
+    no) gets Postfix's old words in the log."""
+    inst = postscreen_instance(instance, "respectful_logging = no")
+    talk(inst.port, "127.0.0.5", commands=(b"QUIT",))
+    talk(inst.port, "127.0.0.6")
+    inst.wait_log("WHITELISTED [127.0.0.5]:")
+    inst.wait_log("BLACKLISTED [127.0.0.6]:")
+    assert "ALLOWLISTED" not in inst.log_text()

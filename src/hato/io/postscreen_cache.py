@@ -60,6 +60,7 @@ import contextlib
 import fcntl
 import ipaddress
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -375,6 +376,7 @@ class PostscreenCache:
     def __init__(self, settings, log: Log, *, clock: Callable[[], float] = time.time,
                  timeout: float = 1.0, retry_after: float = 30.0,
                  memory_limit: int = 100_000):
+        self._lock = threading.RLock()
         self.log = log
         self.clock = clock
         self.retry_after = retry_after
@@ -456,7 +458,8 @@ class PostscreenCache:
         if store is None:
             return False, None
         try:
-            result = getattr(store, method)(*args)
+            with self._lock:  # one store operation at a time, whatever the thread
+                result = getattr(store, method)(*args)
         except StoreError as err:
             self._fail(f"cache {self.name}: {what}: {err}")
             return False, None
@@ -565,8 +568,9 @@ class PostscreenCache:
         """One full clean-up pass now; (retained, dropped) of the store, or
         None when there is no store or it failed (a warning was logged)."""
         now = self.clock() if now is None else now
-        for _ in self._cleanup_steps(now):
-            pass
+        with self._lock:
+            for _ in self._cleanup_steps(now):
+                pass
         return self.last_result
 
     async def run_cleanup(self, stop: asyncio.Event) -> None:
@@ -599,8 +603,9 @@ class PostscreenCache:
                     pass
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
 
 
 __all__ = ["LAST_CLEANUP_KEY", "REDIS_PREFIX", "PostscreenCache", "cache_key", "enabled_tests",

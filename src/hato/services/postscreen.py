@@ -11,6 +11,8 @@ smtpd is involved, whether the client looks like a real mail server:
    screening ports are busy``.
 2. **Permanent list** (postscreen_access_list, :mod:`hato.policy.postscreen_access`):
    ``ALLOWLISTED [addr]:port`` → straight to smtpd; ``DENYLISTED`` → the
+   (``WHITELISTED``/``BLACKLISTED`` with ``respectful_logging = no``, as
+   below compatibility_level 3.6)
    postscreen_denylist_action: drop (``521 5.3.2 Service currently
    unavailable``), enforce (postscreen's SMTP engine rejects every RCPT with
    ``550 5.3.2 Service currently unavailable``) or ignore.
@@ -105,6 +107,10 @@ class Postscreen:
             in_mynetworks=lambda a: mynetworks.match("", a),
             open_table=open_one, warn=self.log.warning)
         self.deny_action = s.str("postscreen_denylist_action").lower()
+        # respectful_logging (yes from compatibility_level 3.6): the words
+        respectful = s.bool("respectful_logging")
+        self.allowlisted = "ALLOWLISTED" if respectful else "WHITELISTED"
+        self.denylisted = "DENYLISTED" if respectful else "BLACKLISTED"
         self.allowlist_interfaces = host_list(s, "postscreen_allowlist_interfaces")
         self.greet_action = s.str("postscreen_greet_action").lower()
         self.greet_banner = s.str("postscreen_greet_banner")
@@ -323,11 +329,11 @@ class Postscreen:
             return False
         verdict = self.access.evaluate(addr)
         if verdict == PERMIT:
-            self.log.info(f"ALLOWLISTED {who}")
+            self.log.info(f"{self.allowlisted} {who}")
             return await self._hand_off(sock, addr, port, saddr, sport)
         reject: P.Reply | None = None
         if verdict != DUNNO:
-            self.log.info(f"DENYLISTED {who}")
+            self.log.info(f"{self.denylisted} {who}")
             if self.deny_action == "drop":
                 await self._send(sock, "521 5.3.2 Service currently unavailable\r\n")
                 return False
