@@ -297,36 +297,6 @@ def test_no_map_keeps_verdicts_in_memory(tmp_path: Path):
     assert not c.due(NOW + 1)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes everywhere")
-def test_unwritable_file_warns_once_and_falls_back(tmp_path: Path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    log, clock = Log(), Clock()
-    try:
-        c = cache(f"postscreen_cache_map = btree:{ro}/psc\n", log, clock, retry_after=30)
-        assert c.get("192.0.2.1") is None
-        c.put("192.0.2.1", passed("pregreet"))
-        c.put("192.0.2.2", passed("pregreet"))
-        entry = c.get("192.0.2.1")
-        assert entry is not None and entry.valid_for(c.enabled, NOW)
-        assert c.cleanup(NOW) is None
-        warnings = log.warnings()
-        assert len(warnings) == 1, log.lines
-        assert f"cache btree:{ro}/psc" in warnings[0] and "Permission denied" in warnings[0]
-        assert "in-memory" in warnings[0]
-        # writable again: after retry_after the file is used, and the log says so
-        ro.chmod(0o700)
-        clock.now += 31
-        c.put("192.0.2.3", passed("pregreet"))
-        assert log.lines[-1] == f"cache btree:{ro}/psc: works again"
-        assert (ro / "psc.hato.db").exists()
-        assert c.get("192.0.2.1") is not None  # still answered from the fallback
-        c.close()
-    finally:
-        ro.chmod(0o700)
-
-
 def test_a_directory_in_the_way_warns_falls_back_and_recovers(tmp_path: Path):
     (tmp_path / "psc.hato.db").mkdir()
     log, clock = Log(), Clock()
