@@ -233,25 +233,33 @@ class Resolver:
     # -- DnsLookup ----------------------------------------------------------
 
     def query(self, name: str, rtype: str) -> list[str]:
+        return self.lookup(name, rtype)[0]
+
+    def lookup(self, name: str, rtype: str) -> tuple[list[str], bool]:
+        """(records, nxdomain): an empty answer says whether the name does
+        not exist at all (True) or has no record of the type (False).
+        Raises DnsTempFail. A name that cannot exist counts as NXDOMAIN;
+        with disable_dns_lookups, an empty answer does too."""
         rtype = rtype.upper()
         qname = self._qname(name, rtype)
         if qname is None:
-            return []
+            return [], True
         if self.disabled:
-            return self._system_lookup(qname, rtype)
+            found = self._system_lookup(qname, rtype)
+            return found, not found
         key_name = qname.to_text(omit_final_dot=True).lower()
         hit, value = self.cache.get((key_name, _NXDOMAIN))
         if hit:
-            return []
+            return [], True
         hit, value = self.cache.get((key_name, rtype))
         if hit:
-            return list(value or ())
+            return list(value or ()), False
         answer, ttl, nxdomain = self._ask(qname, rtype)
         if nxdomain:
             self.cache.put((key_name, _NXDOMAIN), ttl, None)
         else:
             self.cache.put((key_name, rtype), ttl, answer)
-        return list(answer)
+        return list(answer), nxdomain
 
     def mx(self, name: str) -> list[tuple[int, str]]:
         out = []

@@ -51,6 +51,8 @@ MODULES = {
     "smtpd": "smtpd",
     "anvil": "anvil",
     "postscreen": "postscreen",
+    "smtp": "smtp",
+    "lmtp": "smtp",
 }
 
 

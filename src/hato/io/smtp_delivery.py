@@ -1,0 +1,315 @@
+"""Delivering one request over SMTP or LMTP: the blocking driver of the
+client core (:mod:`hato.proto.smtp_client`) that the smtp and lmtp
+delivery agents run in a worker thread (:mod:`hato.services.smtp`).
+
+For each next hop of the request (relayhost or the MX hosts,
+:mod:`hato.policy.smtp_route`), each server address in order: connect
+(``{smtp,lmtp}_connect_timeout``, ``smtp_bind_address``), greet, STARTTLS
+when the TLS policy says so, AUTH when SASL is configured, then one
+transaction for the recipients still pending; the replies decide per
+recipient (2xx sent, 4xx deferred, 5xx bounced) with the server's own
+words in the reason. A server that fails as a whole (connect refused,
+4xx/5xx greeting, 421, lost connection, timeout) is logged as Postfix does
+(``connect to host[addr]:25: Connection refused``) and the next one is
+tried; when no server is left, the pending recipients get the last error.
+
+Timeouts follow the reply awaited: ``*_helo_timeout`` (greeting, EHLO,
+STARTTLS, AUTH), ``*_mail_timeout``, ``*_rcpt_timeout``,
+``*_data_init_timeout``, ``*_data_done_timeout``, ``*_rset_timeout``,
+``*_quit_timeout``; writing the content, ``*_data_xfer_timeout``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus
+from ..policy.smtp_route import Candidate, NextHopError, RouteFailure
+from ..proto import smtp_client as C
+from ..queue.store import QueueStore
+
+READ_SIZE = 65536
+
+_TIMEOUT_OF = {"GREETING": "helo", "EHLO": "helo", "HELO": "helo", "LHLO": "lhlo",
+               "STARTTLS": "starttls", "AUTH": "helo", "MAIL": "mail", "RCPT": "rcpt",
+               "DATA": "data_init", "BDAT": "data_xfer", "DOT": "data_done",
+               "DISCARD": "data_done", "RSET": "rset", "QUIT": "quit"}
+
+
+@dataclass
+class _Attempt:
+    """What one server gave: per-recipient results, or a site failure."""
+
+    results: tuple[C.RecipientResult, ...] = ()
+    failure: str = ""  # the site-level reason (next server)
+    failure_dsn: str = "4.4.2"
+    connected: bool = False
+
+
+class SmtpDelivery:
+    """Everything an smtp or lmtp agent needs per worker: settings read
+    once, the router, the queue."""
+
+    def __init__(self, settings, log, *, lmtp: bool, router, tls=None, sasl=None):
+        s = self.settings = settings
+        self.log = log
+        self.lmtp = lmtp
+        self.prefix = p = "lmtp" if lmtp else "smtp"
+        self.router = router
+        self.tls = tls  # callable(candidate, nexthop) -> (mode, context, check) or None
+        self.sasl = sasl  # callable(candidate, nexthop, sender, mechanisms) -> mech or None
+        self.store = QueueStore.from_settings(s)
+        self.helo_name = s.str("lmtp_lhlo_name" if lmtp else "smtp_helo_name")
+        self.connect_timeout = float(s.time(f"{p}_connect_timeout"))
+        self.timeouts = {}
+        for kind in set(_TIMEOUT_OF.values()):
+            name = f"{p}_{kind}_timeout"
+            try:
+                self.timeouts[kind] = float(s.time(name))
+            except Exception:
+                self.timeouts[kind] = 300.0
+        self.bind4 = _value(s, f"{p}_bind_address", "smtp_bind_address").strip()
+        self.bind6 = _value(s, f"{p}_bind_address6", "smtp_bind_address6").strip()
+        self.skip_5xx = s.bool("smtp_skip_5xx_greeting") if not lmtp else True
+        self.never_ehlo = (not lmtp) and s.bool("smtp_never_send_ehlo")
+        self.line_limit = s.int("smtp_line_length_limit") if not lmtp else 0
+        self.discard = frozenset(k.upper() for k in _value(s, f"{p}_discard_ehlo_keywords",
+                                                           "smtp_discard_ehlo_keywords").split())
+        self.myhostname = s.str("myhostname")
+
+    # -- one request ------------------------------------------------------------------------
+
+    def deliver(self, req: DeliveryRequest, timing: dict) -> list[RcptStatus]:
+        pending = {r.index: r for r in req.recipients}
+        done: list[RcptStatus] = []
+        last: RouteFailure | None = None
+        relay = "none"
+        try:
+            hops = list(self.router.hops(req.nexthop))
+        except NextHopError as err:
+            return [RcptStatus(i, DEFERRED, "4.3.5", str(err)) for i in pending]
+        hop = None
+        for hop in hops:
+            if hop.error is not None:
+                last = hop.error
+                if hop.final:
+                    break
+                continue
+            sessions = 0
+            for cand in hop.candidates:
+                attempt = self._try(cand, req, pending, timing)
+                if attempt.connected:  # Postfix: relay=none until a server answered
+                    relay = str(cand)
+                if attempt.failure:
+                    last = RouteFailure(attempt.failure_dsn, attempt.failure)
+                    if not attempt.results:
+                        continue
+                for res in attempt.results:
+                    rcpt = pending.pop(res.index, None)
+                    if rcpt is None:
+                        continue
+                    status = {C.Disposition.SENT: SENT, C.Disposition.DEFERRED: DEFERRED,
+                              C.Disposition.BOUNCED: BOUNCED}[res.disposition]
+                    done.append(RcptStatus(res.index, status, res.dsn, res.reason,
+                                           relay=relay))
+                if attempt.connected:
+                    sessions += 1
+                if not pending or (hop.session_limit and sessions >= hop.session_limit):
+                    break
+            if not pending or hop.final:
+                break
+        if pending:
+            fail = self.router.failure(hop, last) if hop is not None else \
+                RouteFailure("4.3.0", "server unavailable or unable to receive mail")
+            status = DEFERRED if fail.temporary else BOUNCED
+            done += [RcptStatus(i, status, fail.dsn, fail.text, relay=relay) for i in pending]
+        return done
+
+    # -- one server -------------------------------------------------------------------------
+
+    def _connect(self, cand: Candidate) -> socket.socket:
+        if cand.path is not None:
+            path = cand.path
+            if not os.path.isabs(path):
+                path = os.path.join(self.settings.str("queue_directory"), path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.connect_timeout)
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        family = socket.AF_INET6 if ":" in cand.addr else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(self.connect_timeout)
+        bind = self.bind6 if family == socket.AF_INET6 else self.bind4
+        try:
+            if bind:
+                sock.bind((bind, 0))
+            sock.connect((cand.addr, cand.port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _try(self, cand: Candidate, req: DeliveryRequest, pending: dict,
+             timing: dict) -> _Attempt:
+        where = f"{cand.host}[{cand.addr}]" + (f":{cand.port}" if cand.port else "")
+        try:
+            sock = self._connect(cand)
+        except OSError as err:
+            text = f"connect to {where}: {_reason(err)}"
+            self.log.info(text)
+            return _Attempt(failure=text, failure_dsn="4.4.1")
+        timing.setdefault("connected", time.time())
+        try:
+            return self._session(sock, cand, req, pending)
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _session(self, sock: socket.socket, cand: Candidate, req: DeliveryRequest,
+                 pending: dict) -> _Attempt:
+        server = f"{cand.host}[{cand.addr}]" + (f":{cand.port}" if self.lmtp and cand.port
+                                                  else "")
+        tls = self.tls(cand, req.nexthop) if self.tls is not None else None
+        mode = tls[0] if tls else "none"
+        params = C.ClientParams(
+            helo_name=self.helo_name, server_name=server, lmtp=self.lmtp,
+            try_ehlo=not self.never_ehlo, skip_5xx_greeting=self.skip_5xx, starttls=mode,
+            auth=self.sasl is not None, line_length_limit=self.line_limit,
+            discard_ehlo_keywords=self.discard,
+            myhostname=None if self.lmtp else self.myhostname)
+        qf = self.store.open(req.queue_name, req.queue_id, writable=False)
+        try:
+            message = C.Message(
+                sender=req.sender,
+                recipients=tuple(C.Recipient(r.address, frozenset(
+                    n.strip().upper() for n in r.notify.split(",") if n.strip()),
+                    r.orcpt or None) for r in pending.values()),
+                size=req.size, body="8BITMIME" if _eight_bit(qf) else "7BIT",
+                smtputf8=req.attributes.get("smtputf8") == "yes",
+                ret=req.ret or None, envid=req.envid or None)
+            order = list(pending)  # the core numbers recipients in message order
+            conn = C.ClientConnection(params, message)
+            attempt = _Attempt(connected=True)
+            self._drive(sock, conn, qf, tls, cand, req, attempt)
+        finally:
+            qf.close()
+        attempt.results = tuple(
+            C.RecipientResult(order[r.index], r.address, r.disposition, r.dsn, r.reply,
+                              r.command, r.reason) for r in attempt.results)
+        return attempt
+
+    def _flush(self, sock, conn: C.ClientConnection) -> None:
+        out = conn.data_to_send()
+        if out:
+            try:
+                sock.settimeout(self.timeouts.get("data_xfer", 180.0))
+                sock.sendall(out)
+            except OSError as err:
+                conn.abort(f"lost connection with {conn.params.server_name} while "
+                           f"sending: {_reason(err)}")
+
+    def _drive(self, sock, conn: C.ClientConnection, qf, tls, cand, req, attempt) -> None:
+        while True:
+            self._flush(sock, conn)
+            ev = conn.next_event()
+            if ev is C.NEED_DATA:
+                self._flush(sock, conn)  # what the replies just read made the core say
+                if conn.closed:
+                    return
+                kind = conn.waiting_for
+                sock.settimeout(self.timeouts.get(_TIMEOUT_OF.get(kind, "helo"), 300.0))
+                try:
+                    data = sock.recv(READ_SIZE)
+                except (TimeoutError, socket.timeout):
+                    conn.abort(f"conversation with {conn.params.server_name} timed out "
+                               f"while {conn.stage_text(kind)}")
+                    continue
+                except OSError as err:
+                    data = b""
+                    self.log.info(f"read from {conn.params.server_name}: {_reason(err)}")
+                conn.receive_data(data)
+            elif ev is C.READY:
+                conn.quit()
+            elif isinstance(ev, C.NeedTls):
+                sock = self._starttls(sock, conn, tls, cand, req)
+            elif isinstance(ev, C.NeedAuth):
+                mech = self.sasl(cand, req.nexthop, req.sender, ev.mechanisms) \
+                    if self.sasl is not None else None
+                conn.authenticate(mech)
+            elif isinstance(ev, C.NeedBody):
+                for chunk in qf.content():
+                    conn.send_body(chunk)
+                    self._flush(sock, conn)
+                conn.end_body()
+            elif isinstance(ev, C.MessageDone):
+                attempt.results = ev.results
+            elif isinstance(ev, C.Closed):
+                if ev.outcome is not C.Outcome.OK and ev.reason:
+                    attempt.failure = ev.reason
+                    attempt.failure_dsn = "5.0.0" if ev.outcome is C.Outcome.SITE_HARD \
+                        else "4.4.2"
+                    self.log.info(ev.reason)
+                return
+
+    def _starttls(self, sock, conn: C.ClientConnection, tls, cand, req):
+        """The handshake on the connection; on failure the core defers
+        (mandatory TLS never falls back to plaintext)."""
+        _mode, context, check = tls
+        try:
+            sock.settimeout(self.timeouts.get("starttls", 300.0))
+            wrapped = context.wrap_socket(sock, server_hostname=tls_name(cand))
+            if check is not None:
+                problem = check(wrapped, cand, req.nexthop)
+                if problem:
+                    conn.abort(problem, "4.7.5")
+                    return wrapped
+        except (ssl.SSLError, OSError) as err:
+            conn.abort(f"TLS is required, but our TLS engine is unavailable or the handshake "
+                       f"with {conn.params.server_name} failed: {_reason(err)}", "4.7.5")
+            return sock
+        conn.tls_done()
+        return wrapped
+
+
+def _value(settings, name: str, fallback: str) -> str:
+    """An lmtp_ parameter hato knows, else its smtp_ twin (Postfix has a few
+    smtp_ parameters without an lmtp_ form)."""
+    from ..config.errors import ConfigError
+
+    try:
+        return settings.str(name)
+    except ConfigError:
+        return settings.str(fallback)
+
+
+def tls_name(cand: Candidate) -> str | None:
+    """SNI: the server's host name, never an address literal."""
+    host = cand.host
+    if not host or host.replace(".", "").isdigit() or ":" in host:
+        return None
+    return host
+
+
+def _eight_bit(qf) -> bool:
+    """Does the content hold a byte over 127 (it needs BODY=8BITMIME)?"""
+    for chunk in qf.content():
+        if max(chunk, default=0) > 127:
+            return True
+    return False
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, (TimeoutError, socket.timeout)):
+        return "Connection timed out"
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
