@@ -112,3 +112,50 @@ def test_peer_down_defers_then_delivers(instance, sink):
     time.sleep(2)
     inst.cmd("flush")
     inst.wait_log("status=sent", timeout=60)
+
+
+def test_starttls_and_sasl_to_a_submission_service(instance, tmp_path):
+    """Through a relay that demands STARTTLS and AUTH (a second hato's
+    submission service, users in its sasldb): encrypt + SASL PLAIN from
+    smtp_sasl_password_maps; a wrong password defers, never bounces; a
+    policy that cannot be met defers."""
+    from tests.certs import TestCA
+
+    from .test_t10_submission import PASSWORD, USER, Site
+
+    peer = Instance("peer")
+    try:
+        peer.postconf("myhostname = peer.hato.test")
+        site = Site(peer, TestCA(tmp_path / "ca"), "sasldb")
+        site.start()
+        inst = instance
+        secrets = inst.root / "sasl_passwd"
+        secrets.write_text(f"[127.0.0.1]:{site.sub} {USER}:{PASSWORD}\n")
+        inst.postconf(f"relayhost = [127.0.0.1]:{site.sub}", "virtual_mailbox_domains =",
+                      "smtp_tls_security_level = encrypt", "smtp_tls_loglevel = 1",
+                      "smtp_sasl_auth_enable = yes",
+                      f"smtp_sasl_password_maps = texthash:{secrets}",
+                      "smtp_sasl_security_options = noanonymous")
+        inst.start()
+        r = inst.sendmail("-f", "sender@hato.test", "demo@hato.test",
+                          message=message("demo@hato.test"))
+        assert r.returncode == 0
+        inst.wait_log("status=sent")
+        log = inst.log_text()
+        assert re.search(r"smtp\[\d+\]: (Untrusted|Trusted) TLS connection established to "
+                         r"127\.0\.0\.1\[127\.0\.0\.1\]:\d+: TLSv1\.[23] with cipher", log), \
+            log[-3000:]
+        # the strongest mechanism both sides have
+        peer.wait_log("sasl_method=SCRAM-SHA-256, sasl_username=" + USER)
+        # the wrong password: deferred with the server's reply
+        secrets.write_text(f"[127.0.0.1]:{site.sub} {USER}:wrong\n")
+        inst.cmd("reload")  # texthash: read when the agent starts, as in Postfix
+        time.sleep(2)
+        r = inst.sendmail("-f", "sender@hato.test", "demo@hato.test",
+                          message=message("demo@hato.test", "second"))
+        assert r.returncode == 0
+        inst.wait_log("status=deferred")
+        assert re.search(r"dsn=4\.7\.\d, status=deferred \(.*authentication failed",
+                         inst.log_text(), re.I), inst.log_text()[-2000:]
+    finally:
+        peer.cleanup()

@@ -48,6 +48,7 @@ class _Attempt:
     failure: str = ""  # the site-level reason (next server)
     failure_dsn: str = "4.4.2"
     connected: bool = False
+    tls_failed: bool = False  # the handshake failed where TLS was optional
 
 
 class SmtpDelivery:
@@ -169,18 +170,34 @@ class SmtpDelivery:
             return _Attempt(failure=text, failure_dsn="4.4.1")
         timing.setdefault("connected", time.time())
         try:
-            return self._session(sock, cand, req, pending)
+            attempt = self._session(sock, cand, req, pending)
         finally:
             try:
                 sock.close()
             except OSError:
                 pass
+        if attempt.tls_failed and not attempt.results:
+            # TLS is optional here (may): the same server again, in plaintext
+            self.log.info(f"{where}: TLS is optional, trying again in plaintext")
+            try:
+                sock = self._connect(cand)
+            except OSError as err:
+                return _Attempt(failure=f"connect to {where}: {_reason(err)}",
+                                failure_dsn="4.4.1")
+            try:
+                attempt = self._session(sock, cand, req, pending, plaintext=True)
+            finally:
+                sock.close()
+        return attempt
 
     def _session(self, sock: socket.socket, cand: Candidate, req: DeliveryRequest,
-                 pending: dict) -> _Attempt:
+                 pending: dict, plaintext: bool = False) -> _Attempt:
         server = f"{cand.host}[{cand.addr}]" + (f":{cand.port}" if self.lmtp and cand.port
                                                   else "")
-        tls = self.tls(cand, req.nexthop) if self.tls is not None else None
+        tls = self.tls(cand, req.nexthop) if self.tls is not None and not plaintext else None
+        if tls is not None and tls[0] == "error":
+            self.log.warning(f"{req.queue_id}: {tls[2]}")
+            return _Attempt(failure=tls[2], failure_dsn="4.7.5", connected=True)
         mode = tls[0] if tls else "none"
         params = C.ClientParams(
             helo_name=self.helo_name, server_name=server, lmtp=self.lmtp,
@@ -242,10 +259,16 @@ class SmtpDelivery:
             elif ev is C.READY:
                 conn.quit()
             elif isinstance(ev, C.NeedTls):
-                sock = self._starttls(sock, conn, tls, cand, req)
+                sock = self._starttls(sock, conn, tls, cand, req, attempt)
             elif isinstance(ev, C.NeedAuth):
-                mech = self.sasl(cand, req.nexthop, req.sender, ev.mechanisms) \
-                    if self.sasl is not None else None
+                try:
+                    mech = self.sasl(cand, req.nexthop, req.sender, ev.mechanisms,
+                                     conn.tls_active) if self.sasl is not None else None
+                except Exception as err:  # a password table that fails: try later
+                    self.log.warning(f"{req.queue_id}: SASL credentials for {cand.host}: {err}")
+                    conn.abort(f"SASL authentication failed; cannot look up credentials for "
+                               f"{cand.host}", "4.7.0")
+                    continue
                 conn.authenticate(mech)
             elif isinstance(ev, C.NeedBody):
                 for chunk in qf.content():
@@ -262,22 +285,27 @@ class SmtpDelivery:
                     self.log.info(ev.reason)
                 return
 
-    def _starttls(self, sock, conn: C.ClientConnection, tls, cand, req):
-        """The handshake on the connection; on failure the core defers
-        (mandatory TLS never falls back to plaintext)."""
-        _mode, context, check = tls
+    def _starttls(self, sock, conn: C.ClientConnection, tls, cand, req, attempt):
+        """The handshake on the connection. Mandatory TLS that fails defers
+        (never plaintext); optional TLS (may) that fails is tried again
+        without STARTTLS on a new connection, as Postfix does."""
+        mode, context, check = tls
         try:
             sock.settimeout(self.timeouts.get("starttls", 300.0))
             wrapped = context.wrap_socket(sock, server_hostname=tls_name(cand))
-            if check is not None:
-                problem = check(wrapped, cand, req.nexthop)
-                if problem:
-                    conn.abort(problem, "4.7.5")
-                    return wrapped
         except (ssl.SSLError, OSError) as err:
-            conn.abort(f"TLS is required, but our TLS engine is unavailable or the handshake "
-                       f"with {conn.params.server_name} failed: {_reason(err)}", "4.7.5")
+            text = f"Cannot start TLS: handshake failure with {conn.params.server_name}: " \
+                   f"{_reason(err)}"
+            self.log.info(text)
+            attempt.tls_failed = mode == "may"
+            conn.abort(text, "4.7.5")
             return sock
+        if check is not None:
+            problem = check(wrapped, cand, req.nexthop)
+            if problem:
+                self.log.info(problem)
+                conn.abort(problem, "4.7.5")
+                return wrapped
         conn.tls_done()
         return wrapped
 

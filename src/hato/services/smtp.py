@@ -12,7 +12,9 @@ with preference order and randomisation among equals, A/AAAA fallback,
 null MX, fallback relays; ``lmtp:unix:/path``, ``lmtp:inet:host:port``),
 the SMTP/LMTP conversation from :mod:`hato.proto.smtp_client` (EHLO/HELO,
 PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN, CHUNKING, per-recipient
-results), STARTTLS per ``smtp_tls_security_level``.
+results), STARTTLS by the TLS policy (``smtp_tls_security_level``,
+``smtp_tls_policy_maps``: may, encrypt, fingerprint, verify, secure) and
+AUTH with ``smtp_sasl_password_maps``.
 
 Each recipient's result is logged as Postfix logs it:
 ``QID: to=<a@example.org>, relay=mx.example.org[192.0.2.25]:25, delay=1.2,
@@ -40,21 +42,84 @@ from ..io.smtp_delivery import SmtpDelivery
 from ..io.smtp_route import router_from_settings
 
 
-def simple_tls(settings, prefix: str):
-    """STARTTLS by ``{smtp,lmtp}_tls_security_level``: none, or may and
-    encrypt without certificate checks (opportunistic and mandatory
-    encryption, as Postfix's levels of those names)."""
-    level = settings.str(f"{prefix}_tls_security_level").strip().lower()
-    if level not in ("may", "encrypt"):
-        return None
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+def tls_hook(settings, prefix: str, log):
+    """STARTTLS per connection: the policy of ``{prefix}_tls_security_level``
+    and ``{prefix}_tls_policy_maps`` for the next hop (:mod:`hato.policy.smtp_tls_policy`),
+    a client context per distinct policy, and the peer checks of
+    :mod:`hato.io.smtp_tls` with Postfix's "... TLS connection established
+    to ..." line. Returns (mode, context, check) or None (no TLS); a policy
+    that cannot be built is ("error", None, reason): the delivery defers."""
+    from ..io.smtp_tls import TlsVerifyError, check_peer, client_context
+    from ..policy.rewrite import open_maps
+    from ..policy.smtp_tls_policy import TlsDefaults, TlsPolicyError, resolve_policy
 
-    def policy(cand, nexthop):
-        return (level, ctx, None)
-    return policy
+    defaults = TlsDefaults.from_settings(settings, prefix)
+    maps = open_maps(settings, f"{prefix}_tls_policy_maps")
+    loglevel = settings.int(f"{prefix}_tls_loglevel")
+    contexts: dict[str, ssl.SSLContext] = {}
+
+    def hook(cand, nexthop):
+        try:
+            policy = resolve_policy(nexthop, cand.host, defaults,
+                                    lookup=maps.get if maps is not None else None,
+                                    port=cand.port or 25)
+        except TlsPolicyError as err:
+            return ("error", None, str(err))
+        except Exception as err:  # a table that fails: try later
+            return ("error", None, f"TLS policy lookup for {nexthop}: {err}")
+        if not policy.enabled:
+            return None
+        key = repr((policy.level, policy.protocols, policy.ciphers, policy.exclude,
+                    policy.tafiles))
+        ctx = contexts.get(key)
+        if ctx is None:
+            ctx = contexts[key] = client_context(settings, policy, prefix=prefix)
+
+        def check(wrapped, cand, nexthop) -> str:
+            try:
+                result = check_peer(wrapped, policy)
+            except TlsVerifyError as err:
+                return f"{err} for {cand.host}[{cand.addr}]:{cand.port}"
+            if loglevel >= 1:
+                log.info(result.log_line(cand.host, cand.addr, cand.port))
+            return ""
+        return ("may" if policy.plaintext_fallback else "encrypt", ctx, check)
+    return hook
+
+
+def sasl_hook(settings, prefix: str):
+    """AUTH when ``{prefix}_sasl_auth_enable``: the credentials of
+    ``{prefix}_sasl_password_maps`` for the server (Postfix's key order),
+    the strongest mechanism the server offers that the filter and the
+    security options allow (:mod:`hato.policy.smtp_sasl`)."""
+    if not settings.bool(f"{prefix}_sasl_auth_enable"):
+        return None
+    from ..policy.rewrite import open_maps
+    from ..policy.smtp_sasl import choose_mechanism, find_credentials, password_keys, \
+        pattern_filter, security_options_name
+    from ..proto.sasl_client import make_client
+
+    maps = open_maps(settings, f"{prefix}_sasl_password_maps")
+    if maps is None:
+        return None
+    mech_filter = pattern_filter(settings.list(f"{prefix}_sasl_mechanism_filter"))
+    sender_dependent = prefix == "smtp" and \
+        settings.bool("smtp_sender_dependent_authentication")
+
+    def hook(cand, nexthop, sender, mechanisms, tls_active):
+        keys = password_keys(host=cand.host, dest=nexthop, sender=sender,
+                             sender_dependent=sender_dependent, lmtp=prefix == "lmtp",
+                             recipient_delimiter=settings.str("recipient_delimiter"))
+        creds = find_credentials(maps.get, keys)
+        if creds is None:
+            return None
+        options = settings.list(security_options_name(tls=tls_active, prefix=prefix))
+        mech = choose_mechanism(mechanisms, mechanism_filter=mech_filter,
+                                security_options=options)
+        if mech is None:
+            return None
+        return make_client(mech, creds.username, creds.password)
+    return hook
 
 
 async def serve(ctx) -> int:
@@ -63,5 +128,5 @@ async def serve(ctx) -> int:
     prefix = "lmtp" if lmtp else "smtp"
     delivery = SmtpDelivery(s, ctx.log, lmtp=lmtp,
                             router=router_from_settings(s, lmtp=lmtp),
-                            tls=simple_tls(s, prefix))
+                            tls=tls_hook(s, prefix, ctx.log), sasl=sasl_hook(s, prefix))
     return await serve_agent(ctx, delivery.deliver)
