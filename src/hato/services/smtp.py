@@ -51,7 +51,8 @@ def tls_hook(settings, prefix: str, log):
     that cannot be built is ("error", None, reason): the delivery defers."""
     from ..io.smtp_tls import TlsVerifyError, check_peer, client_context
     from ..policy.rewrite import open_maps
-    from ..policy.smtp_tls_policy import TlsDefaults, TlsPolicyError, resolve_policy
+    from ..policy.smtp_tls_policy import DANE_UNAVAILABLE, TlsDefaults, TlsPolicyError, \
+        resolve_policy
 
     defaults = TlsDefaults.from_settings(settings, prefix)
     maps = open_maps(settings, f"{prefix}_tls_policy_maps")
@@ -60,9 +61,13 @@ def tls_hook(settings, prefix: str, log):
 
     def hook(cand, nexthop):
         try:
+            # hato does not look TLSA records up with DNSSEC yet: for the
+            # dane levels the destination counts as not validated, so dane
+            # falls back to may and dane-only defers, as Postfix without a
+            # validating resolver (smtp_dns_support_level != dnssec)
             policy = resolve_policy(nexthop, cand.host, defaults,
                                     lookup=maps.get if maps is not None else None,
-                                    port=cand.port or 25)
+                                    dane_outcome=DANE_UNAVAILABLE, port=cand.port or 25)
         except TlsPolicyError as err:
             return ("error", None, str(err))
         except Exception as err:  # a table that fails: try later
