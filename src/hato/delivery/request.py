@@ -76,16 +76,48 @@ class DeliveryRequest:
 
 @dataclass
 class RcptStatus:
+    """One recipient's outcome, as an agent reports it to qmgr.
+
+    *remote_mta* and *diagnostic* are the formal part of a server's reply,
+    as Postfix's smtp/lmtp client records it (``dsb_update(..., "dns",
+    host, "smtp", reply)``): the name of the host that answered (the DSN's
+    ``Remote-MTA: dns; host``) and its reply as received, multi-line replies
+    joined with spaces (``Diagnostic-Code: smtp; 550 5.1.1 ...``);
+    *diagnostic_type* is ``smtp`` for SMTP and LMTP alike, ``x-unix`` for
+    commands. Empty when the outcome is hato's own (a connect failure, a
+    local delivery): the DSN then says ``Diagnostic-Code: X-<mail_name>;
+    <reason>`` and has no Remote-MTA.
+    """
+
     index: int
     status: str  # sent, deferred, bounced
     dsn: str  # 2.0.0, 4.x.y, 5.x.y
     reason: str
     relay: str = "none"
     action: str = ""  # DSN action: delivered, relayed, expanded, failed, delayed
+    remote_mta: str = ""  # the host that gave the reply (Remote-MTA: dns; host)
+    diagnostic: str = ""  # its reply, "550 5.1.1 <u@x>: ..." (Diagnostic-Code)
+    diagnostic_type: str = "smtp"
+    #: already logged by the agent that delivered it (local's mailbox_transport
+    #: hands a recipient to another agent, which logs it): not sent to qmgr
+    logged: bool = False
 
     def __post_init__(self) -> None:
         if not self.action:
             self.action = {SENT: "delivered", DEFERRED: "delayed", BOUNCED: "failed"}[self.status]
+
+    def log_fields(self) -> dict[str, str]:
+        """The formal DSN fields for a defer/bounce log entry, under
+        Postfix's attribute names (mta_mname, diag_type, diag_text); empty
+        when there are none."""
+        out: dict[str, str] = {}
+        if self.remote_mta:
+            out["mta_type"] = "dns"
+            out["mta_mname"] = self.remote_mta
+        if self.diagnostic:
+            out["diag_type"] = self.diagnostic_type or "smtp"
+            out["diag_text"] = self.diagnostic
+        return out
 
 
 def encode_statuses(statuses: list[RcptStatus]) -> Attrs:
@@ -93,14 +125,28 @@ def encode_statuses(statuses: list[RcptStatus]) -> Attrs:
     for s in statuses:
         a.add("rcpt_index", str(s.index)).add("rcpt_status", s.status).add("dsn", s.dsn)
         a.add("reason", s.reason).add("relay", s.relay).add("action", s.action)
+        a.add("mta_mname", s.remote_mta).add("diag_type", s.diagnostic_type)
+        a.add("diag_text", s.diagnostic)
     return a
 
 
 def decode_statuses(a: Attrs) -> list[RcptStatus]:
+    """The statuses of an agent's answer. An answer without the formal
+    DSN fields (an agent that predates them) gives empty ones."""
     idx, st, dsn = a.all("rcpt_index"), a.all("rcpt_status"), a.all("dsn")
     reason, relay, action = a.all("reason"), a.all("relay"), a.all("action")
-    return [RcptStatus(int(idx[i]), st[i], dsn[i], reason[i], relay[i], action[i])
-            for i in range(len(idx))]
+    n = len(idx)
+
+    def column(name: str, default: str) -> list[str]:
+        values = a.all(name)
+        return list(values) if len(values) == n else [default] * n
+
+    mta, dtype, dtext = column("mta_mname", ""), column("diag_type", "smtp"), \
+        column("diag_text", "")
+    return [RcptStatus(int(idx[i]), st[i], dsn[i], reason[i], relay[i], action[i],
+                       remote_mta=mta[i], diagnostic=dtext[i],
+                       diagnostic_type=dtype[i] or "smtp")
+            for i in range(n)]
 
 
 def format_delay(seconds: float) -> str:

@@ -70,7 +70,7 @@ async def serve_agent(ctx, deliver: Deliver, *, concurrency: int = 20) -> int:
         by_index = {r.index: r for r in req.recipients}
         for st in statuses:
             rcpt = by_index.get(st.index)
-            if rcpt is not None:
+            if rcpt is not None and not st.logged:
                 log.info(status_line(req, rcpt, st, started=started,
                                      connected=timing.get("connected", started),
                                      finished=finished, external=external))

@@ -573,34 +573,44 @@ class PostscreenCache:
                 pass
         return self.last_result
 
-    async def run_cleanup(self, stop: asyncio.Event) -> None:
+    async def run_cleanup(self, stop: asyncio.Event, run=None) -> None:
         """Clean up when due, then every postscreen_cache_cleanup_interval,
-        until *stop* is set; other tasks run between batches."""
+        until *stop* is set. *run* (``await run(fn, *args)``) executes the
+        blocking calls elsewhere, e.g. on the thread that owns the cache;
+        without it a pass runs here, other tasks running between batches."""
         if self.interval <= 0:
             await stop.wait()
             return
+
+        async def call(fn, *args):
+            return fn(*args) if run is None else await run(fn, *args)
+
+        async def stopped_within(seconds: float) -> bool:
+            try:
+                await asyncio.wait_for(stop.wait(), seconds)
+                return True
+            except TimeoutError:
+                return False
+
         while not stop.is_set():
-            wait = self.next_cleanup()
+            wait = await call(self.next_cleanup)
             if wait is None:
                 await stop.wait()
                 return
-            if wait > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), wait)
-                    return
-                except TimeoutError:
-                    pass
-            for _ in self._cleanup_steps(self.clock()):
-                await asyncio.sleep(0)
-                if stop.is_set():
-                    return
-            if self.last_result is None and self._store is not None:
+            if wait > 0 and await stopped_within(wait):
+                return
+            if run is not None:
+                result = await run(self.cleanup)
+            else:
+                for _ in self._cleanup_steps(self.clock()):
+                    await asyncio.sleep(0)
+                    if stop.is_set():
+                        return
+                result = self.last_result
+            if result is None and self._store is not None:
                 # the store failed: try again after the retry delay, not at once
-                try:
-                    await asyncio.wait_for(stop.wait(), max(self.retry_after, 1.0))
+                if await stopped_within(max(self.retry_after, 1.0)):
                     return
-                except TimeoutError:
-                    pass
 
     def close(self) -> None:
         with self._lock:

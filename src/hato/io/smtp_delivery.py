@@ -65,17 +65,19 @@ class SmtpDelivery:
         self.sasl = sasl  # callable(candidate, nexthop, sender, mechanisms) -> mech or None
         self.store = QueueStore.from_settings(s)
         self.helo_name = s.str("lmtp_lhlo_name" if lmtp else "smtp_helo_name")
-        self.connect_timeout = float(s.time(f"{p}_connect_timeout"))
+        # 0 (lmtp_connect_timeout's default): the system's own limit, a blocking
+        # connect; socket.settimeout(0) would make it non-blocking (EINPROGRESS)
+        self.connect_timeout = float(s.time(f"{p}_connect_timeout")) or None
         self.timeouts = {}
         for kind in set(_TIMEOUT_OF.values()):
-            name = f"{p}_{kind}_timeout"
+            name = "lmtp_lhlo_timeout" if lmtp and kind == "helo" else f"{p}_{kind}_timeout"
             try:
                 self.timeouts[kind] = float(s.time(name))
             except Exception:
                 self.timeouts[kind] = 300.0
         self.bind4 = _value(s, f"{p}_bind_address", "smtp_bind_address").strip()
         self.bind6 = _value(s, f"{p}_bind_address6", "smtp_bind_address6").strip()
-        self.skip_5xx = s.bool("smtp_skip_5xx_greeting") if not lmtp else True
+        self.skip_5xx = s.bool(f"{p}_skip_5xx_greeting")
         self.never_ehlo = (not lmtp) and s.bool("smtp_never_send_ehlo")
         self.line_limit = s.int("smtp_line_length_limit") if not lmtp else 0
         self.discard = frozenset(k.upper() for k in _value(s, f"{p}_discard_ehlo_keywords",
@@ -93,36 +95,63 @@ class SmtpDelivery:
             hops = list(self.router.hops(req.nexthop))
         except NextHopError as err:
             return [RcptStatus(i, DEFERRED, "4.3.5", str(err)) for i in pending]
+        # The servers in the order they are tried, up to the final next hop;
+        # a hop whose lookup failed stands as (hop, None).
+        plan: list[tuple] = []
         hop = None
         for hop in hops:
             if hop.error is not None:
-                last = hop.error
-                if hop.final:
-                    break
-                continue
-            sessions = 0
-            for cand in hop.candidates:
-                attempt = self._try(cand, req, pending, timing)
-                if attempt.connected:  # Postfix: relay=none until a server answered
-                    relay = str(cand)
-                if attempt.failure:
-                    last = RouteFailure(attempt.failure_dsn, attempt.failure)
-                    if not attempt.results:
-                        continue
-                for res in attempt.results:
-                    rcpt = pending.pop(res.index, None)
-                    if rcpt is None:
-                        continue
-                    status = {C.Disposition.SENT: SENT, C.Disposition.DEFERRED: DEFERRED,
-                              C.Disposition.BOUNCED: BOUNCED}[res.disposition]
-                    done.append(RcptStatus(res.index, status, res.dsn, res.reason,
-                                           relay=relay))
-                if attempt.connected:
-                    sessions += 1
-                if not pending or (hop.session_limit and sessions >= hop.session_limit):
-                    break
-            if not pending or hop.final:
+                plan.append((hop, None))
+            else:
+                plan += [(hop, cand) for cand in hop.candidates]
+            if hop.final:
                 break
+        servers = [n for n, (_h, cand) in enumerate(plan) if cand is not None]
+        final_server = servers[-1] if servers else -1
+        sessions: dict[int, int] = {}  # sessions per next hop (smtp_mx_session_limit)
+        for n, (hop, cand) in enumerate(plan):
+            if not pending:
+                break
+            if cand is None:
+                last = hop.error
+                continue
+            if hop.session_limit and sessions.get(id(hop), 0) >= hop.session_limit:
+                continue
+            # After the last server, a soft failure is the recipient's result;
+            # before it, the recipient waits for the next server (Postfix's
+            # smtp_site_fail()/smtp_rcpt_fail() with a server still to try).
+            final = n == final_server or (
+                hop.final and hop.session_limit
+                and sessions.get(id(hop), 0) + 1 >= hop.session_limit)
+            attempt = self._try(cand, req, pending, timing)
+            if attempt.connected:  # Postfix: relay=none until a server answered
+                relay = str(cand)
+                sessions[id(hop)] = sessions.get(id(hop), 0) + 1
+            if attempt.failure:
+                last = RouteFailure(attempt.failure_dsn, attempt.failure)
+                if attempt.connected and not final:
+                    self.log.info(f"{req.queue_id}: {attempt.failure}")
+            for res in attempt.results:
+                if res.index not in pending:
+                    continue
+                if res.disposition is C.Disposition.DEFERRED and not final:
+                    last = RouteFailure(res.dsn, res.reason)
+                    if not attempt.failure:
+                        self.log.info(f"{req.queue_id}: {res.reason}")
+                    continue  # the next server may take it
+                pending.pop(res.index)
+                status = {C.Disposition.SENT: SENT, C.Disposition.DEFERRED: DEFERRED,
+                          C.Disposition.BOUNCED: BOUNCED}[res.disposition]
+                # A reply from the server gives the DSN's Remote-MTA and
+                # Diagnostic-Code ("smtp" for LMTP too), as Postfix's
+                # dsb_update(why, ..., "dns", host, "smtp", reply); a
+                # success is "relayed" (smtp_rcpt_done()).
+                said = res.reply.code > 0
+                done.append(RcptStatus(res.index, status, res.dsn, res.reason,
+                                       relay=relay,
+                                       action="relayed" if status == SENT else "",
+                                       remote_mta=cand.host if said else "",
+                                       diagnostic=res.reply.text if said else ""))
         if pending:
             fail = self.router.failure(hop, last) if hop is not None else \
                 RouteFailure("4.3.0", "server unavailable or unable to receive mail")
@@ -168,7 +197,7 @@ class SmtpDelivery:
             text = f"connect to {where}: {_reason(err)}"
             self.log.info(text)
             return _Attempt(failure=text, failure_dsn="4.4.1")
-        timing.setdefault("connected", time.time())
+        timing["connected"] = time.time()  # agent.py presets it to the start: c of delays
         try:
             attempt = self._session(sock, cand, req, pending)
         finally:
@@ -282,7 +311,6 @@ class SmtpDelivery:
                     attempt.failure = ev.reason
                     attempt.failure_dsn = "5.0.0" if ev.outcome is C.Outcome.SITE_HARD \
                         else "4.4.2"
-                    self.log.info(ev.reason)
                 return
 
     def _starttls(self, sock, conn: C.ClientConnection, tls, cand, req, attempt):

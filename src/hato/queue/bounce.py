@@ -20,6 +20,22 @@ from .envelope import Envelope, Recipient
 from .store import INCOMING, QueueStore
 
 CHUNK = 64 * 1024
+_SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
+
+
+def dsn_recipient(e: dict, action: str) -> DsnRecipient:
+    """One recipient of a notice from a defer/bounce log entry: the human
+    reason, and the formal part when the entry has one (``mta_mname``,
+    ``diag_type``/``diag_text``, Postfix's names): ``Remote-MTA: dns;
+    host`` and ``Diagnostic-Code: smtp; 550 ...``, else the notice says
+    ``X-<mail_name>; <reason>``."""
+    dtext = e.get("diag_text", "")
+    return DsnRecipient(address=e["recipient"], status=e.get("status", "5.0.0"),
+                        reason=e.get("reason", ""), original=e.get("orig_rcpt", ""),
+                        orcpt=e.get("orcpt", ""), action=action,
+                        diagnostic_type=(e.get("diag_type") or "smtp") if dtext else "",
+                        diagnostic_text=dtext, remote_mta=e.get("mta_mname", ""),
+                        remote_mta_type=e.get("mta_type") or "dns")
 
 
 def _queue_notice(store: QueueStore, to: str, data: bytes, attributes: dict[str, str]) -> str:
@@ -47,11 +63,14 @@ def send_notice(kind: str, settings, store: QueueStore, env: Envelope, qf,
     if not wanted or not env.sender:
         return None
     myhostname = settings.str("myhostname")
-    action = "delivered" if kind == "success" else "delayed"
-    recipients = [DsnRecipient(address=e["recipient"], status=e.get("status", "2.0.0"),
-                               reason=e.get("reason", ""), original=e.get("orig_rcpt", ""),
-                               orcpt=e.get("orcpt", ""), action=action)
-                  for e in wanted]
+    if kind == "success":
+        # what the agent said: delivered, or relayed (smtp), expanded
+        recipients = [dsn_recipient({"status": "2.0.0", **e},
+                                    e.get("action") if e.get("action") in _SUCCESS_ACTIONS
+                                    else "delivered")
+                      for e in wanted]
+    else:
+        recipients = [dsn_recipient({"status": "4.0.0", **e}, "delayed") for e in wanted]
     now = time.time()
     data = build_dsn(
         kind, queue_id=env.queue_id, arrival_date=env.arrival_time, sender=env.sender,
@@ -111,10 +130,7 @@ def send_bounce(settings, store: QueueStore, env: Envelope, qf, entries: list[di
     else:
         to = env.sender
         kind = "bounce"
-    recipients = [DsnRecipient(address=e["recipient"], status=e.get("status", "5.0.0"),
-                               reason=e.get("reason", ""), original=e.get("orig_rcpt", ""),
-                               orcpt=e.get("orcpt", ""), action="failed")
-                  for e in wanted]
+    recipients = [dsn_recipient(e, "failed") for e in wanted]
     now = time.time()
     data = build_dsn(
         "failure", queue_id=env.queue_id, arrival_date=env.arrival_time, sender=env.sender,

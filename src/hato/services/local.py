@@ -30,9 +30,10 @@ from ..delivery.dsn import DeliveryError
 from ..delivery.maildir import deliver_maildir
 from ..delivery.mbox import deliver_mbox, envelope_headers
 from ..delivery.pipe import LOCAL_COMMAND_FLAGS, command_argv, run_pipe
-from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus
+from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus, \
+    decode_statuses
 from ..io.agent import each_recipient, serve_agent
-from ..io.ipc import notify
+from ..io.ipc import notify, request_sync
 from ..policy.rewrite import open_maps
 from ..proto.attr import Attrs
 from ..queue.envelope import Envelope, Recipient
@@ -84,6 +85,30 @@ class Local:
         finally:
             qf.close()
 
+    def _pass(self, req: DeliveryRequest, rcpt, spec: str) -> RcptStatus:
+        """mailbox_transport, fallback_transport (and their _maps): hand the
+        recipient to that transport's agent, as Postfix's deliver_pass()
+        does, and take its answer; that agent logs the delivery."""
+        transport, _, nexthop = spec.partition(":")
+        sub = DeliveryRequest(req.queue_name, req.queue_id, transport, nexthop, req.sender,
+                              req.arrival, req.active_time, [rcpt], envid=req.envid,
+                              ret=req.ret, size=req.size, attributes=dict(req.attributes))
+        path = os.path.join(self.queue_dir, "private", transport)
+        try:
+            reply = request_sync(path, sub.encode(), timeout=3600)
+            statuses = decode_statuses(reply)
+        except (OSError, ValueError, KeyError) as err:
+            return RcptStatus(rcpt.index, DEFERRED, "4.3.0",
+                              f"mail transport unavailable: connect to private/{transport}: "
+                              f"{getattr(err, 'strerror', None) or err}", relay="local")
+        for st in statuses:
+            if st.index == rcpt.index:
+                st.logged = True
+                return st
+        return RcptStatus(rcpt.index, DEFERRED, "4.3.0",
+                          f"no answer for the recipient from transport {transport}",
+                          relay="local")
+
     def _do(self, req: DeliveryRequest, rcpt, action) -> tuple[str, str, str]:
         """Carry out one action: (status, dsn, reason)."""
         if isinstance(action, L.Bounce):
@@ -93,8 +118,8 @@ class Local:
         if isinstance(action, L.Discard):
             return SENT, "2.0.0", action.reason
         if isinstance(action, L.Transport):
-            return DEFERRED, "4.3.0", (f"mailbox transport {action.transport} is not "
-                                       f"supported by this version of hato")
+            st = self._pass(req, rcpt, action.transport)
+            return st.status, st.dsn, st.reason
         if isinstance(action, L.Forward):
             qid = self._forward(req, action)
             notify(self.qmgr, Attrs.of(request="wakeup"))
@@ -145,6 +170,8 @@ class Local:
             self.log.warning(f"{req.queue_id}: {warning}")
         if not plan.actions:
             return RcptStatus(rcpt.index, SENT, "2.0.0", "discarded", relay="local")
+        if len(plan.actions) == 1 and isinstance(plan.actions[0], L.Transport):
+            return self._pass(req, rcpt, plan.actions[0].transport)
         worst = (SENT, "2.0.0", "")
         reasons = []
         for action in plan.actions:

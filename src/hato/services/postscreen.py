@@ -180,26 +180,8 @@ class Postscreen:
         return await asyncio.get_running_loop().run_in_executor(self._cache_thread, fn, *args)
 
     async def run_cache_cleanup(self, stop: asyncio.Event) -> None:
-        """PostscreenCache.run_cleanup, with the clean-up passes on the
-        cache's thread."""
-        while not stop.is_set():
-            wait = await self._cache(self.cache.next_cleanup)
-            if wait is None:
-                await stop.wait()
-                return
-            if wait > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), wait)
-                    return
-                except TimeoutError:
-                    pass
-            if await self._cache(self.cache.cleanup) is None:
-                # no store, or it failed: try again later, not at once
-                try:
-                    await asyncio.wait_for(stop.wait(), max(self.cache.retry_after, 1.0))
-                    return
-                except TimeoutError:
-                    pass
+        """The cache's clean-up passes, on the cache's thread."""
+        await self.cache.run_cleanup(stop, run=self._cache)
 
     async def close_cache(self) -> None:
         await self._cache(self.cache.close)

@@ -279,7 +279,8 @@ class QueueManager:
             entry = {"recipient": requests[i].address, "orig_rcpt": rcpt.orig_address,
                      "notify": ",".join(sorted(rcpt.notify)), "orcpt": rcpt.orcpt,
                      "status": st.dsn, "action": st.action, "reason": st.reason,
-                     "relay": st.relay, "offset": str(rcpt.offset or 0)}
+                     "relay": st.relay, "offset": str(rcpt.offset or 0),
+                     **st.log_fields()}  # Remote-MTA, Diagnostic-Code of the DSN
             if st.status == DEFERRED and expired:
                 st = RcptStatus(i, BOUNCED, "5" + st.dsn[1:] if st.dsn[:1] == "4" else st.dsn,
                                 f"message expired: {st.reason}", st.relay, "failed")
