@@ -53,7 +53,6 @@ import datetime
 import os
 import re
 import resource
-import shlex
 import shutil
 import socket
 import statistics
@@ -67,6 +66,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    preflight,
     CLK_TCK,
     POSTCONF,
     BenchError,
@@ -554,22 +554,12 @@ def main() -> int:
             or args.warmup < 10:
         ap.error("--sessions and --rounds must be at least 1, --clients 1 to 900 "
                  "(default_process_limit is 1000), --warmup at least 10")
-    if os.geteuid() != 0:
-        print(f"{PROG}: must run as root (it starts private hato and Postfix instances "
-              "that drop to their mail owners)", file=sys.stderr)
+    command = preflight(PROG, "bench/anvil.py",
+                        "it starts private hato and Postfix instances that drop to "
+                        "their mail owners",
+                        {REDIS_SERVER: "redis-server", POSTCONF: "postfix"})
+    if command is None:
         return 2
-    if not os.path.exists(REDIS_SERVER):
-        print(f"{PROG}: {REDIS_SERVER} is missing: install Debian's redis-server package",
-              file=sys.stderr)
-        return 2
-    if not os.path.exists(POSTCONF):
-        print(f"{PROG}: {POSTCONF} is missing: install Debian's postfix package",
-              file=sys.stderr)
-        return 2
-    command = shlex.join(["python3", "bench/anvil.py", *sys.argv[1:]])
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 4096 <= hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
 
     raise_on_signals()
     work = Path(tempfile.mkdtemp(prefix="hato-bench-anvil-", dir="/tmp"))

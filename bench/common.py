@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -390,3 +391,23 @@ def stop_all(engines: list[Engine], prog: str) -> None:
         except (OSError, subprocess.SubprocessError) as err:    # the others must stop too
             print(f"{prog}: stopping {e.name}: {err}", file=sys.stderr)
 
+
+
+def preflight(prog: str, script: str, why_root: str, tools: dict[str, str]) -> str | None:
+    """What every benchmark checks before it starts: that it runs as root
+    (*why_root* says why), that the Debian tools it runs are there (path →
+    package), and a file-descriptor limit of 4096 for the sessions. The
+    command line to record in the results, or None after saying why the
+    benchmark cannot run."""
+    if os.geteuid() != 0:
+        print(f"{prog}: must run as root ({why_root})", file=sys.stderr)
+        return None
+    for path, package in tools.items():
+        if not os.path.exists(path):
+            print(f"{prog}: {path} is missing: install Debian's {package} package",
+                  file=sys.stderr)
+            return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 4096 <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
+    return shlex.join(["python3", script, *sys.argv[1:]])

@@ -64,7 +64,6 @@ import datetime
 import os
 import re
 import resource
-import shlex
 import shutil
 import socket
 import statistics
@@ -78,6 +77,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    preflight,
     CLK_TCK,
     POSTCONF,
     POSTFIX,
@@ -692,18 +692,12 @@ def main() -> int:
             or args.probe < 2 or args.warmup < 1:
         ap.error("--sessions and --rounds must be at least 1, --clients 1 to 253, "
                  "--probe at least 2, --warmup at least 1")
-    if os.geteuid() != 0:
-        print(f"{PROG}: must run as root (it starts private hato and Postfix instances "
-              "that drop to their mail owners)", file=sys.stderr)
+    command = preflight(PROG, "bench/postscreen.py",
+                        "it starts private hato and Postfix instances that drop to "
+                        "their mail owners",
+                        {POSTCONF: "postfix"})
+    if command is None:
         return 2
-    if not os.path.exists(POSTCONF):
-        print(f"{PROG}: {POSTCONF} is missing: install Debian's postfix package",
-              file=sys.stderr)
-        return 2
-    command = shlex.join(["python3", "bench/postscreen.py", *sys.argv[1:]])
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 4096 <= hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
     sources = [f"127.0.0.{2 + i}" for i in range(args.clients)]
 
     raise_on_signals()

@@ -56,7 +56,6 @@ import argparse
 import datetime
 import os
 import re
-import resource
 import shlex
 import shutil
 import statistics
@@ -71,6 +70,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    preflight,
     BenchError,
     Engine,
     Hato,
@@ -508,19 +508,11 @@ def main() -> int:
         args.messages, args.rounds, args.warmup = 100, 1, 5
     if args.messages < 1 or args.rounds < 1 or args.warmup < 0:
         ap.error("--messages and --rounds must be at least 1, --warmup at least 0")
-    if os.geteuid() != 0:
-        print(f"{PROG}: must run as root (it starts private hato and Postfix instances "
-              "that drop to their mail owners)", file=sys.stderr)
+    command = preflight(PROG, "bench/relay.py",
+                        "it starts private hato and Postfix instances that drop to their "
+                        "mail owners", {SMTP_SOURCE: "postfix", SMTP_SINK: "postfix"})
+    if command is None:
         return 2
-    for tool in (SMTP_SOURCE, SMTP_SINK):
-        if not os.path.exists(tool):
-            print(f"{PROG}: {tool} is missing: install Debian's postfix package",
-                  file=sys.stderr)
-            return 2
-    command = shlex.join(["python3", "bench/relay.py", *sys.argv[1:]])
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 4096 <= hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
 
     raise_on_signals()
     work = Path(tempfile.mkdtemp(prefix="hato-bench-relay-", dir="/tmp"))

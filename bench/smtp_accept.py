@@ -47,7 +47,6 @@ import datetime
 import os
 import platform
 import re
-import resource
 import selectors
 import shlex
 import shutil
@@ -64,6 +63,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    preflight,
     POSTCONF,
     ROOT,
     BenchError,
@@ -543,19 +543,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.messages < 1 or args.rounds < 1 or not 0 <= args.idle <= 1000:
         ap.error("--messages and --rounds must be at least 1, --idle 0 to 1000")
-    if os.geteuid() != 0:
-        print(f"{PROG}: must run as root (it starts private hato and Postfix instances "
-              "that drop to their mail owners)", file=sys.stderr)
+    command = preflight(PROG, "bench/smtp_accept.py",
+                        "it starts private hato and Postfix instances that drop to "
+                        "their mail owners",
+                        {SMTP_SOURCE: "postfix"})
+    if command is None:
         return 2
-    if not os.path.exists(SMTP_SOURCE):
-        print(f"{PROG}: {SMTP_SOURCE} is missing: install Debian's postfix package",
-              file=sys.stderr)
-        return 2
-    command = shlex.join(["python3", "bench/smtp_accept.py", *sys.argv[1:]])
-    # the idle sessions: our sockets, and the servers' (they inherit the limit)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 4096 <= hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
 
     raise_on_signals()
     work = Path(tempfile.mkdtemp(prefix="hato-bench-smtp-", dir="/tmp"))

@@ -39,7 +39,6 @@ import datetime
 import os
 import re
 import resource
-import shlex
 import shutil
 import signal
 import smtplib
@@ -56,6 +55,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    preflight,
     CLK_TCK,
     ROOT,
     BenchError,
@@ -418,18 +418,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.sessions < 1 or args.rounds < 1 or args.size < 200:
         ap.error("--sessions and --rounds must be at least 1, --size at least 200")
-    if os.geteuid() != 0:
-        print(f"{PROG}: must run as root (it starts private hato and Postfix instances, "
-              "saslauthd -a shadow, and adds a system user)", file=sys.stderr)
+    command = preflight(PROG, "bench/submission.py",
+                        "it starts private hato and Postfix instances, saslauthd -a "
+                        "shadow, and adds a system user",
+                        {SAUTHD: "sasl2-bin"})
+    if command is None:
         return 2
-    if not os.path.exists(SAUTHD):
-        print(f"{PROG}: {SAUTHD} is missing: install Debian's sasl2-bin package",
-              file=sys.stderr)
-        return 2
-    command = shlex.join(["python3", "bench/submission.py", *sys.argv[1:]])
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 4096 <= hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
 
     raise_on_signals()
     work = Path(tempfile.mkdtemp(prefix="hato-bench-sub-", dir="/tmp"))
