@@ -34,6 +34,7 @@ data_directory, mail_owner, setgid_group, syslog_name, maillog_file.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import socket
@@ -56,6 +57,7 @@ WORKER_MODULE = "hato.master.worker"
 #: Services that are one process holding all their connections.
 SINGLE_PROCESS = frozenset({"postscreen"})
 MIN_BACKOFF = 0.5
+BIND_WAIT = 10.0  # seconds a port in use may take to become free at start
 
 
 def disabled(svc: Service, patterns: list[str]) -> bool:
@@ -94,7 +96,18 @@ def bind_inet(host: str, port: int, backlog: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind((addr, port))
+    # After a crash the old master's workers may still hold the port for a
+    # moment (they are dying, or finishing a write): wait for them a while.
+    deadline = time.monotonic() + BIND_WAIT
+    while True:
+        try:
+            sock.bind((addr, port))
+            break
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                sock.close()
+                raise
+            time.sleep(0.1)
     sock.listen(backlog)
     sock.set_inheritable(True)
     return sock
@@ -460,9 +473,17 @@ def run_master(config: Config, *, foreground_log: bool = False) -> int:
     settings = config.settings()
     log = MailLog.from_settings(settings, "master", stderr=foreground_log)
     lock = MasterLock(settings.str("queue_directory"), settings.str("data_directory"))
-    lock.acquire()
+    try:
+        lock.acquire()
+    except Exception as err:
+        log.fatal(str(err))
+        log.close()
+        return 1
     try:
         return asyncio.run(Master(config, log).run())
+    except Exception as err:  # it could not start (a port in use, ...): say why
+        log.fatal(f"master: {err}")
+        return 1
     finally:
         lock.release()
         log.close()

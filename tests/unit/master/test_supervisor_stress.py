@@ -110,3 +110,34 @@ def test_unlimited_service_never_stresses():
         return slot, log
     slot, log = asyncio.run(run())
     assert not slot.stressed and log.lines == []
+
+
+def test_bind_waits_for_a_port_the_old_workers_still_hold(monkeypatch):
+    """After a crash the previous master's workers may hold the listening
+    port for a moment: master waits for it rather than failing to start."""
+    import socket
+    import threading
+
+    from hato.master import supervisor
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    threading.Timer(0.5, holder.close).start()
+    sock = supervisor.bind_inet("127.0.0.1", port, 10)
+    assert sock.getsockname()[1] == port
+    sock.close()
+    # a port that stays taken is still an error, after BIND_WAIT
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(1)
+    monkeypatch.setattr(supervisor, "BIND_WAIT", 0.3)
+    try:
+        supervisor.bind_inet("127.0.0.1", other.getsockname()[1], 10)
+    except OSError as err:
+        assert err.errno == 98  # EADDRINUSE
+    else:
+        raise AssertionError("bound a port in use")
+    finally:
+        other.close()
