@@ -87,11 +87,11 @@ def test_connection_count_limit_across_workers(instance):
     assert line == f"421 4.7.0 {host} Error: too many connections from 127.0.0.1\r\n".encode()
     assert s.recv(100) == b""  # and the connection is closed
     s.close()
-    log = inst.log_text()
     # the service is master.cf's name for it: 127.0.0.1:PORT
-    assert re.search(r"smtpd\[\d+\]: warning: Connection concurrency limit exceeded: 4 from "
-                     r"\S+\[127\.0\.0\.1\] for service " + re.escape(f"127.0.0.1:{inst.limited}")
-                     + "\n", log), log[-2000:]
+    warning = re.compile(r"smtpd\[\d+\]: warning: Connection concurrency limit exceeded: 4 "
+                         r"from \S+\[127\.0\.0\.1\] for service "
+                         + re.escape(f"127.0.0.1:{inst.limited}") + "\n")
+    inst.wait_for(lambda: warning.search(inst.log_text()), what="the concurrency warning")
     # One session ends: the next client is served again.
     held.pop()[0].close()
     s, line = wait_greeted(inst.limited)
@@ -151,10 +151,10 @@ def test_message_and_recipient_rate_limits(instance):
     # the message rate is used up too; the recipient rate answers first in RCPT
     assert c.mail("sender@example.org")[0] == 450
     c.quit()
-    log = inst.log_text()
-    assert "warning: Message delivery request rate limit exceeded: 6 from" in log
-    assert re.search(r"disconnect from \S+ ehlo=1 mail=5/6 rcpt=10 rset=6 quit=1 "
-                     r"commands=23/24", log), log[-3000:]
+    inst.wait_log("warning: Message delivery request rate limit exceeded: 6 from")
+    inst.wait_for(lambda: re.search(r"disconnect from \S+ ehlo=1 mail=5/6 rcpt=10 rset=6 "
+                                    r"quit=1 commands=23/24", inst.log_text()),
+                  what="the first session's disconnect line")
 
 
 def test_recipient_rate_limit(instance):

@@ -352,8 +352,13 @@ class Postscreen:
                                            max(0.0, deadline - time.monotonic()))
                     early = sock.recv(READ_SIZE, socket.MSG_PEEK)
                 except asyncio.TimeoutError:
-                    early = b""
-                    break
+                    # the wait is over: one last look, so that neither a
+                    # hangup nor early talk goes unseen
+                    try:
+                        early = sock.recv(READ_SIZE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        early = b""
+                        break  # silent, as a polite client is
                 except BlockingIOError:
                     continue  # a readiness report that was not for us
                 if not early:
