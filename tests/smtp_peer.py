@@ -17,6 +17,11 @@ Hooks (attributes, changeable while the peer runs): ``greeting``, ``ehlo``
 ``rcpt`` (a reply, a callable, or a dict address → reply, others 250),
 ``data`` (the reply to DATA), ``dot`` (the reply to the end of data).
 
+``tls`` (an ``ssl.SSLContext`` for the server side) makes the peer speak
+TLS from the first byte, as a port-465 relay does.
+:meth:`SmtpPeer.drop_connections` closes every open connection (a server
+that drops idle clients).
+
 Several peers may share a port on distinct loopback addresses
 (``SmtpPeer(host="127.0.0.12", port=p)``) to stand for MX hosts.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import itertools
 import select
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,7 +70,8 @@ class SmtpPeer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, name: str = "peer.test",
                  greeting: Reply = None, ehlo: tuple[str, ...] = DEFAULT_EHLO,
                  helo: Reply = None, mail: Reply = None,
-                 rcpt: Reply | dict[str, str] = None, data: Reply = None, dot: Reply = None):
+                 rcpt: Reply | dict[str, str] = None, data: Reply = None, dot: Reply = None,
+                 tls: ssl.SSLContext | None = None):
         if not host.startswith("127."):
             raise ValueError("the test SMTP peer listens on loopback only")
         self.host = host
@@ -76,6 +83,7 @@ class SmtpPeer:
         self.rcpt = rcpt
         self.data = data
         self.dot = dot
+        self.tls = tls
         self.sessions: list[Session] = []
         self.messages: list[Received] = []
         self.errors: list[BaseException] = []
@@ -114,6 +122,16 @@ class SmtpPeer:
                 pass
         self._thread.join(5)
 
+    def drop_connections(self) -> None:
+        """Close every open connection without a word."""
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     @property
     def address(self) -> str:
         return f"[{self.host}]:{self.port}"
@@ -141,6 +159,12 @@ class SmtpPeer:
 
     def _serve(self, conn: socket.socket, session: Session) -> None:
         try:
+            if self.tls is not None:
+                conn.settimeout(30)
+                raw, conn = conn, self.tls.wrap_socket(conn, server_side=True)
+                with self._lock:
+                    self._conns.discard(raw)
+                    self._conns.add(conn)
             _Conversation(self, conn, session).run()
         except (OSError, _Closed):
             pass

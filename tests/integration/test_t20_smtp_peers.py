@@ -38,7 +38,7 @@ SENDER = "demo@hato.test"
 # -- helpers -------------------------------------------------------------------------------
 
 _STATUS = re.compile(r"^.*? (?:postfix/)?[\w/]+\[\d+\]: (?P<qid>\w+): to=<(?P<to>[^>]*)>, "
-                     r"(?:orig_to=<[^>]*>, )?relay=(?P<relay>\S+), delay=[\d.]+, "
+                     r"(?:orig_to=<[^>]*>, )?relay=(?P<relay>\S+), (?:conn_use=\d+, )?delay=[\d.]+, "
                      r"delays=[\d./]+, dsn=(?P<dsn>[\d.]+), status=(?P<status>\w+) "
                      r"\((?P<text>.*)\)$", re.MULTILINE)
 

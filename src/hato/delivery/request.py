@@ -44,12 +44,16 @@ class DeliveryRequest:
     ret: str = ""
     size: int = 0
     attributes: dict[str, str] = field(default_factory=dict)
+    #: qmgr's hints to the agent, as Postfix's DEL_REQ_FLAG_*: CONN_LOAD
+    #: (more mail for this destination is waiting: keep the connection)
+    flags: frozenset[str] = frozenset()
 
     def encode(self) -> Attrs:
         a = Attrs.of(request="deliver", queue_name=self.queue_name, queue_id=self.queue_id,
                      transport=self.transport, nexthop=self.nexthop, sender=self.sender,
                      arrival=repr(self.arrival), active_time=repr(self.active_time),
-                     envid=self.envid, ret=self.ret, size=self.size)
+                     envid=self.envid, ret=self.ret, size=self.size,
+                     flags=",".join(sorted(self.flags)))
         for name, value in self.attributes.items():
             a.add("attr", f"{name}={value}")
         for r in self.recipients:
@@ -63,7 +67,8 @@ class DeliveryRequest:
                   nexthop=a.get("nexthop", "") or "", sender=a.get("sender", "") or "",
                   arrival=float(a.get("arrival") or 0), active_time=float(a.get("active_time") or 0),
                   envid=a.get("envid", "") or "", ret=a.get("ret", "") or "",
-                  size=a.int("size"))
+                  size=a.int("size"),
+                  flags=frozenset(f for f in (a.get("flags", "") or "").split(",") if f))
         for item in a.all("attr"):
             name, _, value = item.partition("=")
             req.attributes[name] = value
@@ -101,6 +106,9 @@ class RcptStatus:
     #: already logged by the agent that delivered it (local's mailbox_transport
     #: hands a recipient to another agent, which logs it): not sent to qmgr
     logged: bool = False
+    #: the transaction's number on its connection (the smtp client's
+    #: connection cache): logged as ``conn_use=N`` when over 1; not sent
+    conn_use: int = 0
 
     def __post_init__(self) -> None:
         if not self.action:
@@ -176,6 +184,7 @@ def status_line(req: DeliveryRequest, rcpt: RcptRequest, st: RcptStatus, *,
     total = max(0.0, finished - req.arrival)
     orig = f", orig_to=<{log_form(rcpt.orig_address, external)}>" if rcpt.orig_address and \
         rcpt.orig_address != rcpt.address else ""
-    return (f"{req.queue_id}: to=<{log_form(rcpt.address, external)}>{orig}, relay={st.relay}, "
-            f"delay={format_delay(total)}, delays={format_delay(a)}/{format_delay(b)}/{format_delay(c)}/{format_delay(d)}, "
+    use = f", conn_use={st.conn_use}" if st.conn_use > 1 else ""
+    return (f"{req.queue_id}: to=<{log_form(rcpt.address, external)}>{orig}, relay={st.relay}"
+            f"{use}, delay={format_delay(total)}, delays={format_delay(a)}/{format_delay(b)}/{format_delay(c)}/{format_delay(d)}, "
             f"dsn={st.dsn}, status={st.status} ({st.reason})")

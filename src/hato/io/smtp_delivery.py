@@ -31,8 +31,10 @@ from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptSta
 from ..policy.smtp_route import Candidate, NextHopError, RouteFailure
 from ..proto import smtp_client as C
 from ..queue.store import QueueStore
+from .smtp_conncache import CachedSession, ConnectionCache
 
 READ_SIZE = 65536
+HANDSHAKE_FAILED = "Cannot start TLS: handshake failure"
 
 _TIMEOUT_OF = {"GREETING": "helo", "EHLO": "helo", "HELO": "helo", "LHLO": "lhlo",
                "STARTTLS": "starttls", "AUTH": "helo", "MAIL": "mail", "RCPT": "rcpt",
@@ -49,6 +51,7 @@ class _Attempt:
     failure_dsn: str = "4.4.2"
     connected: bool = False
     tls_failed: bool = False  # the handshake failed where TLS was optional
+    conn_use: int = 0  # the transaction's number on its connection
 
 
 class SmtpDelivery:
@@ -83,6 +86,19 @@ class SmtpDelivery:
         self.discard = frozenset(k.upper() for k in _value(s, f"{p}_discard_ehlo_keywords",
                                                            "smtp_discard_ehlo_keywords").split())
         self.myhostname = s.str("myhostname")
+        self.cache = None
+        self.cache_on_demand = s.bool(f"{p}_connection_cache_on_demand")
+        self.cache_destinations = frozenset(
+            d.lower() for d in s.list(f"{p}_connection_cache_destinations"))
+        if self.cache_on_demand or self.cache_destinations:
+            self.cache = ConnectionCache(
+                idle_limit=float(s.time(f"{p}_connection_cache_time_limit")),
+                reuse_time_limit=float(s.time(f"{p}_connection_reuse_time_limit")),
+                reuse_count_limit=s.int(f"{p}_connection_reuse_count_limit"),
+                close=self._end_cached)
+        self.tls_reuse = s.bool(f"{p}_tls_connection_reuse")
+        self.sender_dependent = (not lmtp) and s.bool("smtp_sender_dependent_authentication")
+        self.wrappermode = s.bool(f"{p}_tls_wrappermode")
 
     # -- one request ------------------------------------------------------------------------
 
@@ -106,6 +122,20 @@ class SmtpDelivery:
                 plan += [(hop, cand) for cand in hop.candidates]
             if hop.final:
                 break
+        # A cached session to this next hop goes first (Postfix's reuse by
+        # destination), if its server is still one of the next hop's.
+        reused: CachedSession | None = None
+        if self.cache is not None:
+            reused = self.cache.take(self._dest_key(req))
+            if reused is not None:
+                at = next((n for n, (_h, cand) in enumerate(plan)
+                           if cand is not None and _endpoint(cand) == _endpoint(reused.cand)),
+                          None)
+                if at is None:
+                    self._end_cached(reused)
+                    reused = None
+                else:
+                    plan.insert(0, plan.pop(at))
         servers = [n for n, (_h, cand) in enumerate(plan) if cand is not None]
         final_server = servers[-1] if servers else -1
         sessions: dict[int, int] = {}  # sessions per next hop (smtp_mx_session_limit)
@@ -123,7 +153,7 @@ class SmtpDelivery:
             final = n == final_server or (
                 hop.final and hop.session_limit
                 and sessions.get(id(hop), 0) + 1 >= hop.session_limit)
-            attempt = self._try(cand, req, pending, timing)
+            attempt = self._try(cand, req, pending, timing, reused if n == 0 else None)
             if attempt.connected:  # Postfix: relay=none until a server answered
                 relay = str(cand)
                 sessions[id(hop)] = sessions.get(id(hop), 0) + 1
@@ -151,7 +181,8 @@ class SmtpDelivery:
                                        relay=relay,
                                        action="relayed" if status == SENT else "",
                                        remote_mta=cand.host if said else "",
-                                       diagnostic=res.reply.text if said else ""))
+                                       diagnostic=res.reply.text if said else "",
+                                       conn_use=attempt.conn_use))
         if pending:
             fail = self.router.failure(hop, last) if hop is not None else \
                 RouteFailure("4.3.0", "server unavailable or unable to receive mail")
@@ -189,8 +220,14 @@ class SmtpDelivery:
         return sock
 
     def _try(self, cand: Candidate, req: DeliveryRequest, pending: dict,
-             timing: dict) -> _Attempt:
+             timing: dict, reused: CachedSession | None = None) -> _Attempt:
         where = f"{cand.host}[{cand.addr}]" + (f":{cand.port}" if cand.port else "")
+        if reused is None and self.cache is not None:
+            reused = self.cache.take(self._endpoint_key(cand, req))
+        if reused is not None:
+            attempt = self._reuse(reused, req, pending, timing)
+            if attempt is not None:
+                return attempt
         try:
             sock = self._connect(cand)
         except OSError as err:
@@ -198,13 +235,7 @@ class SmtpDelivery:
             self.log.info(text)
             return _Attempt(failure=text, failure_dsn="4.4.1")
         timing["connected"] = time.time()  # agent.py presets it to the start: c of delays
-        try:
-            attempt = self._session(sock, cand, req, pending)
-        finally:
-            try:
-                sock.close()
-            except OSError:
-                pass
+        attempt = self._session(sock, cand, req, pending)
         if attempt.tls_failed and not attempt.results:
             # TLS is optional here (may): the same server again, in plaintext
             self.log.info(f"{where}: TLS is optional, trying again in plaintext")
@@ -213,47 +244,145 @@ class SmtpDelivery:
             except OSError as err:
                 return _Attempt(failure=f"connect to {where}: {_reason(err)}",
                                 failure_dsn="4.4.1")
-            try:
-                attempt = self._session(sock, cand, req, pending, plaintext=True)
-            finally:
-                sock.close()
+            attempt = self._session(sock, cand, req, pending, plaintext=True)
         return attempt
+
+    def _reuse(self, cached: CachedSession, req: DeliveryRequest, pending: dict,
+               timing: dict) -> _Attempt | None:
+        """The next transaction on a cached session, after RSET showed it
+        still works; None (connect anew) when it does not."""
+        conn, sock = cached.conn, cached.sock
+        conn.check()
+        probe = _Attempt(connected=True)
+        sock = self._drive(sock, conn, None, None, cached.cand, req, probe)
+        if conn.closed:
+            _close(sock)
+            return None
+        timing["connected"] = time.time()
+        return self._transact(sock, conn, cached.cand, req, pending, None, cached.opened)
+
+    def _end_cached(self, cached: CachedSession) -> None:
+        """A cached session whose time is up: QUIT, close."""
+        try:
+            cached.conn.quit()
+            out = cached.conn.data_to_send()
+            if out:
+                cached.sock.settimeout(self.timeouts.get("quit", 300.0))
+                cached.sock.sendall(out)
+        except Exception:  # noqa: BLE001 - the server may have gone already
+            pass
+        _close(cached.sock)
+
+    def _dest_key(self, req: DeliveryRequest) -> str:
+        return f"dest:{req.nexthop.lower()}"
+
+    def _endpoint_key(self, cand: Candidate, req: DeliveryRequest, *,
+                      bound: bool = False) -> str:
+        """The cache key of the server: a TLS or authenticated session
+        stays bound to the next hop its policy and credentials came from."""
+        key = f"addr:{_endpoint(cand)}"
+        return f"{key}/{req.nexthop.lower()}" if bound else key
+
+    def _cache_wanted(self, req: DeliveryRequest) -> bool:
+        if self.cache is None:
+            return False
+        if self.cache_on_demand and "CONN_LOAD" in req.flags:
+            return True
+        hop = req.nexthop.lower()
+        return hop in self.cache_destinations or hop.strip("[]") in self.cache_destinations
+
+    def _save(self, sock, conn: C.ClientConnection, cand: Candidate, req: DeliveryRequest,
+              opened: float) -> bool:
+        """Keep an idle session for the next delivery; False: end it."""
+        if not self._cache_wanted(req) or conn.closed:
+            return False
+        if conn.tls_active and not self.tls_reuse:
+            return False
+        if conn.authenticated and self.sender_dependent:
+            return False  # the credentials belong to this sender
+        bound = conn.tls_active or conn.authenticated
+        keys = (self._dest_key(req), self._endpoint_key(cand, req, bound=bound))
+        assert self.cache is not None
+        return self.cache.save(CachedSession(sock, conn, cand, opened), keys)
 
     def _session(self, sock: socket.socket, cand: Candidate, req: DeliveryRequest,
                  pending: dict, plaintext: bool = False) -> _Attempt:
+        """A new connection: TLS policy, the client core, one transaction."""
         server = f"{cand.host}[{cand.addr}]" + (f":{cand.port}" if self.lmtp and cand.port
                                                   else "")
+        opened = time.monotonic()
         tls = self.tls(cand, req.nexthop) if self.tls is not None and not plaintext else None
         if tls is not None and tls[0] == "error":
             self.log.warning(f"{req.queue_id}: {tls[2]}")
+            _close(sock)
             return _Attempt(failure=tls[2], failure_dsn="4.7.5", connected=True)
         mode = tls[0] if tls else "none"
+        wrapped = False
+        if self.wrappermode:
+            # TLS from the first byte (a port-465 relay): mandatory, whatever
+            # the level says, as Postfix requires encrypt or stronger here
+            if tls is None:
+                text = f"TLS wrapper mode ({self.prefix}_tls_wrappermode = yes) requires " \
+                       f"{self.prefix}_tls_security_level = encrypt or stronger"
+                self.log.warning(f"{req.queue_id}: {text}")
+                _close(sock)
+                return _Attempt(failure=text, failure_dsn="4.7.5", connected=True)
+            tls = ("encrypt", tls[1], tls[2])
+            sock, problem = self._handshake(sock, tls, cand, req, server)
+            if problem:
+                _close(sock)
+                return _Attempt(failure=problem, failure_dsn="4.7.5", connected=True)
+            mode, wrapped = "none", True
         params = C.ClientParams(
             helo_name=self.helo_name, server_name=server, lmtp=self.lmtp,
             try_ehlo=not self.never_ehlo, skip_5xx_greeting=self.skip_5xx, starttls=mode,
-            auth=self.sasl is not None, line_length_limit=self.line_limit,
-            discard_ehlo_keywords=self.discard,
+            tls_active=wrapped, auth=self.sasl is not None,
+            line_length_limit=self.line_limit, discard_ehlo_keywords=self.discard,
             myhostname=None if self.lmtp else self.myhostname)
-        qf = self.store.open(req.queue_name, req.queue_id, writable=False)
+        conn = C.ClientConnection(params)
+        return self._transact(sock, conn, cand, req, pending, tls, opened)
+
+    def _transact(self, sock, conn: C.ClientConnection, cand: Candidate, req: DeliveryRequest,
+                  pending: dict, tls, opened: float) -> _Attempt:
+        """One transaction for the pending recipients; the session then goes
+        to the cache or ends."""
+        attempt = _Attempt(connected=True)
         try:
-            message = C.Message(
-                sender=req.sender,
-                recipients=tuple(C.Recipient(r.address, frozenset(
-                    n.strip().upper() for n in r.notify.split(",") if n.strip()),
-                    r.orcpt or None) for r in pending.values()),
-                size=req.size, body="8BITMIME" if _eight_bit(qf) else "7BIT",
-                smtputf8=req.attributes.get("smtputf8") == "yes",
-                ret=req.ret or None, envid=req.envid or None)
+            qf = self.store.open(req.queue_name, req.queue_id, writable=False)
+        except Exception:
+            _close(sock)
+            raise
+        try:
+            message = self._message(req, pending, qf)
             order = list(pending)  # the core numbers recipients in message order
-            conn = C.ClientConnection(params, message)
-            attempt = _Attempt(connected=True)
-            self._drive(sock, conn, qf, tls, cand, req, attempt)
+            conn.send_message(message)
+            sock = self._drive(sock, conn, qf, tls, cand, req, attempt)
+        except BaseException:
+            _close(sock)
+            raise
         finally:
             qf.close()
+        attempt.conn_use = conn.messages
+        if conn.closed or not self._save(sock, conn, cand, req, opened):
+            if not conn.closed:
+                conn.quit()
+                self._flush(sock, conn)
+            _close(sock)
         attempt.results = tuple(
             C.RecipientResult(order[r.index], r.address, r.disposition, r.dsn, r.reply,
                               r.command, r.reason) for r in attempt.results)
         return attempt
+
+    def _message(self, req: DeliveryRequest, pending: dict, qf) -> C.Message:
+        return C.Message(
+            sender=req.sender,
+            recipients=tuple(C.Recipient(r.address, frozenset(
+                n.strip().upper() for n in r.notify.split(",") if n.strip()),
+                r.orcpt or None) for r in pending.values()),
+            size=req.size, body="8BITMIME" if _eight_bit(qf) else "7BIT",
+            smtputf8=req.attributes.get("smtputf8") == "yes",
+            ret=req.ret or None, envid=req.envid or None,
+            verify_only=req.attributes.get("probe") == "yes")
 
     def _flush(self, sock, conn: C.ClientConnection) -> None:
         out = conn.data_to_send()
@@ -265,14 +394,17 @@ class SmtpDelivery:
                 conn.abort(f"lost connection with {conn.params.server_name} while "
                            f"sending: {_reason(err)}")
 
-    def _drive(self, sock, conn: C.ClientConnection, qf, tls, cand, req, attempt) -> None:
+    def _drive(self, sock, conn: C.ClientConnection, qf, tls, cand, req, attempt):
+        """Run the core until the transaction is done (READY: the caller
+        caches or quits) or the session closed; the socket in use (TLS may
+        have replaced it)."""
         while True:
             self._flush(sock, conn)
             ev = conn.next_event()
             if ev is C.NEED_DATA:
                 self._flush(sock, conn)  # what the replies just read made the core say
                 if conn.closed:
-                    return
+                    return sock
                 kind = conn.waiting_for
                 sock.settimeout(self.timeouts.get(_TIMEOUT_OF.get(kind, "helo"), 300.0))
                 try:
@@ -286,7 +418,7 @@ class SmtpDelivery:
                     self.log.info(f"read from {conn.params.server_name}: {_reason(err)}")
                 conn.receive_data(data)
             elif ev is C.READY:
-                conn.quit()
+                return sock
             elif isinstance(ev, C.NeedTls):
                 sock = self._starttls(sock, conn, tls, cand, req, attempt)
             elif isinstance(ev, C.NeedAuth):
@@ -311,31 +443,37 @@ class SmtpDelivery:
                     attempt.failure = ev.reason
                     attempt.failure_dsn = "5.0.0" if ev.outcome is C.Outcome.SITE_HARD \
                         else "4.4.2"
-                return
+                return sock
 
     def _starttls(self, sock, conn: C.ClientConnection, tls, cand, req, attempt):
         """The handshake on the connection. Mandatory TLS that fails defers
         (never plaintext); optional TLS (may) that fails is tried again
         without STARTTLS on a new connection, as Postfix does."""
+        sock, problem = self._handshake(sock, tls, cand, req, conn.params.server_name)
+        if problem:
+            attempt.tls_failed = tls[0] == "may" and problem.startswith(HANDSHAKE_FAILED)
+            conn.abort(problem, "4.7.5")
+            return sock
+        conn.tls_done()
+        return sock
+
+    def _handshake(self, sock, tls, cand, req, server: str):
+        """TLS on *sock* and the policy's checks: (socket, "") or (socket,
+        the reason to defer), logged."""
         mode, context, check = tls
         try:
             sock.settimeout(self.timeouts.get("starttls", 300.0))
             wrapped = context.wrap_socket(sock, server_hostname=tls_name(cand))
         except (ssl.SSLError, OSError) as err:
-            text = f"Cannot start TLS: handshake failure with {conn.params.server_name}: " \
-                   f"{_reason(err)}"
+            text = f"{HANDSHAKE_FAILED} with {server}: {_reason(err)}"
             self.log.info(text)
-            attempt.tls_failed = mode == "may"
-            conn.abort(text, "4.7.5")
-            return sock
+            return sock, text
         if check is not None:
             problem = check(wrapped, cand, req.nexthop)
             if problem:
                 self.log.info(problem)
-                conn.abort(problem, "4.7.5")
-                return wrapped
-        conn.tls_done()
-        return wrapped
+                return wrapped, problem
+        return wrapped, ""
 
 
 def _value(settings, name: str, fallback: str) -> str:
@@ -355,6 +493,17 @@ def tls_name(cand: Candidate) -> str | None:
     if not host or host.replace(".", "").isdigit() or ":" in host:
         return None
     return host
+
+
+def _endpoint(cand: Candidate) -> str:
+    return cand.path if cand.path is not None else f"{cand.addr}:{cand.port}"
+
+
+def _close(sock) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def _eight_bit(qf) -> bool:

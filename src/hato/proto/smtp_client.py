@@ -102,6 +102,9 @@ class Message:
     smtputf8: bool = False  # SMTPUTF8 is required (UTF-8 envelope or headers)
     ret: str | None = None  # FULL | HDRS
     envid: str | None = None  # decoded
+    #: an address probe (address verification): the transaction ends after
+    #: the RCPT replies, no DATA; a 2xx RCPT reply is the recipient's "sent"
+    verify_only: bool = False
 
     def recipient(self, i: int) -> Recipient:
         r = self.recipients[i]
@@ -391,6 +394,16 @@ class ClientConnection:
             raise ProtocolStateError("a message is in progress")
         self._next = message
 
+    def check(self) -> None:
+        """RSET on an idle session (after :data:`READY`), to learn that a
+        cached connection still works before it carries a message: READY
+        again on 2xx, :class:`Closed` (SITE_SOFT) otherwise."""
+        if self._phase != _READY or self._txn is not None or self._next is not None \
+                or self._expect:
+            raise ProtocolStateError("check() on a busy session")
+        self._need_rset = False
+        self._send("RSET", _Expect("RSET", last=True))
+
     def quit(self) -> None:
         """End the session (after :data:`READY`, NeedTls or NeedAuth)."""
         if self._phase == _DONE:
@@ -480,13 +493,14 @@ class ClientConnection:
         if t.results:
             self._finish_txn()
             return
-        t.bdat = p.chunking and "CHUNKING" in self.features and self.pipelining
+        t.bdat = p.chunking and "CHUNKING" in self.features and self.pipelining \
+            and not msg.verify_only
         if self._need_rset:
             t.plan.append(_Expect("RSET"))
             self._need_rset = False
         t.plan.append(_Expect("MAIL"))
         t.plan.extend(_Expect("RCPT", index=i) for i in range(n))
-        if not t.bdat:
+        if not t.bdat and not msg.verify_only:
             t.plan.append(_Expect("DATA"))
         self._send_plan()
 
@@ -762,7 +776,9 @@ class ClientConnection:
     def _reply_discard(self, e: _Expect, reply: ServerReply) -> None:
         pass
 
-    _reply_rset = _reply_discard
+    def _reply_rset(self, e: _Expect, reply: ServerReply) -> None:
+        if e.last and reply.code // 100 != 2:  # check(): the session is not usable
+            self._site_fail(reply, self._said(reply, "RSET"), "RSET", quit=True)
 
     def _reply_mail(self, e: _Expect, reply: ServerReply) -> None:
         t = self._txn
@@ -778,6 +794,8 @@ class ClientConnection:
             return
         if reply.code // 100 == 2:
             t.accepted.append(e.index)
+            if t.message.verify_only:  # the probe's answer: deliverable
+                self._result(e.index, reply, "RCPT TO", reply.text)
         else:
             self._result(e.index, reply, "RCPT TO", self._said(reply, "RCPT TO"))
 

@@ -73,6 +73,7 @@ class QueueManager:
         self.active = asyncio.Semaphore(max(1, self.s.int("qmgr_message_active_limit")))
         self.clients: dict[str, Client] = {}
         self.dest_limits: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self.dest_jobs: dict[tuple[str, str], int] = {}  # deliveries waiting or under way
         self.last_deferred_scan = 0.0
 
     # -- configuration helpers ------------------------------------------------------
@@ -236,19 +237,34 @@ class QueueManager:
             groups[(transport, nexthop)].append(rr)
 
         async def dispatch(transport: str, nexthop: str, batch: list[RcptRequest]) -> None:
+            key = (transport, nexthop)
+            self.dest_jobs[key] = self.dest_jobs.get(key, 0) + 1
+            try:
+                async with self._dest_limit(transport, nexthop):
+                    await send(transport, nexthop, batch)
+            finally:
+                self.dest_jobs[key] -= 1
+                if not self.dest_jobs[key]:
+                    del self.dest_jobs[key]
+
+        async def send(transport: str, nexthop: str, batch: list[RcptRequest]) -> None:
+            # Other deliveries to this destination waiting or under way: the
+            # agent may keep its connection for them (Postfix's
+            # DEL_REQ_FLAG_CONN_LOAD, smtp_connection_cache_on_demand).
+            busy = self.dest_jobs.get((transport, nexthop), 0) > 1
             req = DeliveryRequest(ACTIVE, queue_id, transport, nexthop, env.sender,
                                   env.arrival_time, active_time, batch, envid=env.envid,
                                   ret=env.ret or "", size=env.size,
-                                  attributes=dict(env.attributes))
-            async with self._dest_limit(transport, nexthop):
-                try:
-                    reply = await self._client(transport).request(req.encode())
-                    statuses = decode_statuses(reply)
-                except (OSError, ConnectionError, asyncio.TimeoutError) as err:
-                    reason = f"delivery temporarily suspended: connect to transport " \
-                             f"private/{transport}: {getattr(err, 'strerror', None) or err}"
-                    self.log.warning(f"{queue_id}: {reason}")
-                    statuses = [RcptStatus(r.index, DEFERRED, "4.3.0", reason) for r in batch]
+                                  attributes=dict(env.attributes),
+                                  flags=frozenset({"CONN_LOAD"}) if busy else frozenset())
+            try:
+                reply = await self._client(transport).request(req.encode())
+                statuses = decode_statuses(reply)
+            except (OSError, ConnectionError, asyncio.TimeoutError) as err:
+                reason = f"delivery temporarily suspended: connect to transport " \
+                         f"private/{transport}: {getattr(err, 'strerror', None) or err}"
+                self.log.warning(f"{queue_id}: {reason}")
+                statuses = [RcptStatus(r.index, DEFERRED, "4.3.0", reason) for r in batch]
             for st in statuses:
                 results[st.index] = st
 

@@ -29,7 +29,8 @@ def agent(attempt: D._Attempt) -> D.SmtpDelivery:
     a = object.__new__(D.SmtpDelivery)
     hop = Hop(Destination(NextHop("example.org", "example.org", "smtp", 25)), (MX,), final=True)
     a.router = Router(hop)
-    a._try = lambda cand, req, pending, timing: attempt
+    a.cache = None
+    a._try = lambda cand, req, pending, timing, reused=None: attempt
     return a
 
 

@@ -60,8 +60,10 @@ def _answer(conn: s.ServerConnection, reply: s.Reply | None) -> None:
 class Run:
     def __init__(self, script: Script, params: c.ClientParams = PARAMS,
                  messages: Iterable[c.Message] = (), split: Iterable[int] | str | None = None,
-                 body: bytes = BODY, body_chunks: int = 0):
+                 body: bytes = BODY, body_chunks: int = 0, check: bool = False):
         self.script = script
+        self.check = check  # RSET (check()) before each message after the first
+        self._checked = False
         self.params = params
         self.messages = list(messages)
         self.split = split
@@ -141,7 +143,11 @@ class Run:
             if ev is c.NEED_DATA:
                 return
             if ev is c.READY:
-                if self.messages:
+                if self.messages and self.check and not self._checked:
+                    self._checked = True
+                    cl.check()
+                elif self.messages:
+                    self._checked = False
                     cl.send_message(self.messages.pop(0))
                 else:
                     cl.quit()
@@ -658,3 +664,66 @@ def test_354_without_recipients_sends_empty_message():
     cl.send_message(msg("b@d"))
     cl.next_event()
     assert cl.data_to_send().startswith(b"RSET\r\nMAIL FROM:<sender@example.org>")
+
+
+# ------------------------------------------------------- probes and reuse
+
+
+def test_probe_stops_after_rcpt():
+    sc = Script(rcpt={"bad@d": s.Reply(550, "5.1.1", "<bad@d>: Recipient address rejected"),
+                      "later@d": s.Reply(450, "4.2.0", "try later")})
+    r = run_all_ways(sc, messages=[msg("a@d", "bad@d", "later@d", verify_only=True)])
+    assert r.results() == [[(0, "sent", "2.1.5", "RCPT TO"), (1, "bounced", "5.1.1", "RCPT TO"),
+                            (2, "deferred", "4.2.0", "RCPT TO")]]
+    assert b"DATA" not in r.transcript and b"BDAT" not in r.transcript
+    assert not r.of(s.MessageData)
+    assert r.closed.outcome is c.Outcome.OK
+
+
+def test_probe_with_chunking_sends_no_bdat_and_next_message_resets():
+    r = run_all_ways(Script(keywords=KEYWORDS),
+                     messages=[msg("a@d", verify_only=True), msg("b@d")])
+    assert [x[0][1] for x in r.results()] == ["sent", "sent"]
+    t = r.transcript
+    assert t.index(b"RSET") > t.index(b"RCPT TO:<a@d>")  # the probe's transaction is ended
+    assert t.index(b"RSET") < t.index(b"MAIL FROM", t.index(b"RCPT TO:<a@d>"))
+    assert b"BDAT" in t  # the real message uses CHUNKING
+
+
+def test_check_rset_before_reuse():
+    r = run_all_ways(Script(), messages=[msg("a@d"), msg("b@d")], check=True)
+    assert [x[0][1] for x in r.results()] == ["sent", "sent"]
+    assert r.transcript.count(b"RSET\r\n") == 1
+    assert r.closed.outcome is c.Outcome.OK and r.client.messages == 2
+
+
+def test_check_refused_closes_session_soft():
+    conn = c.ClientConnection(PARAMS, msg("a@d"))
+    conn.receive_data(b"220 mx ESMTP\r\n")
+    assert conn.next_event() is c.NEED_DATA
+    conn.data_to_send()
+    conn.receive_data(b"250-mx\r\n250 PIPELINING\r\n")
+    assert conn.next_event() is c.NEED_DATA
+    conn.data_to_send()
+    conn.receive_data(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n")
+    assert isinstance(conn.next_event(), c.NeedBody)
+    conn.send_body(b"x\n")
+    conn.end_body()
+    conn.data_to_send()
+    conn.receive_data(b"250 2.0.0 Ok\r\n")
+    assert isinstance(conn.next_event(), c.MessageDone)
+    assert conn.next_event() is c.READY
+    conn.check()
+    assert conn.data_to_send() == b"RSET\r\n"
+    assert conn.waiting_for == "RSET"
+    conn.receive_data(b"421 4.4.2 mx Error: timeout exceeded\r\n")
+    ev = conn.next_event()
+    assert isinstance(ev, c.Closed) and ev.outcome is c.Outcome.SITE_SOFT
+    with pytest.raises(c.ProtocolStateError):
+        conn.check()
+
+
+def test_check_on_a_busy_session_is_an_error():
+    conn = c.ClientConnection(PARAMS, msg("a@d"))
+    with pytest.raises(c.ProtocolStateError):
+        conn.check()
