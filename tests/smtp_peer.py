@@ -61,6 +61,7 @@ class Session:
     #: commands that arrived with more client data already behind them
     pipelined: list[str] = field(default_factory=list)
     rcpt_count: int = 0
+    tls_resumed: bool = False  # the client resumed an earlier TLS session
 
 
 _ids = itertools.count(1)
@@ -162,6 +163,7 @@ class SmtpPeer:
             if self.tls is not None:
                 conn.settimeout(30)
                 raw, conn = conn, self.tls.wrap_socket(conn, server_side=True)
+                session.tls_resumed = conn.session_reused
                 with self._lock:
                     self._conns.discard(raw)
                     self._conns.add(conn)

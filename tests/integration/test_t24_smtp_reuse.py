@@ -70,22 +70,25 @@ def site():
     peers = {"cached.test": SmtpPeer(name="peer.cached.test"),
              "burst.test": SmtpPeer(name="peer.burst.test", dot=_held_dot),
              "wrapped.test": SmtpPeer(name="peer.wrapped.test", tls=server_ctx),
-             "plainwrap.test": SmtpPeer(name="peer.plainwrap.test")}
+             "plainwrap.test": SmtpPeer(name="peer.plainwrap.test"),
+             "split.test": SmtpPeer(name="peer.split.test")}
     routes = {"cached.test": "smtp", "burst.test": "burst", "wrapped.test": "wrapped",
-              "plainwrap.test": "wrapped"}
+              "plainwrap.test": "wrapped", "split.test": "split"}
     try:
         table = inst.root / "transport"
         table.write_text("".join(f"{dom} {routes[dom]}:[127.0.0.1]:{peer.port}\n"
                                  for dom, peer in peers.items()))
         with open(inst.root / "master.cf", "a") as f:
-            f.write("burst unix - - n - - smtp\n"
+            f.write("burst unix - - n - - smtp\nsplit unix - - n - - smtp\n"
                     "wrapped unix - - n - - smtp\n  -o smtp_tls_wrappermode=yes\n"
-                    "  -o smtp_tls_security_level=encrypt\n  -o smtp_tls_loglevel=1\n")
+                    "  -o smtp_tls_security_level=encrypt\n  -o smtp_tls_loglevel=1\n"
+                    "  -o smtp_tls_session_cache_database=btree:${data_directory}/smtp_scache\n")
         inst.postconf(f"transport_maps = texthash:{table}",
                       f"smtp_connection_cache_destinations = {peers['cached.test'].address}",
                       # long enough that the next message always finds the session
                       "smtp_connection_cache_time_limit = 60s",
                       "burst_destination_concurrency_limit = 2",
+                      "split_destination_recipient_limit = 2",
                       "smtp_connect_timeout = 5s", "smtp_helo_timeout = 10s")
         inst.start()
         yield inst, peers
@@ -138,6 +141,9 @@ def test_burst_reuses_sessions_on_demand(site):
     # all ten in qmgr's hands (two at the peer, held at the dot): a backlog
     inst.wait_for(lambda: inst.log_text().count("(queue active)") >= active + 10, 60,
                   "the burst in the active queue")
+    inst.wait_for(lambda: peer.connections >= 2, 30, "two sessions at the peer")
+    # burst_destination_concurrency_limit = 2: no third session while both wait
+    assert peer.connections == 2
     GATE.set()
     uses = []
     for rcpt in rcpts:
@@ -162,6 +168,12 @@ def test_wrappermode_speaks_tls_from_the_first_byte(site):
     assert "STARTTLS" not in " ".join(peer.sessions[0].commands)
     assert re.search(r"Untrusted TLS connection established to 127\.0\.0\.1\[127\.0\.0\.1\]:"
                      rf"{peer.port}: TLSv1\.[23] with cipher ", inst.log_text())
+    # a second message: a new connection (TLS sessions are not cached without
+    # smtp_tls_connection_reuse) that resumes the TLS session of the first
+    send(inst, "w2@wrapped.test")
+    assert wait_status(inst, "w2@wrapped.test")["status"] == "sent"
+    assert peer.connections == 2
+    assert [s.tls_resumed for s in peer.sessions] == [False, True]
 
 
 def test_wrappermode_to_a_plaintext_server_defers(site):
@@ -177,3 +189,19 @@ def test_wrappermode_to_a_plaintext_server_defers(site):
     assert all(not s.commands or not s.commands[0].startswith(("EHLO", "HELO", "MAIL"))
                for s in peer.sessions)
     assert not inst.queue_empty()
+
+
+def test_destination_recipient_limit_splits_the_message(site):
+    """split_destination_recipient_limit = 2: five recipients of one message
+    go in three transactions of at most two."""
+    inst, peers = site
+    peer = peers["split.test"]
+    rcpts = [f"s{n}@split.test" for n in range(5)]
+    msg = f"From: {SENDER}\nTo: {', '.join(rcpts)}\nSubject: split\n\nsplit\n".encode()
+    r = inst.sendmail("-f", SENDER, *rcpts, message=msg)
+    assert r.returncode == 0, r.stderr
+    for rcpt in rcpts:
+        assert wait_status(inst, rcpt)["status"] == "sent"
+    sizes = sorted(len(m.recipients) for m in peer.messages)
+    assert sizes == [1, 2, 2], [m.recipients for m in peer.messages]
+    assert sorted(a for m in peer.messages for a in m.recipients) == rcpts

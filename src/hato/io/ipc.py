@@ -101,6 +101,41 @@ class Client:
         self._reader = self._writer = None
 
 
+class ClientPool:
+    """Up to *size* connections to one service socket, one request at a
+    time on each (a service answers the requests of one connection in
+    order): qmgr's deliveries to one transport run side by side, as
+    Postfix's qmgr talks to many delivery agent processes at once."""
+
+    def __init__(self, path: str, size: int, timeout: float = 300.0):
+        self.path = path
+        self.timeout = timeout
+        self._slots = asyncio.Semaphore(max(1, size))
+        self._idle: list[Client] = []
+        self._all: set[Client] = set()
+
+    async def request(self, req: Attrs) -> Attrs:
+        async with self._slots:
+            client = self._idle.pop() if self._idle else None
+            if client is None:
+                client = Client(self.path, timeout=self.timeout)
+                self._all.add(client)
+            try:
+                reply = await client.request(req)
+            except BaseException:
+                client.close()
+                self._all.discard(client)
+                raise
+            self._idle.append(client)
+            return reply
+
+    def close(self) -> None:
+        for client in self._all:
+            client.close()
+        self._all.clear()
+        self._idle.clear()
+
+
 def request_sync(path: str, req: Attrs, timeout: float = 60.0) -> Attrs:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)

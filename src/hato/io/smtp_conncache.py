@@ -164,3 +164,49 @@ class ConnectionCache:
                 self.sweep()
             except Exception:  # noqa: BLE001 - a close that fails must not stop the sweeper
                 pass
+
+
+class TlsSessionCache:
+    """TLS sessions of earlier connections, offered again on the next
+    handshake with the same server under the same policy (an abbreviated
+    handshake), as Postfix's ``smtp_tls_session_cache_database``. The
+    sessions stay in the agent process's memory (Python's ssl module cannot
+    write them to a table) for ``smtp_tls_session_cache_timeout``."""
+
+    def __init__(self, timeout: float, *, clock: Callable[[], float] = time.time,
+                 limit: int = 10000):
+        self.timeout = timeout
+        self._clock = clock
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple, tuple[float, Any]] = {}
+        self.offered = self.resumed = 0
+
+    def get(self, key: tuple) -> Any | None:
+        with self._lock:
+            item = self._sessions.get(key)
+            if item is None:
+                return None
+            stored, session = item
+            if self._clock() - stored >= self.timeout:
+                del self._sessions[key]
+                return None
+            self.offered += 1
+            return session
+
+    def put(self, key: tuple, session: Any) -> None:
+        if session is None:
+            return
+        with self._lock:
+            if len(self._sessions) >= self._limit and key not in self._sessions:
+                oldest = min(self._sessions, key=lambda k: self._sessions[k][0])
+                del self._sessions[oldest]
+            self._sessions[key] = (self._clock(), session)
+
+    def forget(self, key: tuple) -> None:
+        with self._lock:
+            self._sessions.pop(key, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)

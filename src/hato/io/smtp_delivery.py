@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus
 from ..policy.smtp_route import Candidate, NextHopError, RouteFailure
 from ..proto import smtp_client as C
+from ..proto.mime_downgrade import DowngradeError, downgrade
 from ..queue.store import QueueStore
-from .smtp_conncache import CachedSession, ConnectionCache
+from .smtp_conncache import CachedSession, ConnectionCache, TlsSessionCache
 
 READ_SIZE = 65536
 HANDSHAKE_FAILED = "Cannot start TLS: handshake failure"
@@ -99,6 +100,13 @@ class SmtpDelivery:
         self.tls_reuse = s.bool(f"{p}_tls_connection_reuse")
         self.sender_dependent = (not lmtp) and s.bool("smtp_sender_dependent_authentication")
         self.wrappermode = s.bool(f"{p}_tls_wrappermode")
+        self.mime_conversion = not s.bool("disable_mime_output_conversion")
+        self.mime_limits = dict(header_limit=s.int("header_size_limit"),
+                                max_depth=s.int("mime_nesting_limit"),
+                                bound_len=s.int("mime_boundary_length_limit"),
+                                line_limit=s.int("line_length_limit"))
+        self.tls_sessions = TlsSessionCache(float(s.time(f"{p}_tls_session_cache_timeout"))) \
+            if s.str(f"{p}_tls_session_cache_database").strip() else None
 
     # -- one request ------------------------------------------------------------------------
 
@@ -363,6 +371,7 @@ class SmtpDelivery:
         finally:
             qf.close()
         attempt.conn_use = conn.messages
+        self._remember_session(sock)
         if conn.closed or not self._save(sock, conn, cand, req, opened):
             if not conn.closed:
                 conn.quit()
@@ -379,7 +388,7 @@ class SmtpDelivery:
             recipients=tuple(C.Recipient(r.address, frozenset(
                 n.strip().upper() for n in r.notify.split(",") if n.strip()),
                 r.orcpt or None) for r in pending.values()),
-            size=req.size, body="8BITMIME" if _eight_bit(qf) else "7BIT",
+            size=req.size, body="8BITMIME" if _eight_bit(req, qf) else "7BIT",
             smtputf8=req.attributes.get("smtputf8") == "yes",
             ret=req.ret or None, envid=req.envid or None,
             verify_only=req.attributes.get("probe") == "yes")
@@ -432,9 +441,17 @@ class SmtpDelivery:
                     continue
                 conn.authenticate(mech)
             elif isinstance(ev, C.NeedBody):
-                for chunk in qf.content():
-                    conn.send_body(chunk)
-                    self._flush(sock, conn)
+                content = qf.content()
+                if ev.downgrade and self.mime_conversion:
+                    # no 8BITMIME at the server: 8-bit parts as quoted-printable
+                    content = downgrade(content, **self.mime_limits)
+                try:
+                    for chunk in content:
+                        conn.send_body(chunk)
+                        self._flush(sock, conn)
+                except DowngradeError as err:
+                    conn.abort(err.text, err.dsn)
+                    continue
                 conn.end_body()
             elif isinstance(ev, C.MessageDone):
                 attempt.results = ev.results
@@ -461,10 +478,14 @@ class SmtpDelivery:
         """TLS on *sock* and the policy's checks: (socket, "") or (socket,
         the reason to defer), logged."""
         mode, context, check = tls
+        key = (id(context), _endpoint(cand), tls_name(cand))
+        cached = self.tls_sessions.get(key) if self.tls_sessions is not None else None
         try:
             sock.settimeout(self.timeouts.get("starttls", 300.0))
-            wrapped = context.wrap_socket(sock, server_hostname=tls_name(cand))
+            wrapped = context.wrap_socket(sock, server_hostname=tls_name(cand), session=cached)
         except (ssl.SSLError, OSError) as err:
+            if self.tls_sessions is not None:
+                self.tls_sessions.forget(key)
             text = f"{HANDSHAKE_FAILED} with {server}: {_reason(err)}"
             self.log.info(text)
             return sock, text
@@ -473,7 +494,22 @@ class SmtpDelivery:
             if problem:
                 self.log.info(problem)
                 return wrapped, problem
+        if self.tls_sessions is not None:
+            if wrapped.session_reused:
+                self.tls_sessions.resumed += 1
+            # TLS 1.3 tickets arrive after the handshake: the session is
+            # stored again when the connection ends (_remember_session)
+            wrapped.hato_session_key = key
+            self.tls_sessions.put(key, wrapped.session)
         return wrapped, ""
+
+    def _remember_session(self, sock) -> None:
+        key = getattr(sock, "hato_session_key", None)
+        if key is not None and self.tls_sessions is not None:
+            try:
+                self.tls_sessions.put(key, sock.session)
+            except (AttributeError, ValueError, OSError):
+                pass
 
 
 def _value(settings, name: str, fallback: str) -> str:
@@ -506,8 +542,12 @@ def _close(sock) -> None:
         pass
 
 
-def _eight_bit(qf) -> bool:
-    """Does the content hold a byte over 127 (it needs BODY=8BITMIME)?"""
+def _eight_bit(req: DeliveryRequest, qf) -> bool:
+    """Is the content 8-bit (BODY=8BITMIME)? cleanup records it in the
+    queue file (``encoding``); a queue file without it is read through."""
+    encoding = req.attributes.get("encoding")
+    if encoding in ("7bit", "8bit"):
+        return encoding == "8bit"
     for chunk in qf.content():
         if max(chunk, default=0) > 127:
             return True

@@ -81,6 +81,9 @@ class MessageIntake:
             attributes[E.ATTR_SASL_USERNAME] = sasl
         if self.mail.smtputf8:
             attributes[E.ATTR_SMTPUTF8] = "yes"
+        if self.mail.body:  # MAIL FROM BODY=: what the client declared
+            attributes[E.ATTR_ENCODING] = "8bit" if self.mail.body.upper() == "8BITMIME" \
+                else "7bit"
         log = self._cleanup_log
         inj.start(log=log, attributes=attributes, ret=self.mail.ret,
                   envid=self.mail.envid or "", sender=self.sender,

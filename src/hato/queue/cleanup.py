@@ -280,6 +280,7 @@ class Submission:
     proto: str | None = None
     helo: str | None = None
     tz: tzinfo | None = None
+    encoding: str | None = None  # the client's word: "8bit" (BODY=8BITMIME), "7bit"
 
 
 @dataclass
@@ -294,7 +295,7 @@ class CleanupResult:
     discard: bool = False
     filter: str | None = None
     redirect: str | None = None
-    encoding: str | None = None  # "8bit" when a Content-Transfer-Encoding says so
+    encoding: str = "7bit"  # "8bit": 8-bit content, declared or seen (envelope "encoding")
     size: int = 0  # content bytes stored (lines with their LF)
     hop_count: int = 0
     bounce: bool = False  # the caller should bounce the message (local submission)
@@ -441,7 +442,8 @@ class CleanupState:
         self.reason: str | None = None
         self.filter: str | None = None
         self.redirect: str | None = None
-        self.encoding: str | None = None
+        self.encoding: str | None = None  # "8bit" when a Content-Transfer-Encoding says so
+        self.eight_bit = False  # a byte over 127 in the content
         self.message_id: str | None = None
         self.hbc_rcpt: list[str] = []
         self.hop_count = 0
@@ -599,6 +601,8 @@ class CleanupState:
             raise RuntimeError("cleanup: feed() after finish()")
         if not data:
             return
+        if not self.eight_bit and not data.isascii():
+            self.eight_bit = True
         if self._pending:
             self._pending += data
             data = bytes(self._pending)
@@ -732,8 +736,21 @@ class CleanupState:
             recipients=list(self.recipients), message_id=self.message_id,
             hold=bool(self.flags & CleanupFlag.HOLD),
             discard=bool(self.flags & CleanupFlag.DISCARD), filter=self.filter,
-            redirect=self.redirect, encoding=self.encoding, size=self.size,
+            redirect=self.redirect, encoding=self._body_encoding(), size=self.size,
             hop_count=self.hop_count, bounce=bounce, log=list(self.log_lines))
+
+    def _body_encoding(self) -> str:
+        """The queue file's ``encoding`` attribute (Postfix's values):
+        ``8bit`` when the client said BODY=8BITMIME, when a
+        Content-Transfer-Encoding says 8bit or binary (with
+        detect_8bit_encoding_header) or when the content holds a byte over
+        127 (Postfix does not look; hato does, so that the smtp client need
+        not); ``7bit`` otherwise. The smtp client reads it to choose BODY=
+        and whether to convert the content for a server without 8BITMIME."""
+        declared = (self.sub.encoding or "").lower()
+        if self.eight_bit or self.encoding == "8bit" or declared == "8bit":
+            return "8bit"
+        return "7bit"
 
     # -- output --------------------------------------------------------------------------
 
@@ -755,6 +772,8 @@ class CleanupState:
             self.errs |= CleanupStatus.SIZE
             return
         self.size += size
+        if not self.eight_bit and not data.isascii():
+            self.eight_bit = True  # text cleanup wrote (Received:, header_checks PREPEND)
         self._output(rec_type, data)
 
     def _out_string(self, text: str) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from . import records as R
 from .cleanup import Cleanup, CleanupResult, CleanupState, Submission
-from .envelope import Envelope, Recipient
+from .envelope import ATTR_ENCODING, Envelope, Recipient
 from .store import INCOMING, QueueError, QueueStore, QueueWriter
 
 LogFn = Callable[[str, str], None]  # (level, text)
@@ -63,6 +63,9 @@ class Injection:
         user, ...)."""
         try:
             arrival_time = arrival or self.arrival_time
+            if attributes and ATTR_ENCODING in attributes:
+                # what the client declared (BODY=), as the envelope says
+                submission.setdefault("encoding", attributes[ATTR_ENCODING])
             sub = Submission(queue_id=self.queue_id, arrival_time=arrival_time,
                              **submission)  # type: ignore[arg-type]
             state = self.state = self.cleanup.open(sub, output=self._out, log=log)
@@ -111,6 +114,7 @@ class Injection:
                 self.abort()
                 return Injected(result, None)
             env.hold = result.hold or hold
+            env.attributes[ATTR_ENCODING] = result.encoding
             if result.filter or filter:
                 env.attributes["content_filter"] = result.filter or filter or ""
             if result.redirect or redirect:

@@ -45,7 +45,7 @@ from ..delivery.request import (
     RcptStatus,
     decode_statuses,
 )
-from ..io.ipc import Client, serve_requests
+from ..io.ipc import ClientPool, serve_requests
 from ..policy.address import log_form
 from ..policy.resolve import Resolver, parse_transport
 from ..proto.attr import Attrs
@@ -71,7 +71,7 @@ class QueueManager:
         self.in_flight: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
         self.active = asyncio.Semaphore(max(1, self.s.int("qmgr_message_active_limit")))
-        self.clients: dict[str, Client] = {}
+        self.clients: dict[str, ClientPool] = {}
         self.dest_limits: dict[tuple[str, str], asyncio.Semaphore] = {}
         self.dest_jobs: dict[tuple[str, str], int] = {}  # deliveries waiting or under way
         self.last_deferred_scan = 0.0
@@ -92,11 +92,14 @@ class QueueManager:
             sem = self.dest_limits[key] = asyncio.Semaphore(limit if limit > 0 else 1000)
         return sem
 
-    def _client(self, transport: str) -> Client:
+    def _client(self, transport: str) -> ClientPool:
         client = self.clients.get(transport)
         if client is None:
             path = os.path.join(self.queue_dir, "private", transport)
-            client = self.clients[transport] = Client(path, timeout=3600)
+            # as many deliveries at once as the transport may run processes
+            # (Postfix: master.cf maxproc, default_process_limit)
+            client = self.clients[transport] = ClientPool(
+                path, self.s.int("default_process_limit"), timeout=3600)
         return client
 
     # -- scanning ------------------------------------------------------------------

@@ -450,10 +450,14 @@ def test_message_strip_and_reject_characters():
 
 
 def test_content_transfer_encoding_8bit():
-    result, _ = run(content=b"Content-Transfer-Encoding: 8bit\n\n\xe9\n")
+    # detect_8bit_encoding_header: the header says so, even over 7-bit text
+    result, _ = run(content=b"Content-Transfer-Encoding: 8bit\n\nplain\n")
     assert result.encoding == "8bit"
+    result, _ = run("detect_8bit_encoding_header = no\n",
+                    content=b"Content-Transfer-Encoding: 8bit\n\nplain\n")
+    assert result.encoding == "7bit"
     result, _ = run(content=b"Content-Transfer-Encoding: base64\n\nQQ==\n")
-    assert result.encoding is None
+    assert result.encoding == "7bit"
 
 
 def test_feed_after_finish():
