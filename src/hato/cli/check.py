@@ -129,7 +129,10 @@ def _table_specs(value: str) -> list[str]:
 
 
 #: Tables a service creates and writes itself: they need not exist yet.
-WRITTEN_TABLES = frozenset({"postscreen_cache_map"})
+WRITTEN_TABLES = frozenset({"postscreen_cache_map",
+                            # the TLS session caches live in the agents' memory
+                            "smtp_tls_session_cache_database",
+                            "lmtp_tls_session_cache_database"})
 
 
 def check_tables(cfg: Config, report: Report) -> None:
