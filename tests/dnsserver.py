@@ -25,6 +25,15 @@ answer too big for UDP is sent truncated (TC), so the client retries over TCP.
 ``udp_truncate = True`` truncates every UDP answer. Every question received
 is counted: ``server.count(name, rtype)``, ``server.queries``.
 
+DNSSEC, as a validating resolver shows it to its clients: names marked
+secure (``server.set_secure("mx.example.com")``, ``"*.example.com"`` for
+a zone and every name below it, or ``"SECURE": True`` in the name's
+records) are answered with the AD bit when the question carries the EDNS
+DO flag or the AD flag; an answer through a CNAME is secure only when every
+name on the way is. NXDOMAIN and NODATA answers are secure when the name
+asked is covered. Nothing is signed: the AD bit is the whole story. TLSA
+records are written as in a zone file: ``"3 1 1 <hex>"``.
+
 In pytest, import the fixture into the test module::
 
     from tests.dnsserver import dns_server  # noqa: F401  (a pytest fixture)
@@ -79,6 +88,7 @@ class DnsServer:
         self._lock = threading.Lock()
         self._names: dict[str, dict[str, list[str]] | str] = {}
         self._ttls: dict[str, int] = {}
+        self._secure: set[str] = set()  # names, and "*.zone" patterns
         self.queries: list[tuple[str, str, str]] = []  # (name, type, "udp"|"tcp")
         self.errors: list[Exception] = []  # exceptions while answering (bad records)
         self._stop = threading.Event()
@@ -102,9 +112,14 @@ class DnsServer:
                 self._names[key] = value
                 return
             records: dict[str, list[str]] = {}
+            self._secure.discard(key)
             for rtype, values in value.items():
                 if rtype.upper() == "TTL":
                     self._ttls[key] = int(values)  # type: ignore[arg-type]
+                    continue
+                if rtype.upper() == "SECURE":
+                    if values:
+                        self._secure.add(key)
                     continue
                 if isinstance(values, (str, int)):
                     raise TypeError(f"{name}/{rtype}: give a list of records")
@@ -135,6 +150,30 @@ class DnsServer:
                 self._ttls.pop(key, None)
             elif isinstance(self._names.get(key), dict):
                 self._names[key].pop(rtype.upper(), None)  # type: ignore[union-attr]
+
+    def set_secure(self, name: str, secure: bool = True) -> None:
+        """Mark *name* (or, written ``*.zone``, the zone and every name
+        below it) DNSSEC-secure: its answers get the AD bit when asked with
+        DO or AD. ``secure=False`` takes the mark back."""
+        key = name.strip().lower().rstrip(".")
+        key = "*." + _key(key[2:]) if key.startswith("*.") else _key(key)
+        with self._lock:
+            if secure:
+                self._secure.add(key)
+            else:
+                self._secure.discard(key)
+
+    def is_secure(self, name: str) -> bool:
+        """Is *name* marked secure, itself or by a ``*.zone`` pattern?"""
+        key = _key(name)
+        with self._lock:
+            return self._covered(key)
+
+    def _covered(self, key: str) -> bool:
+        if key in self._secure:
+            return True
+        labels = key.split(".")
+        return any("*." + ".".join(labels[i:]) in self._secure for i in range(len(labels)))
 
     def count(self, name: str | None = None, rtype: str | None = None) -> int:
         """How many questions arrived (for *name* / *rtype* when given)."""
@@ -275,17 +314,26 @@ class DnsServer:
         qname = question.name
         qtype = dns.rdatatype.to_text(question.rdtype)
         key = _key(qname.to_text())
+        visited: list[str] = []
         with self._lock:
             self.queries.append((key, qtype, transport))
             try:
-                outcome = self._fill(response, qname, question.rdtype)
+                outcome = self._fill(response, qname, question.rdtype, visited)
             except Exception as exc:  # noqa: BLE001  bad test data: answer SERVFAIL, keep serving
                 self.errors.append(exc)
                 response = dns.message.make_response(query)
                 response.set_rcode(dns.rcode.SERVFAIL)
                 outcome = "SERVFAIL"
+            secure = outcome in ("OK", "NODATA", "NXDOMAIN") and bool(visited) and \
+                all(self._covered(n) for n in visited)
         if outcome == "TIMEOUT":
             return None
+        wants_dnssec = bool(query.flags & dns.flags.AD) or (
+            query.edns >= 0 and bool(query.ednsflags & dns.flags.DO))
+        if query.edns >= 0 and query.ednsflags & dns.flags.DO:
+            response.ednsflags |= dns.flags.DO
+        if secure and wants_dnssec:
+            response.flags |= dns.flags.AD
         if transport == "udp":
             limit = max(512, query.payload if query.edns >= 0 else 512)
             if self.udp_truncate:
@@ -304,11 +352,14 @@ class DnsServer:
         return tc.to_wire()
 
     def _fill(self, response: dns.message.Message, qname: dns.name.Name,
-              rdtype: dns.rdatatype.RdataType) -> str:
-        """Put the answer into *response*; returns "TIMEOUT" to stay silent."""
+              rdtype: dns.rdatatype.RdataType, visited: list[str] | None = None) -> str:
+        """Put the answer into *response*; returns "TIMEOUT" to stay silent.
+        The names passed on the way (CNAMEs) are appended to *visited*."""
         name = qname
         for _hop in range(9):
             key = _key(name.to_text())
+            if visited is not None:
+                visited.append(key)
             entry = self._names.get(key)
             if isinstance(entry, str):
                 if entry == "TIMEOUT":

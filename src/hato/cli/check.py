@@ -15,7 +15,10 @@ It reads main.cf and master.cf and reports, each with file and line:
 * smtpd restriction lists (main.cf and each smtpd service's ``-o``
   overrides): unknown restriction names — errors; restrictions hato does
   not do yet — named as such; no relay protection — an error, as Postfix's
-  smtpd refuses to run without it;
+  smtpd refuses to run without it; reject_unverified_sender/recipient
+  without a verify service in master.cf — a warning;
+* address verification: an address_verify_map hato cannot keep, an
+  address_verify_sender that starts or ends with ``@`` — errors;
 * SASL (main.cf and each smtpd service with smtpd_sasl_auth_enable = yes):
   the server configuration built without connecting — unknown
   smtpd_sasl_type or security options, smtpd.conf problems (missing file,
@@ -129,7 +132,7 @@ def _table_specs(value: str) -> list[str]:
 
 
 #: Tables a service creates and writes itself: they need not exist yet.
-WRITTEN_TABLES = frozenset({"postscreen_cache_map",
+WRITTEN_TABLES = frozenset({"postscreen_cache_map", "address_verify_map",
                             # the TLS session caches live in the agents' memory
                             "smtp_tls_session_cache_database",
                             "lmtp_tls_session_cache_database"})
@@ -216,8 +219,6 @@ RESTRICTION_PARAMS = (
 
 #: Restrictions Postfix has that hato names but does not do yet.
 NOT_YET = {
-    "reject_unverified_sender": "address verification arrives with the SMTP client",
-    "reject_unverified_recipient": "address verification arrives with the SMTP client",
     "check_policy_service": "policy delegation is not implemented yet",
 }
 
@@ -326,6 +327,54 @@ def check_anvil(cfg: Config, report: Report) -> None:
         RedisCounters(value, rate_time_unit=60, instance="check")
     except ValueError as err:
         report.error(f"{where}: {err}")
+
+
+def check_verify(cfg: Config, report: Report) -> None:
+    """Address verification: reject_unverified_sender/recipient need the
+    verify service in master.cf; its cache must be a btree:, hash: or lmdb:
+    file (or empty), and address_verify_sender a usable address."""
+    from ..io.verify_cache import VerifyCache
+    from ..policy.verify import probe_sender
+
+    settings = cfg.settings()
+    used: list[tuple[str, str]] = []
+    targets: list[tuple[str | None, Settings]] = [(None, settings)]
+    for svc in cfg.master.services:
+        if svc.command == "smtpd":
+            targets.append((f"{_where(cfg.master.path, svc.lineno)}: service {svc.key}",
+                            cfg.settings(svc)))
+    for where, s in targets:
+        classes = [c for c in s.list("smtpd_restriction_classes")]
+        for param in RESTRICTION_PARAMS + tuple(classes):
+            try:
+                words = _restriction_words(s.str(param))
+            except ConfigError:
+                continue
+            for word in words:
+                if word.lower() in ("reject_unverified_sender", "reject_unverified_recipient"):
+                    used.append((where or _where(cfg.main.path, cfg.main.lineno(param)),
+                                 word.lower()))
+    if used:
+        name = settings.str("address_verify_service_name")
+        if not any(svc.command == "verify" and svc.name == name and svc.type == "unix"
+                   for svc in cfg.master.services):
+            where, word = used[0]
+            report.warn(f"{where}: {word} needs the {name} service: add \"{name} unix - - n "
+                        f"- 1 verify\" to {cfg.master.path}; until then it answers "
+                        f"\"address verification problem\"")
+    try:
+        VerifyCache(settings, report).close()
+    except ConfigError as err:
+        report.error(f"{_where(cfg.main.path, cfg.main.lineno('address_verify_map'))}: "
+                     f"{err.message}")
+    try:
+        probe_sender(settings.str("address_verify_sender"),
+                     settings.time("address_verify_sender_ttl"), 0)
+    except ValueError as err:
+        report.error(f"{_where(cfg.main.path, cfg.main.lineno('address_verify_sender'))}: "
+                     f"{err}")
+    except ConfigError:
+        pass  # a bad time value is check_parameters' to report
 
 
 def check_postscreen(cfg: Config, report: Report) -> None:
@@ -494,6 +543,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
     check_tls(cfg, report)
     check_sasl(cfg, report)
     check_anvil(cfg, report)
+    check_verify(cfg, report)
     check_postscreen(cfg, report)
     check_paths(cfg, report)
     if report.errors:

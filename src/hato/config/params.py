@@ -260,6 +260,8 @@ NO_EFFECT: dict[str, str] = {
     "smtpd_milters": "milters are not implemented yet",
     "non_smtpd_milters": "milters are not implemented yet",
     "smtpd_proxy_filter": "before-queue proxy filters are not implemented",
+    "address_verify_pending_request_limit": "qmgr does not limit the number of address "
+                                            "verification probes in progress",
 }
 
 

@@ -388,6 +388,8 @@ _p("address_verify_sender_dependent_relayhost_maps", M, "$sender_dependent_relay
    "sender_dependent_relayhost_maps for verification probes.")
 _p("address_verify_sender_ttl", T, "0s",
    "How often the time-dependent part of the probe sender changes; 0 means never.")
+_p("address_verify_service_name", S, "verify",
+   "The name of the verify service (its socket in private/).")
 _p("address_verify_transport_maps", M, "$transport_maps",
    "transport_maps for address verification probes.")
 _p("address_verify_virtual_transport", S, "$virtual_transport",

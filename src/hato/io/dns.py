@@ -16,6 +16,14 @@ Answers follow :mod:`hato.policy.dnsquery`: text, host names without the
 trailing dot, ``[]`` for NXDOMAIN and NODATA, :class:`DnsTempFail` for a
 timeout, SERVFAIL, REFUSED or no reachable server.
 
+DNSSEC (``Resolver(..., dnssec=True)``, for the SMTP and LMTP clients with
+``smtp_dns_support_level = dnssec``): every question carries the EDNS DO
+and the AD flags, and :meth:`Resolver.reply` tells whether the answer came
+with the AD bit set, that is whether the configured resolver validated it.
+hato does not validate signatures itself: like Postfix, it trusts the AD
+bit of its resolver (which should be a validating resolver on the same
+host). Without ``dnssec`` every answer counts as not validated.
+
 ``query(addr, "PTR")`` accepts an IPv4 or IPv6 address and asks for its
 reverse name. :meth:`Resolver.client_hostname` looks up an SMTP client's
 name the way Postfix's smtpd does (smtpd_peer.c): reverse lookup, sanity
@@ -42,6 +50,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import dns.exception
 import dns.flags
@@ -67,6 +76,7 @@ __all__ = [
     "PEER_CODE_OK",
     "PEER_CODE_PERM",
     "PEER_CODE_TEMP",
+    "DnsReply",
     "DnsTempFail",
     "Resolver",
     "parse_dns_servers",
@@ -142,16 +152,30 @@ def _split_host_port(item: str, param: str) -> tuple[str, str | None]:
     return host, (port if sep else None)
 
 
+@dataclass(frozen=True)
+class DnsReply:
+    """One answer with what the resolver said about it: *records* (text, as
+    :meth:`Resolver.query` gives them; empty for NXDOMAIN and NODATA),
+    *nxdomain*, *secure* (the AD bit: the resolver validated the answer with
+    DNSSEC; always False without ``dnssec``) and *canonical* (the name the
+    records belong to when the name asked is a CNAME, else "")."""
+
+    records: tuple[str, ...] = ()
+    nxdomain: bool = False
+    secure: bool = False
+    canonical: str = ""
+
+
 class _Cache:
     """A bounded LRU of (name, type) → (expiry, answer); thread safe."""
 
     def __init__(self, size: int, clock: Callable[[], float]):
         self.size = size
         self.clock = clock
-        self._data: OrderedDict[tuple[str, str], tuple[float, list[str] | None]] = OrderedDict()
+        self._data: OrderedDict[tuple[str, str], tuple[float, object]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str]) -> tuple[bool, list[str] | None]:
+    def get(self, key: tuple[str, str]) -> tuple[bool, object]:
         with self._lock:
             entry = self._data.get(key)
             if entry is None:
@@ -162,7 +186,7 @@ class _Cache:
             self._data.move_to_end(key)
             return True, entry[1]
 
-    def put(self, key: tuple[str, str], ttl: float, value: list[str] | None) -> None:
+    def put(self, key: tuple[str, str], ttl: float, value: object) -> None:
         if ttl <= 0 or self.size <= 0:
             return
         with self._lock:
@@ -186,18 +210,21 @@ class Resolver:
     *servers*: (address, port) pairs; empty or None reads /etc/resolv.conf.
     *timeout*: seconds one lookup may take in all. *disabled*: ask no DNS
     server (Postfix's disable_dns_lookups, for the SMTP/LMTP client).
+    *dnssec*: ask with the DO and AD flags and report the AD bit of answers
+    (:meth:`reply`), as Postfix with ``smtp_dns_support_level = dnssec``.
     """
 
     def __init__(self, servers: Sequence[tuple[str, int]] | None = None, *,
                  timeout: float = DEFAULT_TIMEOUT, cache_size: int = DEFAULT_CACHE_SIZE,
                  negative_ttl: float = DEFAULT_NEGATIVE_TTL, max_ttl: float = DEFAULT_MAX_TTL,
                  disabled: bool = False, clock: Callable[[], float] = time.monotonic,
-                 resolv_conf: str = "/etc/resolv.conf"):
+                 resolv_conf: str = "/etc/resolv.conf", dnssec: bool = False):
         self.servers = list(servers or ())
         self.timeout = timeout
         self.negative_ttl = negative_ttl
         self.max_ttl = max_ttl
         self.disabled = disabled
+        self.dnssec = dnssec
         self.cache = _Cache(cache_size, clock)
         if self.servers:
             res = dns.resolver.Resolver(configure=False)
@@ -217,6 +244,11 @@ class Resolver:
         res.timeout = min(_TRY_TIMEOUT, timeout)
         res.cache = None
         res.use_search_by_default = False
+        if dnssec:
+            # A validating resolver sets AD only for a client that shows it
+            # understands DNSSEC (RFC 6840 section 5.7): DO in EDNS, and AD.
+            res.use_edns(0, dns.flags.DO, 1232)
+            res.flags = dns.flags.RD | dns.flags.AD
         self._resolver = res
 
     @classmethod
@@ -240,26 +272,29 @@ class Resolver:
         not exist at all (True) or has no record of the type (False).
         Raises DnsTempFail. A name that cannot exist counts as NXDOMAIN;
         with disable_dns_lookups, an empty answer does too."""
+        got = self.reply(name, rtype)
+        return list(got.records), got.nxdomain
+
+    def reply(self, name: str, rtype: str) -> DnsReply:
+        """:meth:`lookup` with the AD bit and the CNAME target: a
+        :class:`DnsReply`. Raises DnsTempFail."""
         rtype = rtype.upper()
         qname = self._qname(name, rtype)
         if qname is None:
-            return [], True
+            return DnsReply(nxdomain=True)
         if self.disabled:
             found = self._system_lookup(qname, rtype)
-            return found, not found
+            return DnsReply(tuple(found), not found)
         key_name = qname.to_text(omit_final_dot=True).lower()
         hit, value = self.cache.get((key_name, _NXDOMAIN))
         if hit:
-            return [], True
+            return value  # type: ignore[return-value]
         hit, value = self.cache.get((key_name, rtype))
         if hit:
-            return list(value or ()), False
-        answer, ttl, nxdomain = self._ask(qname, rtype)
-        if nxdomain:
-            self.cache.put((key_name, _NXDOMAIN), ttl, None)
-        else:
-            self.cache.put((key_name, rtype), ttl, answer)
-        return list(answer), nxdomain
+            return value  # type: ignore[return-value]
+        got, ttl = self._ask(qname, rtype)
+        self.cache.put((key_name, _NXDOMAIN if got.nxdomain else rtype), ttl, got)
+        return got
 
     def mx(self, name: str) -> list[tuple[int, str]]:
         out = []
@@ -367,8 +402,8 @@ class Resolver:
         except (dns.exception.DNSException, UnicodeError, ValueError):
             return None
 
-    def _ask(self, qname: dns.name.Name, rtype: str) -> tuple[list[str], float, bool]:
-        """(answers, ttl, nxdomain) from the servers; raises DnsTempFail."""
+    def _ask(self, qname: dns.name.Name, rtype: str) -> tuple[DnsReply, float]:
+        """(the reply, its ttl) from the servers; raises DnsTempFail."""
         what = f"{qname.to_text(omit_final_dot=True)}/{rtype}"
         try:
             rdtype = dns.rdatatype.from_text(rtype)
@@ -378,9 +413,11 @@ class Resolver:
             answer = self._resolver.resolve(qname, rdtype, search=False,
                                             raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN as exc:
-            return [], self._nxdomain_ttl(exc), True
+            secure = self.dnssec and any(
+                bool(r.flags & dns.flags.AD) for r in exc.responses().values())
+            return DnsReply(nxdomain=True, secure=secure), self._nxdomain_ttl(exc)
         except dns.resolver.YXDOMAIN:
-            return [], 0, False
+            return DnsReply(), 0
         except dns.resolver.LifetimeTimeout:
             raise DnsTempFail(f"{what}: timed out") from None
         except dns.resolver.NoNameservers as exc:
@@ -389,12 +426,16 @@ class Resolver:
             raise DnsTempFail(f"{what}: {_short(exc)}") from None
         except OSError as exc:
             raise DnsTempFail(f"{what}: {exc.strerror or exc}") from None
+        secure = self.dnssec and bool(answer.response.flags & dns.flags.AD)
+        canonical = ""
+        if answer.canonical_name != qname:
+            canonical = _host(answer.canonical_name)
         if answer.rrset is None:
             ttl = min(float(answer.chaining_result.minimum_ttl), self.negative_ttl)
-            return [], ttl, False
-        values = [_rdata_text(rdata) for rdata in answer.rrset]
+            return DnsReply(secure=secure, canonical=canonical), ttl
+        values = tuple(_rdata_text(rdata) for rdata in answer.rrset)
         ttl = min(float(answer.chaining_result.minimum_ttl), self.max_ttl)
-        return values, ttl, False
+        return DnsReply(values, secure=secure, canonical=canonical), ttl
 
     def _nxdomain_ttl(self, exc: dns.resolver.NXDOMAIN) -> float:
         ttl = float(self.negative_ttl)

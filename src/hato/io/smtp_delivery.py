@@ -53,6 +53,7 @@ class _Attempt:
     connected: bool = False
     tls_failed: bool = False  # the handshake failed where TLS was optional
     conn_use: int = 0  # the transaction's number on its connection
+    final: bool = False  # an LMTP server without DSN under lmtp_assume_final: "delivered"
 
 
 class SmtpDelivery:
@@ -100,6 +101,7 @@ class SmtpDelivery:
         self.tls_reuse = s.bool(f"{p}_tls_connection_reuse")
         self.sender_dependent = (not lmtp) and s.bool("smtp_sender_dependent_authentication")
         self.wrappermode = s.bool(f"{p}_tls_wrappermode")
+        self.assume_final = lmtp and s.bool("lmtp_assume_final")
         self.mime_conversion = not s.bool("disable_mime_output_conversion")
         self.mime_limits = dict(header_limit=s.int("header_size_limit"),
                                 max_depth=s.int("mime_nesting_limit"),
@@ -187,7 +189,8 @@ class SmtpDelivery:
                 said = res.reply.code > 0
                 done.append(RcptStatus(res.index, status, res.dsn, res.reason,
                                        relay=relay,
-                                       action="relayed" if status == SENT else "",
+                                       action=("delivered" if attempt.final else "relayed")
+                                       if status == SENT else "",
                                        remote_mta=cand.host if said else "",
                                        diagnostic=res.reply.text if said else "",
                                        conn_use=attempt.conn_use))
@@ -371,6 +374,7 @@ class SmtpDelivery:
         finally:
             qf.close()
         attempt.conn_use = conn.messages
+        attempt.final = self.assume_final and "DSN" not in conn.features
         self._remember_session(sock)
         if conn.closed or not self._save(sock, conn, cand, req, opened):
             if not conn.closed:
@@ -492,7 +496,7 @@ class SmtpDelivery:
         if check is not None:
             problem = check(wrapped, cand, req.nexthop)
             if problem:
-                self.log.info(problem)
+                self.log.info(f"{req.queue_id}: {problem}")
                 return wrapped, problem
         if self.tls_sessions is not None:
             if wrapped.session_reused:

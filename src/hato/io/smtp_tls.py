@@ -22,25 +22,31 @@ Checks after the handshake (:func:`check_peer`), by level:
   is none) must match the policy's match list (``.domain`` matches any
   subdomain; ``*.`` wildcards match one or more labels, as Postfix's
   default tls_wildcard_matches_multiple_labels = yes);
-* dane: :func:`match_tlsa` over the caller's DNSSEC-validated TLSA records.
+* dane: :func:`dane_verify` over the caller's DNSSEC-validated TLSA records
+  (:mod:`hato.io.smtp_dane` finds them); a failure carries OpenSSL's
+  error (``num=65:No matching DANE TLSA records``) for Postfix's
+  ``server certificate verification failed for ...`` line.
 
 Failures raise :class:`TlsVerifyError` with Postfix's reasons (``Server
 certificate not trusted``, ``Server certificate not verified``); delivery
 defers with 4.7.5.
 
 Log words (Postfix's tls_log_summary): ``Anonymous`` (no certificate),
-``Untrusted`` (chain not trusted), ``Trusted`` (chain trusted, name not
-checked or not matched), ``Verified`` (name matched at verify/secure, or a
-fingerprint or DANE match).
+``Untrusted`` (chain not trusted; at the dane levels: no TLSA match),
+``Trusted`` (chain trusted, name not checked or not matched; a DANE match
+through an insecure MX RRset), ``Verified`` (name matched at verify/secure,
+or a fingerprint or DANE match).
 
-DANE: :func:`match_tlsa` ``(records, peer_chain_der, names=...)``
+DANE: :func:`dane_verify` ``(records, peer_chain_der, names=...)``
 implements DANE-EE (usage 3: the leaf, no name or date checks) and DANE-TA
 (usage 2: a certificate the server sent above the leaf, the signatures from
 the leaf up to it, and the leaf's name among *names*), selectors 0 (whole
 certificate) and 1 (SubjectPublicKeyInfo), matching types 0 (exact), 1
 (SHA-256), 2 (SHA-512). Usages 0 and 1 are unusable for SMTP (RFC 7672).
-Fetching TLSA records with the AD bit (``_25._tcp.mx.example``) and deciding
-usable / not found / insecure is the caller's job
+:func:`select_tlsa` keeps the records Postfix would use (valid digest
+lengths, ``tls_dane_digests``, digest agility). Fetching TLSA records with
+the AD bit (``_25._tcp.mx.example``) and deciding usable / not found /
+insecure is :mod:`hato.io.smtp_dane`'s job
 (:func:`hato.policy.smtp_tls_policy.dane_level`).
 """
 
@@ -64,13 +70,48 @@ HANDSHAKE_FAILURE = "Cannot start TLS: handshake failure"
 
 
 class TlsVerifyError(Exception):
-    """The peer failed the policy's checks: defer with *dsn* and *reason*."""
+    """The peer failed the policy's checks: defer with *dsn* and *reason*.
+    *result* is the session as far as it went (for the "Untrusted TLS
+    connection established" line); *x509_error* the certificate
+    verification error as OpenSSL would number it: (depth, number, text)."""
 
-    def __init__(self, reason: str, *, dsn: str = "4.7.5", detail: str = ""):
+    def __init__(self, reason: str, *, dsn: str = "4.7.5", detail: str = "",
+                 result: ClientTlsResult | None = None,
+                 x509_error: tuple[int, int, str] | None = None):
         super().__init__(reason)
         self.reason = reason
         self.dsn = dsn
         self.detail = detail
+        self.result = result
+        self.x509_error = x509_error
+
+    def verify_log(self, namaddr: str) -> str:
+        """Postfix's tls_log_verify_error() line for *namaddr*
+        (``mx.example[192.0.2.1]:25``): ``server certificate verification
+        failed for mx.example[192.0.2.1]:25: num=65:No matching DANE TLSA
+        records``; "" when no certificate verification error is known."""
+        if self.x509_error is None:
+            return ""
+        depth, num, text = self.x509_error
+        purpose = "CA" if depth > 0 else "server"
+        if num in (X509_CERT_NOT_YET_VALID, X509_CERT_HAS_EXPIRED):
+            when = "future date" if num == X509_CERT_NOT_YET_VALID else "expired"
+            return f"{purpose} certificate verification failed for {namaddr}: " \
+                   f"certificate has {when}"
+        return f"{purpose} certificate verification failed for {namaddr}: num={num}:{text}"
+
+
+# OpenSSL's X509_V_ERR_* numbers and texts that DANE verification reports.
+X509_CERT_NOT_YET_VALID = 9
+X509_CERT_HAS_EXPIRED = 10
+X509_HOSTNAME_MISMATCH = 62
+X509_DANE_NO_MATCH = 65
+_X509_TEXT = {
+    X509_CERT_NOT_YET_VALID: "certificate is not yet valid",
+    X509_CERT_HAS_EXPIRED: "certificate has expired",
+    X509_HOSTNAME_MISMATCH: "hostname mismatch",
+    X509_DANE_NO_MATCH: "No matching DANE TLSA records",
+}
 
 
 # --------------------------------------------------------------------------
@@ -393,6 +434,73 @@ def tlsa_usable(records: Iterable) -> bool:
     return any(Tlsa.of(r).usable for r in records)
 
 
+#: tls_dane_digests names → TLSA matching types (IANA).
+_DIGEST_MTYPES = {"sha256": 1, "sha512": 2}
+_DIGEST_LENGTHS = {1: 32, 2: 64}
+
+
+def dane_digests(text: str | Sequence[str]) -> tuple[list[int], list[str]]:
+    """``tls_dane_digests`` (``sha512 sha256``, also ``sha256=1``) as the
+    matching types in preference order, the full value (0) first, and the
+    warnings Postfix logs for elements it cannot use."""
+    items = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+    order = [0]
+    warnings: list[str] = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        mtype = _DIGEST_MTYPES.get(name.lower())
+        if sep and (not value.isdigit() or (mtype is not None and int(value) != mtype)):
+            warnings.append(f"Non-standard value in tls_dane_digests: {item}")
+            continue
+        if mtype is None:
+            warnings.append(f"Unimplemented digest algorithm in tls_dane_digests: {item}")
+            continue
+        if mtype in order:
+            warnings.append(f"Duplicate element in tls_dane_digests: {item}")
+            continue
+        order.append(mtype)
+    return order, warnings
+
+
+def select_tlsa(records: Iterable, mtypes: Sequence[int] = (0, 2, 1)) -> list[Tlsa]:
+    """The records of a validated TLSA RRset that hato can use, as Postfix
+    filters them (tls_dane.c): DANE-TA(2) and DANE-EE(3) only, selectors 0
+    and 1, matching types in *mtypes* (tls_dane_digests) with a digest of
+    the right length; then digest agility (RFC 7671 section 9): for each
+    usage and selector only the most preferred matching type present is
+    kept. An empty result is an "unusable" RRset."""
+    pref = {m: i for i, m in enumerate(mtypes)}
+    kept: list[Tlsa] = []
+    for rec in (Tlsa.of(r) for r in records):
+        if rec.usage not in (2, 3) or rec.selector not in (0, 1) or rec.mtype not in pref:
+            continue
+        length = _DIGEST_LENGTHS.get(rec.mtype)
+        if length is not None and len(rec.data) != length:
+            continue
+        if rec.mtype == 0 and not _full_value_ok(rec):
+            continue
+        kept.append(rec)
+    best: dict[tuple[int, int], int] = {}
+    for rec in kept:
+        key = (rec.usage, rec.selector)
+        best[key] = min(best.get(key, len(pref)), pref[rec.mtype])
+    return [r for r in kept if pref[r.mtype] == best[(r.usage, r.selector)]]
+
+
+def _full_value_ok(rec: Tlsa) -> bool:
+    """A matching type 0 record holds a whole certificate or public key."""
+    try:
+        if rec.selector == 0:
+            _load(rec.data)
+        else:
+            from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+            load_der_public_key(rec.data)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _issued_chain_ok(chain: Sequence[bytes], top: int) -> bool:
     certs = [_load(d) for d in chain[:top + 1]]
     for child, parent in zip(certs, certs[1:]):
@@ -403,31 +511,100 @@ def _issued_chain_ok(chain: Sequence[bytes], top: int) -> bool:
     return True
 
 
-def match_tlsa(records: Iterable, peer_chain_der: Sequence[bytes], *,
-               names: Iterable[str] | None = None) -> bool:
-    """Whether the server's chain (leaf first, DER) matches one usable TLSA
-    record. DANE-EE (3) matches the leaf alone. DANE-TA (2) matches a
-    certificate above the leaf, whose issuing chain down to the leaf must
-    verify, and — when *names* is given (the TLSA base domain and MX names,
-    as Postfix) — the leaf must carry one of them. The records must come
-    from a DNSSEC-validated answer (AD bit): that is the caller's duty."""
+def _validity_error(chain: Sequence[bytes], below: int, now) -> tuple[int, int] | None:
+    """(depth, X509 error) of the first certificate under the trust anchor
+    at index *below* that is expired or not yet valid, else None."""
+    for depth in range(below):
+        cert = _load(chain[depth])
+        if now < cert.not_valid_before_utc:
+            return depth, X509_CERT_NOT_YET_VALID
+        if now > cert.not_valid_after_utc:
+            return depth, X509_CERT_HAS_EXPIRED
+    return None
+
+
+def _self_issued(der: bytes) -> bool:
+    cert = _load(der)
+    return cert.issuer == cert.subject
+
+
+@dataclass(frozen=True)
+class DaneCheck:
+    """The outcome of :func:`dane_verify`: *ok*, or the X509 error as
+    OpenSSL's DANE verification reports it (*depth*, *error*, *text*), and
+    what matched (``DANE-EE`` or ``DANE-TA``)."""
+
+    ok: bool
+    matched: str = ""
+    depth: int = 0
+    error: int = 0
+    text: str = ""
+
+
+def dane_verify(records: Iterable, peer_chain_der: Sequence[bytes], *,
+                names: Iterable[str] | None = None, now=None) -> DaneCheck:
+    """Check the server's chain (leaf first, DER) against TLSA records, as
+    OpenSSL's DANE verification does for SMTP (RFC 7672): DANE-EE (3)
+    matches the leaf alone, without name or date checks; DANE-TA (2)
+    matches a certificate the server sent above the leaf, whose issuing
+    chain down to the leaf must verify, the certificates under it must be
+    within their validity, and — when *names* is given (the TLSA base
+    domain and the MX names, as Postfix) — the leaf must carry one of them.
+    A failure says why: ``No matching DANE TLSA records`` (65),
+    ``hostname mismatch`` (62), ``certificate has expired`` (10), ...
+    The records must come from a DNSSEC-validated answer (AD bit): that is
+    the caller's duty."""
+    import datetime
+
     chain = list(peer_chain_der)
     if not chain:
-        return False
+        return DaneCheck(False, depth=0, error=X509_DANE_NO_MATCH,
+                         text=_X509_TEXT[X509_DANE_NO_MATCH])
+    when = now or datetime.datetime.now(datetime.timezone.utc)
     recs = [t for t in (Tlsa.of(r) for r in records) if t.usable]
+    name_list = list(names) if names is not None else None
+    failure: DaneCheck | None = None
     for rec in recs:
         try:
             if rec.usage == 3:
                 if rec.matches(chain[0]):
-                    return True
+                    return DaneCheck(True, "DANE-EE")
                 continue
             for i in range(1, len(chain)):
-                if rec.matches(chain[i]) and _issued_chain_ok(chain, i):
-                    if names is None or match_names(chain[0], names):
-                        return True
+                if not (rec.matches(chain[i]) and _issued_chain_ok(chain, i)):
+                    continue
+                bad = _validity_error(chain, i, when)
+                if bad is not None:
+                    failure = failure or DaneCheck(False, depth=bad[0], error=bad[1],
+                                                   text=_X509_TEXT[bad[1]])
+                    continue
+                if name_list is not None and not match_names(chain[0], name_list):
+                    failure = failure or DaneCheck(False, depth=0,
+                                                   error=X509_HOSTNAME_MISMATCH,
+                                                   text=_X509_TEXT[X509_HOSTNAME_MISMATCH])
+                    continue
+                return DaneCheck(True, "DANE-TA")
         except ValueError:
             continue
-    return False
+    if failure is not None:
+        return failure
+    # OpenSSL reports the missing match at the top of the chain it built; a
+    # self-signed leaf is the whole chain.
+    depth = 0
+    try:
+        if not _self_issued(chain[0]):
+            depth = len(chain) - 1
+    except ValueError:
+        pass
+    return DaneCheck(False, depth=depth, error=X509_DANE_NO_MATCH,
+                     text=_X509_TEXT[X509_DANE_NO_MATCH])
+
+
+def match_tlsa(records: Iterable, peer_chain_der: Sequence[bytes], *,
+               names: Iterable[str] | None = None) -> bool:
+    """Whether the server's chain matches one usable TLSA record
+    (:func:`dane_verify`)."""
+    return dane_verify(records, peer_chain_der, names=names).ok
 
 
 # --------------------------------------------------------------------------
@@ -481,12 +658,16 @@ def _cn(der: bytes, issuer: bool) -> str:
 
 def check_peer(ssl_object: ssl.SSLObject | ssl.SSLSocket, policy: SmtpTlsPolicy, *,
                tlsa: Iterable = (), dane_names: Iterable[str] | None = None,
+               dane_secured: bool = True,
                cafile: str = "", capath: str = "", system_ca: bool = True) -> ClientTlsResult:
     """Check an established session against *policy* (see the module doc);
     TlsVerifyError when a mandatory check fails. *tlsa*: the records at
     level dane; *dane_names*: the names a DANE-TA leaf may carry (default:
-    the policy's host name and next-hop domain). *cafile*/*capath*/
-    *system_ca* serve only the Trusted/Untrusted word below verify."""
+    the policy's host name and next-hop domain); *dane_secured*: False when
+    the TLSA records were found through an insecure MX RRset (Postfix's
+    "half-dane": a match is logged ``Trusted``, never ``Verified``).
+    *cafile*/*capath*/*system_ca* serve only the Trusted/Untrusted word
+    below verify."""
     cipher = ssl_object.cipher() or ("", "", 0)
     protocol = ssl_object.version() or cipher[1] or ""
     bits = int(cipher[2] or 0)
@@ -507,6 +688,8 @@ def check_peer(ssl_object: ssl.SSLObject | ssl.SSLSocket, policy: SmtpTlsPolicy,
     level = policy.level
     if policy.verify_chain:
         trusted = True  # CERT_REQUIRED: OpenSSL refused the handshake otherwise
+    elif level in ("dane", "dane-only"):
+        trusted = False  # DANE alone decides below (the CA store plays no part)
     else:
         trusted = chain_trusted(chain, cafile=cafile, capath=capath, system_ca=system_ca)
     result.kind = "Trusted" if trusted else "Untrusted"
@@ -526,16 +709,19 @@ def check_peer(ssl_object: ssl.SSLObject | ssl.SSLSocket, policy: SmtpTlsPolicy,
     elif level in ("dane", "dane-only"):
         names = list(dane_names) if dane_names is not None else [
             n for n in (policy.hostname, policy.nexthop) if n]
-        if not match_tlsa(tlsa, chain, names=names):
-            raise TlsVerifyError(NOT_VERIFIED, detail="no TLSA record matches the "
-                                 "server's certificate chain")
-        result.kind, result.matched = "Verified", "TLSA"
+        outcome = dane_verify(tlsa, chain, names=names)
+        if not outcome.ok:
+            raise TlsVerifyError(NOT_VERIFIED, detail=outcome.text, result=result,
+                                 x509_error=(outcome.depth, outcome.error, outcome.text))
+        result.kind = "Verified" if dane_secured else "Trusted"
+        result.matched = outcome.matched
     return result
 
 
 __all__ = [
-    "ClientTlsResult", "HANDSHAKE_FAILURE", "NOT_TRUSTED", "NOT_VERIFIED", "Tlsa",
-    "TlsVerifyError", "certificate_names", "chain_trusted", "check_peer", "client_context",
-    "colon_hex", "digests", "handshake_error", "match_names", "match_tlsa", "name_matches",
-    "peer_chain", "tlsa_usable", "trust_locations",
+    "ClientTlsResult", "DaneCheck", "HANDSHAKE_FAILURE", "NOT_TRUSTED", "NOT_VERIFIED",
+    "Tlsa", "TlsVerifyError", "certificate_names", "chain_trusted", "check_peer",
+    "client_context", "colon_hex", "dane_digests", "dane_verify", "digests",
+    "handshake_error", "match_names", "match_tlsa", "name_matches", "peer_chain",
+    "select_tlsa", "tlsa_usable", "trust_locations",
 ]

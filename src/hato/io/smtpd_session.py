@@ -36,6 +36,7 @@ from .maillog import printable
 from .smtpd_anvil import ClientLimits, SessionLimits
 from .smtpd_message import MessageIntake
 from .smtpd_tlsauth import READ_SIZE, SessionEnd, TlsAuth
+from .verify_client import VerifyQuery
 
 #: Postfix's order of the counters in the "disconnect from" line (its
 #: command table).
@@ -100,7 +101,10 @@ class SessionServer:
         self.size_limit = s.int("message_size_limit")
         self.cleanup = Cleanup(s)
         self.store = QueueStore.from_settings(s)
-        self.checks = SmtpdChecks(s, dns=dns) if stand_alone_uid is None else _NoChecks()
+        # reject_unverified_*: the verify service, asked from the checks' thread
+        self.verify = VerifyQuery.from_settings(s) if stand_alone_uid is None else None
+        self.checks = SmtpdChecks(s, dns=dns, verify=self.verify) \
+            if stand_alone_uid is None else _NoChecks()
         self.xclient_hosts = host_list(s, "smtpd_authorized_xclient_hosts")
         self.xforward_hosts = host_list(s, "smtpd_authorized_xforward_hosts")
         self.bare_newline_exclusions = host_list(s, "smtpd_forbid_bare_newline_exclusions")
@@ -140,6 +144,8 @@ class SessionServer:
         self.timeout = float(s.time("smtpd_timeout"))
         self.per_request_deadline = s.bool("smtpd_per_request_deadline")
         self.starttls_timeout = float(s.time("smtpd_starttls_timeout"))
+        if self.verify is not None:  # address_verify_poll_count = ${stress?{1}:{3}}
+            self.verify.poll_count = s.int("address_verify_poll_count")
         hard, junk = s.int("smtpd_hard_error_limit"), s.int("smtpd_junk_command_limit")
         self.limits = dataclasses.replace(self.limits, hard_error_limit=hard,
                                           junk_command_limit=junk)

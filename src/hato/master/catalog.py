@@ -43,7 +43,7 @@ DAEMONS: dict[str, tuple[Status, str]] = {
     "trivial-rewrite": (Status.FOLDED, "address rewriting and resolution, done inside cleanup and qmgr"),
     "tlsmgr": (Status.PLANNED, "TLS session cache and key rotation"),
     "proxymap": (Status.PLANNED, "shared table access"),
-    "verify": (Status.PLANNED, "address verification"),
+    "verify": (Status.RUNS, "address verification"),
     "scache": (Status.PLANNED, "the outbound connection cache"),
     "dnsblog": (Status.FOLDED, "postscreen's DNSBL lookups, made inside postscreen"),
     "tlsproxy": (Status.FOLDED, "STARTTLS in postscreen's SMTP engine, done inside postscreen"),

@@ -50,6 +50,7 @@ MODULES = {
     "error": "error",
     "smtpd": "smtpd",
     "anvil": "anvil",
+    "verify": "verify",
     "postscreen": "postscreen",
     "smtp": "smtp",
     "lmtp": "smtp",

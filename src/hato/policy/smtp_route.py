@@ -272,10 +272,14 @@ _H_ERRNO_TEXT = {
 @dataclass(frozen=True)
 class DnsAnswer:
     """One DNS answer: A/AAAA give addresses, MX gives ``"pref host"`` with
-    host ``""`` for a null MX."""
+    host ``""`` for a null MX. *secure*: the resolver validated it (the AD
+    bit, with smtp_dns_support_level = dnssec); *canonical*: the CNAME
+    target the records belong to ("" when the name is not a CNAME)."""
 
     status: DnsStatus
     records: tuple[str, ...] = ()
+    secure: bool = False
+    canonical: str = ""
 
 
 @dataclass(frozen=True)
@@ -333,6 +337,14 @@ class Candidate:
     port: int
     pref: int = 0
     path: str | None = None  #: LMTP unix-domain socket (addr is the path)
+    #: the address records were DNSSEC-validated (DANE: TLSA lookups)
+    dnssec: bool = False
+    #: the host name's CNAME target, when it is a CNAME (DANE: TLSA base)
+    canonical: str = ""
+    #: the domain whose MX lookup named this host ("" without one)
+    mx_domain: str = ""
+    #: that MX lookup was DNSSEC-validated
+    mx_dnssec: bool = False
 
     @property
     def family(self) -> int:
@@ -566,6 +578,8 @@ class _Addr:
     addr: str
     pref: int
     family: int
+    secure: bool = False
+    canonical: str = ""
 
 
 class Router:
@@ -644,8 +658,9 @@ class Router:
         lookup_mx = not p.lmtp and not literal_or_nodns
         why = _Why()
         i_am_mx = False
+        mx_secure: bool | None = None
         if lookup_mx:
-            addrs, i_am_mx = self._domain_addr(nh.host, why, loop_detect)
+            addrs, i_am_mx, mx_secure = self._domain_addr(nh.host, why, loop_detect)
         else:
             addrs = self._host_addr(nh.host, why, loop_detect)
         error = why.failure() if not addrs else None
@@ -655,7 +670,10 @@ class Router:
         limit = p.mx_address_limit
         if limit > 0:
             addrs = addrs[:limit]
-        cands = tuple(Candidate(a.host, a.addr, nh.port, a.pref) for a in addrs)
+        cands = tuple(Candidate(a.host, a.addr, nh.port, a.pref, dnssec=a.secure,
+                                canonical=a.canonical,
+                                mx_domain=nh.host if mx_secure is not None else "",
+                                mx_dnssec=bool(mx_secure)) for a in addrs)
         return Hop(dest, cands, error, final=final, i_am_mx=i_am_mx, mx_lookup=lookup_mx,
                    best_pref=cands[0].pref if cands else None,
                    session_limit=p.mx_session_limit)
@@ -684,8 +702,9 @@ class Router:
     # -- smtp_addr.c --------------------------------------------------------------
 
     def _domain_addr(self, name: str, why: _Why, loop_detect: bool
-                     ) -> tuple[list[_Addr], bool]:
-        """MX lookup and the MX hosts' addresses: (addresses, i_am_mx)."""
+                     ) -> tuple[list[_Addr], bool, bool | None]:
+        """MX lookup and the MX hosts' addresses: (addresses, i_am_mx,
+        whether the MX RRset was DNSSEC-validated, None without MX records)."""
         p = self.policy
         answer = self.dns.lookup(name, "MX")
         status = answer.status
@@ -697,7 +716,7 @@ class Router:
                 if not host:  # a null MX anywhere in the RRset: the whole answer
                     mx = []
                     why.set("5.1.0", f"Domain {name} does not accept mail (nullMX)")
-                    return [], False
+                    return [], False, None
                 try:
                     mx.append((int(pref_text), host))
                 except ValueError:
@@ -706,14 +725,14 @@ class Router:
             if status is DnsStatus.OK and not mx:
                 status = DnsStatus.NODATA
         if status in (DnsStatus.NOTFOUND, DnsStatus.NODATA):
-            return self._host_addr(name, why, loop_detect), False
+            return self._host_addr(name, why, loop_detect), False, None
         if status is not DnsStatus.OK:
             dsn = {DnsStatus.RETRY: "4.4.3", DnsStatus.INVAL: "5.4.4",
                    DnsStatus.FAIL: "5.4.3"}[status]
             why.set(dsn, _dns_error_text(name, "MX", status))
             if p.ignore_mx_lookup_error:
-                return self._host_addr(name, why, loop_detect), False
-            return [], False
+                return self._host_addr(name, why, loop_detect), False, None
+            return [], False, None
         mx.sort(key=lambda item: item[0])  # stable: DNS order within a preference
         best_pref = mx[0][0]
         addrs: list[_Addr] = []
@@ -723,7 +742,7 @@ class Router:
             if p.defer_if_no_mx_address_found and why.dsn.startswith("5"):
                 why.set("4" + why.dsn[1:])
             log.warning("no MX host for %s has a valid address record", name)
-            return [], False
+            return [], False, answer.secure
         best_found = addrs[0].pref
         i_am_mx = False
         if loop_detect:
@@ -738,7 +757,7 @@ class Router:
                         why.set("5.4.6", f"mail for {name} loops back to myself")
         if len(addrs) > 1:
             addrs = self._order(addrs, sort=True)
-        return addrs, i_am_mx
+        return addrs, i_am_mx, answer.secure
 
     def _host_addr(self, host: str, why: _Why, loop_detect: bool) -> list[_Addr]:
         """A host's own addresses (implicit MX, [literal], LMTP), pref 0."""
@@ -764,12 +783,12 @@ class Router:
             if numeric or not valid_hostname(host, utf8=True):
                 status = DnsStatus.NOTFOUND
                 text = f"Name service error for {host}: invalid host or domain name"
-                records: list[str] = []
+                records: list[tuple[str, bool, str]] = []
             else:
                 status, text, records = self._lookup_addresses(host)
             if status is DnsStatus.OK:
-                return [_Addr(host, _normal_addr(a), pref, 6 if ":" in a else 4)
-                        for a in records]
+                return [_Addr(host, _normal_addr(a), pref, 6 if ":" in a else 4, secure,
+                              canonical) for a, secure, canonical in records]
             if status is DnsStatus.RETRY:
                 why.set("4.4.3", text)
                 return []
@@ -802,15 +821,18 @@ class Router:
             return found
         return []
 
-    def _lookup_addresses(self, host: str) -> tuple[DnsStatus, str, list[str]]:
+    def _lookup_addresses(self, host: str
+                          ) -> tuple[DnsStatus, str, list[tuple[str, bool, str]]]:
         """dns_lookup_v() over A and/or AAAA: the best status (the last one
-        of the best rank names the type in the text) and every address."""
+        of the best rank names the type in the text) and every address, with
+        its answer's DNSSEC status and CNAME target."""
         best: tuple[DnsStatus, str] | None = None
-        records: list[str] = []
+        records: list[tuple[str, bool, str]] = []
         for rtype in self._atypes:
             ans = self.dns.lookup(host, rtype)
             if ans.status is DnsStatus.OK:
-                records.extend(r for r in ans.records if valid_hostaddr(r))
+                records.extend((r, ans.secure, ans.canonical) for r in ans.records
+                               if valid_hostaddr(r))
             text = "" if ans.status is DnsStatus.OK else _dns_error_text(host, rtype, ans.status)
             if best is None or ans.status.rank >= best[0].rank:
                 best = (ans.status, text)

@@ -38,9 +38,9 @@ above may) unless ``exclude=`` is given, plus ``eNULL`` at encrypt and
 is invalid.
 
 DANE (``dane``, ``dane-only``): TLSA records come from the caller's
-DNSSEC-validating lookups; :func:`dane_level` (or ``resolve_policy(...,
-dane_outcome=...)``) turns their outcome into the effective level as
-Postfix's dane_init() does.
+DNSSEC-validating lookups (:mod:`hato.io.smtp_dane`); :func:`dane_level`
+(or ``resolve_policy(..., dane_outcome=...)``) turns their outcome into the
+effective level as Postfix's dane_init() does.
 """
 
 from __future__ import annotations
@@ -335,7 +335,8 @@ def _split(text: str, seps: str) -> list[str]:
 
 def resolve_policy(dest: str, hostname: str, defaults: TlsDefaults, *,
                    lookup: Callable[[str], str | None] | None = None,
-                   title: str = "smtp_tls_policy_maps", dane_outcome: str | None = None,
+                   title: str = "smtp_tls_policy_maps",
+                   dane_outcome: str | Callable[[str], str] | None = None,
                    port: int = 25) -> SmtpTlsPolicy:
     """The policy for a connection to *hostname* (the MX or relay host name)
     for next hop *dest* (as written: ``[host]:port``, ``example.com``).
@@ -346,7 +347,10 @@ def resolve_policy(dest: str, hostname: str, defaults: TlsDefaults, *,
     At the dane levels, *dane_outcome* (one of the ``DANE_*`` values, from
     the caller's DNSSEC lookups for *hostname*:*port*) settles the effective
     level first, as in Postfix, so a fallback to may or encrypt gets that
-    level's protocols and ciphers; None leaves the level as configured."""
+    level's protocols and ciphers; None leaves the level as configured. A
+    callable is asked (with the level, dane or dane-only) only at the dane
+    levels, so the TLSA lookups happen only where they matter; it may raise
+    TlsPolicyError."""
     level = defaults.level
     entry: PolicyEntry | None = None
     source = ""
@@ -359,8 +363,9 @@ def resolve_policy(dest: str, hostname: str, defaults: TlsDefaults, *,
                 level = entry.level
                 break
     warnings = tuple(entry.warnings) if entry else ()
-    if dane_outcome is not None:
-        level, warning = dane_level(level, dane_outcome, dest=dest, hostname=hostname,
+    if dane_outcome is not None and level in ("dane", "dane-only"):
+        outcome = dane_outcome(level) if callable(dane_outcome) else dane_outcome
+        level, warning = dane_level(level, outcome, dest=dest, hostname=hostname,
                                     port=port)
         if warning:
             warnings += (warning,)
@@ -420,6 +425,22 @@ DANE_NOT_FOUND = "not-found"      # validated denial: no TLSA records
 DANE_UNUSABLE = "unusable"        # TLSA records, none usable (usage 0/1, bad params)
 DANE_LOOKUP_ERROR = "lookup-error"  # TLSA lookup failed (SERVFAIL, bogus)
 DANE_UNAVAILABLE = "unavailable"  # configuration: smtp_dns_support_level != dnssec
+# usable TLSA records of a host named by an insecure MX RRset, with
+# smtp_tls_dane_insecure_mx_policy = dane: checked, but never "Verified"
+DANE_USABLE_INSECURE_MX = "usable-insecure-mx"
+# usable TLSA records behind an insecure MX RRset, with
+# smtp_tls_dane_insecure_mx_policy = encrypt
+DANE_INSECURE_MX_ENCRYPT = "insecure-mx-encrypt"
+DANE_MX_ERRORS_IGNORED = "mx-errors-ignored"  # configuration: ignore_mx_lookup_error
+DANE_UNIX_SOCKET = "unix-socket"  # configuration: LMTP over a unix-domain socket
+DANE_NO_SUPPORT = "no-support"    # configuration: tls_dane_digests cannot be used
+
+#: The outcomes that are the administrator's doing (Postfix's NONDANE_CONFIG):
+#: dane falls back to may with a warning; dane-only is an invalid policy.
+_CONFIG_OUTCOMES = (DANE_UNAVAILABLE, DANE_MX_ERRORS_IGNORED, DANE_NO_SUPPORT)
+#: The outcomes where the server cannot be authenticated although it must
+#: use TLS (DANE_CANTAUTH): dane becomes encrypt.
+_ENCRYPT_OUTCOMES = (DANE_UNUSABLE, DANE_INSECURE_MX_ENCRYPT)
 
 
 def dane_level(level: str, outcome: str, *, dest: str = "", hostname: str = "",
@@ -427,40 +448,54 @@ def dane_level(level: str, outcome: str, *, dest: str = "", hostname: str = "",
     """(effective level, warning) at level dane/dane-only given the TLSA
     outcome, as Postfix's dane_init()/dane_incompat():
 
-    * usable → ``dane`` (the caller then checks the peer with match_tlsa);
+    * usable → ``dane`` (the caller then checks the peer with match_tlsa),
+      also with an insecure MX RRset when smtp_tls_dane_insecure_mx_policy
+      is dane;
     * insecure or no TLSA → ``may`` for dane; defer (4.7.5) for dane-only;
-    * unusable records → ``encrypt`` for dane; defer for dane-only;
-    * a configuration problem (no dnssec lookups) → ``may`` with a warning
-      for dane; invalid policy for dane-only;
+    * unusable records, or usable ones behind an insecure MX RRset with
+      smtp_tls_dane_insecure_mx_policy = encrypt → ``encrypt`` for dane;
+      defer for dane-only;
+    * a configuration problem (no dnssec lookups, MX lookup errors ignored,
+      unusable tls_dane_digests) → ``may`` with a warning for dane; invalid
+      policy for dane-only;
+    * LMTP over a unix-domain socket: invalid policy, with a warning;
     * lookup error → defer (``TLSA lookup error for host:port``).
 
     Other levels are returned unchanged."""
     if level not in ("dane", "dane-only"):
         return level, ""
-    if outcome == DANE_USABLE:
+    if outcome in (DANE_USABLE, DANE_USABLE_INSECURE_MX):
         return "dane", ""
     if outcome == DANE_LOOKUP_ERROR:
         raise TlsPolicyError(f"TLSA lookup error for {hostname}:{port}")
+    if outcome == DANE_UNIX_SOCKET:
+        raise TlsPolicyError(warning=f'{dest}: the "dane" security level is invalid for '
+                                     "delivery via unix-domain sockets")
     texts = {
         DANE_INSECURE: "non DNSSEC destination",
         DANE_NOT_FOUND: "no TLSA records found",
         DANE_UNUSABLE: "TLSA records unusable",
+        DANE_INSECURE_MX_ENCRYPT: "Verification not possible, MX RRset is insecure",
         DANE_UNAVAILABLE: f"{dest}: {level} configured with dnssec lookups disabled",
+        DANE_MX_ERRORS_IGNORED: f"{dest}: {level} configured with MX lookup errors ignored",
+        DANE_NO_SUPPORT: f"{dest}: {level} configured, but no requisite library support",
     }
     if outcome not in texts:
         raise ValueError(f"unknown DANE outcome: {outcome}")
     text = texts[outcome]
     if level == "dane-only":
-        if outcome == DANE_UNAVAILABLE:
+        if outcome in _CONFIG_OUTCOMES:
             raise TlsPolicyError(warning=text)
         raise TlsPolicyError(text)
-    new_level = "encrypt" if outcome == DANE_UNUSABLE else "may"
-    return new_level, (text if outcome == DANE_UNAVAILABLE else "")
+    new_level = "encrypt" if outcome in _ENCRYPT_OUTCOMES else "may"
+    return new_level, (text if outcome in _CONFIG_OUTCOMES else "")
 
 
 __all__ = [
-    "CONFIG_PROBLEM", "DANE_INSECURE", "DANE_LOOKUP_ERROR", "DANE_NOT_FOUND",
-    "DANE_UNAVAILABLE", "DANE_UNUSABLE", "DANE_USABLE", "LEVELS", "PolicyEntry",
+    "CONFIG_PROBLEM", "DANE_INSECURE", "DANE_INSECURE_MX_ENCRYPT", "DANE_LOOKUP_ERROR",
+    "DANE_MX_ERRORS_IGNORED", "DANE_NOT_FOUND", "DANE_NO_SUPPORT", "DANE_UNAVAILABLE",
+    "DANE_UNIX_SOCKET",
+    "DANE_UNUSABLE", "DANE_USABLE", "DANE_USABLE_INSECURE_MX", "LEVELS", "PolicyEntry",
     "SmtpTlsPolicy", "TlsDefaults", "TlsPolicyError", "dane_level", "global_level",
     "level_name", "nexthop_domain", "normalize_fingerprint", "parse_policy_entry",
     "policy_lookup_keys", "resolve_policy", "valid_hostname",

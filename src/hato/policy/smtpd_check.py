@@ -35,7 +35,12 @@ lookup failures ``451 4.3.0 <name>: Temporary lookup failure``, as Postfix.
 
 DNS answers come from the injected :class:`~hato.policy.dnsquery.DnsLookup`;
 ``check_policy_service`` calls the injected ``policy(attrs) -> action``
-(none given: smtpd_policy_service_default_action applies).
+(none given: smtpd_policy_service_default_action applies);
+``reject_unverified_sender`` and ``reject_unverified_recipient`` call the
+injected ``verify(address) -> (request status, recipient status, text)``
+(the verify service's answer after smtpd's polling,
+:class:`hato.io.verify_client.VerifyQuery`; none given: the service counts
+as failing).
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ from .smtpd_access import (
 )
 from .smtpd_address import AddressChecks
 from .smtpd_dnsbl import DnsxlCache, DnsxlChecks, unescape_filter
+from .verify import BOUNCE, DEFER, OK as VRFY_OK, STAT_OK, TODO
 
 log = logging.getLogger("hato.smtpd_check")
 
@@ -111,7 +117,11 @@ NETWORK_TABLE_TYPES = frozenset({"mysql", "pgsql", "ldap", "socketmap", "tcp", "
                                  "memcache", "sqlite"})
 
 #: Names smtpd knows but hato does not implement yet: a warning, then DUNNO.
-NOT_SUPPORTED = frozenset({"reject_unverified_sender", "reject_unverified_recipient"})
+NOT_SUPPORTED: frozenset[str] = frozenset()
+#: Restrictions that wait for the verify service (run in a thread, as DNS ones).
+VERIFY_RESTRICTIONS = frozenset({"reject_unverified_sender", "reject_unverified_recipient"})
+#: The result of a verify query: (request status, recipient status, text).
+VerifyAnswer = tuple[int, int, str]
 
 #: Every restriction name smtpd_check.c knows (for `hato check`).
 KNOWN_RESTRICTIONS = frozenset({
@@ -279,10 +289,12 @@ class SmtpdChecks:
                  policy: Callable[[dict[str, str]], str] | None = None,
                  resolver: Resolver | None = None,
                  validator: RecipientValidator | None = None,
-                 local_domains: LocalDomains | None = None):
+                 local_domains: LocalDomains | None = None,
+                 verify: Callable[[str], VerifyAnswer] | None = None):
         self.settings = settings
         self.dns = dns
         self.policy = policy
+        self.verify = verify
         s = settings
         self.utf8 = _bool(s, "smtputf8_enable", False)
         self.flags = OpenFlags(fold_case=True, utf8=self.utf8)
@@ -314,7 +326,8 @@ class SmtpdChecks:
                               f"working instance of: {example}")
         self.tempfail = {}
         for name in ("unknown_helo_hostname_tempfail_action",
-                     "unknown_address_tempfail_action"):
+                     "unknown_address_tempfail_action", "unverified_recipient_tempfail_action",
+                     "unverified_sender_tempfail_action"):
             value = s.str(name)
             if value not in _TEMPFAIL_ACTIONS:
                 raise ConfigError(f"bad configuration: {name} = {value}")
@@ -343,7 +356,13 @@ class SmtpdChecks:
             "multi_recipient_bounce_reject_code", "non_fqdn_reject_code",
             "plaintext_reject_code", "reject_code", "relay_domains_reject_code",
             "unknown_address_reject_code", "unknown_client_reject_code",
-            "unknown_hostname_reject_code")}
+            "unknown_hostname_reject_code", "unverified_recipient_defer_code",
+            "unverified_recipient_reject_code", "unverified_sender_defer_code",
+            "unverified_sender_reject_code")}
+        self.unverified_reason = {
+            NAME_RECIPIENT: s.str("unverified_recipient_reject_reason"),
+            NAME_SENDER: s.str("unverified_sender_reject_reason")}
+        self.verify_service = s.str("address_verify_service_name")
         self.delay_reject = s.bool("smtpd_delay_reject")
         self.relay_first = s.bool("smtpd_relay_before_recipient_restrictions")
         self.reject_unlisted_recipient = s.bool("smtpd_reject_unlisted_recipient")
@@ -407,7 +426,7 @@ class SmtpdChecks:
         every = [*self.lists.values(), *self.classes.values()]
         for items in every:
             for item in items:
-                if item.lower() in DNS_RESTRICTIONS:
+                if item.lower() in DNS_RESTRICTIONS or item.lower() in VERIFY_RESTRICTIONS:
                     return True
         for spec in self.tables:
             if spec.split(":", 1)[0].lower() in NETWORK_TABLE_TYPES:
@@ -1016,6 +1035,10 @@ class SmtpdSession(AccessTableChecks, AddressChecks, DnsxlChecks):
             if sender:
                 return self._sender_rcpt_maps(sender), i
             return DUNNO, i
+        if low == "reject_unverified_sender":
+            if sender:
+                return self._unverified_address(sender, NAME_SENDER), i
+            return DUNNO, i
         # Recipient
         rcpt = self.recipient
         if low == "permit_mx_backup":
@@ -1077,6 +1100,10 @@ class SmtpdSession(AccessTableChecks, AddressChecks, DnsxlChecks):
             if rcpt:
                 return self._recipient_rcpt_maps(rcpt), i
             return DUNNO, i
+        if low == "reject_unverified_recipient":
+            if rcpt:
+                return self._unverified_address(rcpt, NAME_RECIPIENT), i
+            return DUNNO, i
         if low == "reject_multi_recipient_bounce":
             if sender == "" and self.rcpt_count > (1 if self.where == STAGE_DATA else 0):
                 return self._reject(ERR_POLICY, c.p["multi_recipient_bounce_reject_code"],
@@ -1092,6 +1119,49 @@ class SmtpdSession(AccessTableChecks, AddressChecks, DnsxlChecks):
 
     def _helo_name(self) -> str | None:
         return self._helo if self._helo is not None else self.facts.helo_name
+
+    # -- reject_unverified_sender, reject_unverified_recipient
+
+    def _unverified_address(self, addr: str, reply_class: str) -> int:
+        """reject_unverified_address(): what the verify service knows of
+        *addr*. Deliverable: DUNNO. Undeliverable: the
+        unverified_*_reject_code with ``undeliverable address`` (5xx) or
+        ``unverified address`` (4xx); no result yet or a deferred probe:
+        the unverified_*_defer_code; the service unreachable: 450
+        ``address verification problem``. 4xx answers follow
+        unverified_*_tempfail_action (defer_if_permit: only when nothing
+        later rejects)."""
+        c = self.checks
+        which = "sender" if reply_class == NAME_SENDER else "recipient"
+        dsn = "4.1.7" if reply_class == NAME_SENDER else "4.1.1"
+        act = c.tempfail[f"unverified_{which}_tempfail_action"]
+        answer: VerifyAnswer | None = None
+        if c.verify is not None:
+            try:
+                answer = c.verify(addr)
+            except Exception:  # noqa: BLE001 - any client failure is a service failure
+                answer = None
+        if answer is None or answer[0] != STAT_OK:
+            self._warn(f"{c.verify_service} service failure")
+            return self._defer_if_permit_(act, 450, dsn, f"<{addr}>: {reply_class} rejected: "
+                                          "address verification problem")
+        _, rcpt_status, why = answer
+        code = 0
+        if rcpt_status in (TODO, DEFER):
+            code = c.p[f"unverified_{which}_defer_code"]
+        elif rcpt_status == BOUNCE:
+            code = c.p[f"unverified_{which}_reject_code"]
+        elif rcpt_status != VRFY_OK:
+            self._warn(f"unknown address verification status {rcpt_status}")
+        if code >= 400 and c.unverified_reason[reply_class]:
+            why = c.unverified_reason[reply_class]
+        if code // 100 == 4:
+            return self._defer_if_permit_(act, code, dsn, f"<{addr}>: {reply_class} rejected: "
+                                          f"unverified address: {why[:250]}")
+        if code // 100 not in (0, 2):
+            return self._reject(ERR_POLICY, code, dsn, f"<{addr}>: {reply_class} rejected: "
+                                f"undeliverable address: {why}")
+        return DUNNO
 
     # -- check_policy_service
 

@@ -14,6 +14,14 @@ The recipient's status combines its actions: any temporary failure defers
 it (parts already delivered may be delivered again: at least once), else
 any bounce bounces it, else it is sent.
 
+An address verification probe (``probe=yes``) is planned the same way but
+nothing is written or run: each action answers what it would do, as
+Postfix's local does for such requests (``delivers to mailbox``,
+``delivers to maildir``, ``delivers to file: PATH``, ``delivers to
+command: CMD``, ``forwards to ADDR, ...``); unknown users bounce and table
+failures defer as usual, and mailbox_transport recipients are handed to
+that agent, which answers the probe itself.
+
 Requests: qmgr's delivery requests. Parameters: alias_maps, home_mailbox,
 mail_spool_directory, mailbox_command, forward_path, allow_mail_to_commands,
 allow_mail_to_files, luser_relay, default_privs, recipient_delimiter,
@@ -32,7 +40,7 @@ from ..delivery.mbox import deliver_mbox, envelope_headers
 from ..delivery.pipe import LOCAL_COMMAND_FLAGS, command_argv, run_pipe
 from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus, \
     decode_statuses
-from ..io.agent import each_recipient, serve_agent
+from ..io.agent import each_recipient, is_probe, serve_agent
 from ..io.ipc import notify, request_sync
 from ..policy.rewrite import open_maps
 from ..proto.attr import Attrs
@@ -109,8 +117,29 @@ class Local:
                           f"no answer for the recipient from transport {transport}",
                           relay="local")
 
+    @staticmethod
+    def _would(action) -> tuple[str, str, str] | None:
+        """What a probe answers for a delivering action (nothing written)."""
+        if isinstance(action, L.Forward):
+            return SENT, "2.0.0", "forwards to " + ", ".join(action.addresses)
+        if isinstance(action, L.Maildir) or (isinstance(action, L.File) and action.is_maildir):
+            return SENT, "2.0.0", ("delivers to maildir" if isinstance(action, L.Maildir)
+                                   else f"delivers to file: {action.path}")
+        if isinstance(action, L.Mbox):
+            return SENT, "2.0.0", "delivers to mailbox"
+        if isinstance(action, L.File):
+            return SENT, "2.0.0", f"delivers to file: {action.path}"
+        if isinstance(action, L.Command):
+            return SENT, "2.0.0", f"delivers to command: {action.command}"
+        return None
+
     def _do(self, req: DeliveryRequest, rcpt, action) -> tuple[str, str, str]:
-        """Carry out one action: (status, dsn, reason)."""
+        """Carry out one action: (status, dsn, reason); for a probe, only
+        say what it would do."""
+        if is_probe(req):
+            would = self._would(action)
+            if would is not None:
+                return would
         if isinstance(action, L.Bounce):
             return BOUNCED, action.dsn, action.reason
         if isinstance(action, L.Defer):

@@ -15,6 +15,13 @@ returned. Failed recipients produce a delivery status notification to the
 sender (``QID: sender non-delivery notification: QID2``) through the bounce
 module, never for a bounce itself.
 
+Address verification probes (envelope attribute ``probe=yes``, queued by
+the verify service) are routed with the ``address_verify_*`` transports
+and maps and no content filter; their results go to the verify service
+and the probe is removed, never bounced or deferred (a deferred probe is
+an "undeliverable" result, as in Postfix). ``sendmail -bv`` messages
+(``verify=yes``) are not delivered either: their sender gets a report.
+
 Requests on ``public/qmgr``: ``request=wakeup`` (new mail in incoming/),
 ``request=flush`` (try every deferred message now: ``hato flush``,
 ``postqueue -f``). The master.cf wakeup time and ``queue_run_delay``
@@ -46,7 +53,9 @@ from ..delivery.request import (
     decode_statuses,
 )
 from ..io.ipc import ClientPool, serve_requests
+from ..io.verify_client import VerifyUpdater
 from ..policy.address import log_form
+from ..policy import verify as V
 from ..policy.resolve import Resolver, parse_transport
 from ..proto.attr import Attrs
 from ..queue.bounce import send_bounce, send_notice, send_verify_report
@@ -66,6 +75,8 @@ class QueueManager:
         self.store = QueueStore.from_settings(self.s)
         self.queue_dir = self.s.str("queue_directory")
         self.resolver = Resolver(self.s)
+        self._probe_resolver: Resolver | None = None  # address_verify_* routing
+        self._verify: VerifyUpdater | None = None
         self.wake = asyncio.Event()
         self.flush_requested = False
         self.in_flight: set[str] = set()
@@ -158,6 +169,8 @@ class QueueManager:
             await asyncio.wait(pending, timeout=30)
         for client in self.clients.values():
             client.close()
+        if self._verify is not None:
+            self._verify.close()
         return 0
 
     async def _request(self, req: Attrs) -> Attrs | None:
@@ -211,13 +224,21 @@ class QueueManager:
         groups: dict[tuple[str, str], list[RcptRequest]] = defaultdict(list)
         results: dict[int, RcptStatus] = {}
         requests: dict[int, RcptRequest] = {}
+        # An address verification probe takes the address_verify_* routes
+        # and no content filter, and is never delivered (_finish_probe).
+        probe = env.attributes.get("probe") == "yes"
+        resolver = self.resolver
+        if probe:
+            if self._probe_resolver is None:
+                self._probe_resolver = await asyncio.to_thread(Resolver, self.s, verify=True)
+            resolver = self._probe_resolver
         for i, rcpt in enumerate(env.recipients):
             if rcpt.done:
                 continue
             # header_checks REDIRECT sends the message to one address instead.
             target = env.attributes.get("redirect") or rcpt.address
             try:
-                res = await asyncio.to_thread(self.resolver.resolve, target, env.sender)
+                res = await asyncio.to_thread(resolver.resolve, target, env.sender)
             except TableRetry as err:
                 results[i] = RcptStatus(i, DEFERRED, "4.3.0", f"address resolver failure: "
                                                               f"{err.reason}")
@@ -230,7 +251,7 @@ class QueueManager:
                 results[i] = RcptStatus(i, DEFERRED, "4.3.0", "address resolver failure")
                 continue
             transport, nexthop = res.transport, res.nexthop
-            content_filter = env.attributes.get("content_filter")
+            content_filter = env.attributes.get("content_filter") if not probe else None
             if content_filter:
                 # header_checks FILTER: the message goes to that transport
                 # (and next hop) for every recipient, as Postfix does.
@@ -282,7 +303,70 @@ class QueueManager:
             for k in range(0, len(rcpts), limit):
                 jobs.append(dispatch(transport, nexthop, rcpts[k:k + limit]))
         await asyncio.gather(*jobs)
+        if probe:
+            await self._finish_probe(qf, queue_id, env, results, requests, active_time)
+            return
         await asyncio.to_thread(self._finish, qf, queue_id, env, results, requests)
+
+    async def _finish_probe(self, qf, queue_id: str, env, results: dict[int, RcptStatus],
+                            requests: dict[int, RcptRequest], active_time: float) -> None:
+        """An address verification probe: each result goes to the verify
+        service (for the address the probe was for and, when the resolver
+        changed it, for the final address too, as Postfix's verify_append
+        does), and the probe is removed: never bounced, deferred or
+        delivered. The delivery agents logged ``status=deliverable`` or
+        ``status=undeliverable``; results qmgr made itself (resolver
+        failures) are logged here. A result the verify service did not take
+        stays: the probe is deferred and tried again."""
+        if self._verify is None:
+            self._verify = VerifyUpdater.from_settings(self.s)
+        negative_cache = self.s.bool("address_verify_negative_cache")
+        done, deferred = [], False
+        for i, st in sorted(results.items()):
+            rcpt = env.recipients[i]
+            address = requests[i].address
+            orig = rcpt.orig_address or rcpt.address
+            vstat = {SENT: V.OK, BOUNCED: V.BOUNCE}.get(st.status, V.DEFER)
+            ok = True
+            if negative_cache or vstat == V.OK:
+                ok = await self._verify.update(orig, vstat, st.reason) == V.STAT_OK
+                if ok and address.lower() != orig.lower():
+                    ok = await self._verify.update(address, vstat, st.reason) == V.STAT_OK
+            if not ok:
+                self.log.warning(f"{queue_id}: {self.s.str('address_verify_service_name')} "
+                                 f"service failure")
+                deferred = True
+                continue
+            if st.relay == "none" and st.reason.startswith("address resolver failure"):
+                action = V.status_name(vstat) if negative_cache or vstat == V.OK \
+                    else "undeliverable-but-not-cached"
+                delay = max(0.0, time.time() - env.arrival_time)
+                self.log.info(f"{queue_id}: to=<{log_form(address, self.external)}>, "
+                              f"relay=none, delay={delay:.2g}, "
+                              f"delays={max(0.0, active_time - env.arrival_time):.2g}/0/0/0, "
+                              f"dsn={st.dsn}, status={action} ({st.reason})")
+            done.append(rcpt)
+
+        def finish() -> None:
+            store = self.store
+            if done:
+                qf.mark_done(*done)
+            lifetime = self.s.time("bounce_queue_lifetime" if not env.sender
+                                   else "maximal_queue_lifetime")
+            if not deferred or time.time() - env.arrival_time >= lifetime:
+                store.remove(ACTIVE, queue_id)
+                for kind in ("defer", "bounce", "trace"):
+                    store.remove_log(kind, queue_id)
+                self.log.info(f"{queue_id}: removed")
+                return
+            store.move(queue_id, ACTIVE, DEFERRED_Q)
+            now = time.time()
+            due = now + self._backoff(env.arrival_time, now)
+            try:
+                os.utime(store.path(DEFERRED_Q, queue_id), (due, due))
+            except OSError:
+                pass
+        await asyncio.to_thread(finish)
 
     def _finish(self, qf, queue_id: str, env, results: dict[int, RcptStatus],
                 requests: dict[int, RcptRequest]) -> None:

@@ -13,8 +13,13 @@ null MX, fallback relays; ``lmtp:unix:/path``, ``lmtp:inet:host:port``),
 the SMTP/LMTP conversation from :mod:`hato.proto.smtp_client` (EHLO/HELO,
 PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN, CHUNKING, per-recipient
 results), STARTTLS by the TLS policy (``smtp_tls_security_level``,
-``smtp_tls_policy_maps``: may, encrypt, fingerprint, verify, secure) and
-AUTH with ``smtp_sasl_password_maps``.
+``smtp_tls_policy_maps``: may, encrypt, dane, dane-only, fingerprint, verify,
+secure; DANE TLSA records with ``smtp_dns_support_level = dnssec``, from
+:mod:`hato.io.smtp_dane`), AUTH with ``smtp_sasl_password_maps``, the
+connection cache and TLS session resumption
+(:mod:`hato.io.smtp_conncache`), and the 8-bit → quoted-printable
+conversion for servers without 8BITMIME (:mod:`hato.proto.mime_downgrade`).
+Address verification probes end after the RCPT replies.
 
 Each recipient's result is logged as Postfix logs it:
 ``QID: to=<a@example.org>, relay=mx.example.org[192.0.2.25]:25, delay=1.2,
@@ -29,8 +34,15 @@ smtp_data_done_timeout, smtp_rset_timeout, smtp_quit_timeout,
 smtp_skip_5xx_greeting, smtp_never_send_ehlo, smtp_bind_address(6),
 smtp_mx_address_limit, smtp_mx_session_limit, smtp_address_preference,
 smtp_host_lookup, smtp_line_length_limit, smtp_discard_ehlo_keywords,
-smtp_tls_security_level, inet_protocols, hato_dns_servers — and their
-``lmtp_`` forms for lmtp.
+smtp_tls_security_level, smtp_tls_policy_maps, smtp_dns_support_level,
+smtp_tls_dane_insecure_mx_policy, tls_dane_digests, smtp_tls_wrappermode,
+smtp_tls_session_cache_database, smtp_tls_session_cache_timeout,
+smtp_tls_connection_reuse, smtp_connection_cache_on_demand,
+smtp_connection_cache_destinations, smtp_connection_cache_time_limit,
+smtp_connection_reuse_time_limit, smtp_connection_reuse_count_limit,
+disable_mime_output_conversion, mime_nesting_limit, lmtp_assume_final,
+smtp_sasl_* (see :func:`sasl_hook`), inet_protocols, hato_dns_servers — and
+their ``lmtp_`` forms for lmtp.
 """
 
 from __future__ import annotations
@@ -45,33 +57,50 @@ from ..io.smtp_route import router_from_settings
 def tls_hook(settings, prefix: str, log):
     """STARTTLS per connection: the policy of ``{prefix}_tls_security_level``
     and ``{prefix}_tls_policy_maps`` for the next hop (:mod:`hato.policy.smtp_tls_policy`),
-    a client context per distinct policy, and the peer checks of
+    at the dane levels the server's TLSA records from DNSSEC-validated
+    lookups (:mod:`hato.io.smtp_dane`, with ``{prefix}_dns_support_level =
+    dnssec``), a client context per distinct policy, and the peer checks of
     :mod:`hato.io.smtp_tls` with Postfix's "... TLS connection established
     to ..." line. Returns (mode, context, check) or None (no TLS); a policy
     that cannot be built is ("error", None, reason): the delivery defers."""
-    from ..io.smtp_tls import TlsVerifyError, check_peer, client_context
+    from ..io.smtp_dane import DaneResolver
+    from ..io.smtp_tls import TlsVerifyError, check_peer, client_context, trust_locations
     from ..policy.rewrite import open_maps
-    from ..policy.smtp_tls_policy import DANE_UNAVAILABLE, TlsDefaults, TlsPolicyError, \
-        resolve_policy
+    from ..policy.smtp_tls_policy import TlsDefaults, TlsPolicyError, resolve_policy
 
     defaults = TlsDefaults.from_settings(settings, prefix)
     maps = open_maps(settings, f"{prefix}_tls_policy_maps")
     loglevel = settings.int(f"{prefix}_tls_loglevel")
+    cafile, capath = trust_locations(settings, prefix=prefix)
+    dane = DaneResolver(settings, prefix)
+    for warning in dane.config_warnings:
+        log.warning(warning)
     contexts: dict[str, ssl.SSLContext] = {}
 
     def hook(cand, nexthop):
+        found = []
+
+        def dane_outcome(level: str) -> str:
+            # Only at the dane levels: the TLSA records of this server
+            # (Postfix's dane_init()), kept for the check after the handshake.
+            got = dane.lookup(cand, level)
+            found.append(got)
+            for warning in got.warnings:
+                log.warning(warning)
+            return got.outcome
+
         try:
-            # hato does not look TLSA records up with DNSSEC yet: for the
-            # dane levels the destination counts as not validated, so dane
-            # falls back to may and dane-only defers, as Postfix without a
-            # validating resolver (smtp_dns_support_level != dnssec)
             policy = resolve_policy(nexthop, cand.host, defaults,
                                     lookup=maps.get if maps is not None else None,
-                                    dane_outcome=DANE_UNAVAILABLE, port=cand.port or 25)
+                                    dane_outcome=dane_outcome, port=cand.port or 25)
         except TlsPolicyError as err:
+            if err.warning:
+                log.warning(err.warning)
             return ("error", None, str(err))
         except Exception as err:  # a table that fails: try later
             return ("error", None, f"TLS policy lookup for {nexthop}: {err}")
+        for warning in policy.warnings:
+            log.warning(warning)
         if not policy.enabled:
             return None
         key = repr((policy.level, policy.protocols, policy.ciphers, policy.exclude,
@@ -79,12 +108,27 @@ def tls_hook(settings, prefix: str, log):
         ctx = contexts.get(key)
         if ctx is None:
             ctx = contexts[key] = client_context(settings, policy, prefix=prefix)
+        tlsa = found[-1] if found and policy.level in ("dane", "dane-only") else None
 
         def check(wrapped, cand, nexthop) -> str:
+            namaddr = f"{cand.host}[{cand.addr}]:{cand.port}"
             try:
-                result = check_peer(wrapped, policy)
+                result = check_peer(
+                    wrapped, policy, tlsa=tlsa.records if tlsa else (),
+                    dane_names=tlsa.names if tlsa else None,
+                    dane_secured=tlsa.secured if tlsa else True,
+                    cafile=cafile, capath=capath)
             except TlsVerifyError as err:
-                return f"{err} for {cand.host}[{cand.addr}]:{cand.port}"
+                # Postfix logs why the chain failed when the level needs
+                # trust (with only DANE-EE records: from smtp_tls_loglevel 1),
+                # then the session it got, then defers with the reason.
+                line = err.verify_log(namaddr)
+                if line and (loglevel >= 1 or (
+                        tlsa is not None and any(r.usage == 2 for r in tlsa.records))):
+                    log.info(line)
+                if err.result is not None and loglevel >= 1:
+                    log.info(err.result.log_line(cand.host, cand.addr, cand.port))
+                return err.reason
             if loglevel >= 1:
                 log.info(result.log_line(cand.host, cand.addr, cand.port))
             return ""

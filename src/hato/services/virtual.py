@@ -8,7 +8,9 @@ the uid and gid that ``virtual_uid_maps`` and ``virtual_gid_maps`` give
 (``static:5000`` is the usual form); a uid below ``virtual_minimum_uid`` is
 refused. Each delivered copy starts with ``Delivered-To:`` and
 ``Return-Path:`` (and ``X-Original-To:``). An unknown recipient bounces
-with 5.1.1; a table or disk failure defers.
+with 5.1.1; a table or disk failure defers. An address verification
+probe (``probe=yes``) gets the same checks and writes nothing: ``delivers
+to maildir`` or ``delivers to mailbox``.
 
 Requests: qmgr's delivery requests. Parameters: virtual_mailbox_base,
 virtual_mailbox_maps, virtual_uid_maps, virtual_gid_maps,
@@ -23,7 +25,7 @@ import os
 from ..delivery.maildir import deliver_maildir
 from ..delivery.mbox import deliver_mbox, envelope_headers
 from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus
-from ..io.agent import each_recipient, serve_agent
+from ..io.agent import each_recipient, is_probe, serve_agent
 from ..policy.rewrite import open_maps
 from ..queue.store import QueueStore
 from ..tables.search import TableList, find_address_mapping
@@ -70,6 +72,10 @@ class Virtual:
             return RcptStatus(rcpt.index, DEFERRED, "4.3.0",
                               f"recipient {rcpt.address}: bad uid {uid} in virtual_uid_maps",
                               relay="virtual")
+        if is_probe(req):
+            return RcptStatus(rcpt.index, SENT, "2.0.0",
+                              "delivers to maildir" if path.endswith("/")
+                              else "delivers to mailbox", relay="virtual")
         full = os.path.join(self.base, path)
         headers = envelope_headers(sender=req.sender, original_recipient=rcpt.orig_address,
                                    delivered_to=rcpt.address)

@@ -172,7 +172,7 @@ def test_check_names_bad_and_unsupported_restrictions(tmp_path):
     err = r.stderr
     assert f'{d}/main.cf, line 4: smtpd_recipient_restrictions: unknown smtpd restriction ' \
            f'"bogus_one"' in err
-    assert "reject_unverified_recipient is not implemented by hato yet" in err
+    assert "reject_unverified_recipient needs the verify service" in err
     # main.cf has no relay protection: smtpd would refuse to run, as Postfix's.
     assert f"{d}/main.cf: in parameter smtpd_relay_restrictions or " \
            f"smtpd_recipient_restrictions, specify at least one working instance" in err

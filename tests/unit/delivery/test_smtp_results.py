@@ -85,3 +85,14 @@ def test_no_server_answered():
                            "refused", failure_dsn="4.4.1")).deliver(request(1), {})
     (st,) = out
     assert (st.status, st.relay, st.remote_mta, st.diagnostic) == (DEFERRED, "none", "", "")
+
+
+def test_lmtp_assume_final_reports_delivered():
+    """lmtp_assume_final = yes and an LMTP server without DSN: the DSN
+    action is "delivered" (final delivery), else "relayed"."""
+    ok = reply(250, "250 2.0.0 <u0@example.org> Saved")
+    res = (C.RecipientResult(0, "u0@example.org", C.Disposition.SENT, "2.0.0", ok,
+                             "end of DATA", ok.text),)
+    final = agent(D._Attempt(results=res, connected=True, final=True)).deliver(request(1), {})
+    relayed = agent(D._Attempt(results=res, connected=True)).deliver(request(1), {})
+    assert (final[0].action, relayed[0].action) == ("delivered", "relayed")

@@ -436,9 +436,10 @@ def test_unauth_pipelining() -> None:
         "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining"
 
 
-def test_unverified_is_known_but_unsupported() -> None:
+def test_unverified_without_a_verify_client_is_a_problem() -> None:
     d = rcpt("smtpd_recipient_restrictions = reject_unverified_recipient\n")
-    assert d.ok and "not supported yet" in d.logs[0].text
+    assert str(d) == "450 4.1.1 <joe@mx1.example.com>: Recipient address rejected: " \
+                     "address verification problem"
 
 
 # -- DNS lists -------------------------------------------------------------------------------
