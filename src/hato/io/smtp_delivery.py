@@ -84,9 +84,10 @@ class SmtpDelivery:
         self.bind6 = _value(s, f"{p}_bind_address6", "smtp_bind_address6").strip()
         self.skip_5xx = s.bool(f"{p}_skip_5xx_greeting")
         self.never_ehlo = (not lmtp) and s.bool("smtp_never_send_ehlo")
-        self.line_limit = s.int("smtp_line_length_limit") if not lmtp else 0
-        self.discard = frozenset(k.upper() for k in _value(s, f"{p}_discard_ehlo_keywords",
-                                                           "smtp_discard_ehlo_keywords").split())
+        self.line_limit = s.int(f"{p}_line_length_limit")
+        self.discard = frozenset(k.upper() for k in s.list(
+            "lmtp_discard_lhlo_keywords" if lmtp else "smtp_discard_ehlo_keywords"))
+        self.auth_soft_bounce = s.bool(f"{p}_sasl_auth_soft_bounce")
         self.myhostname = s.str("myhostname")
         self.cache = None
         self.cache_on_demand = s.bool(f"{p}_connection_cache_on_demand")
@@ -348,6 +349,7 @@ class SmtpDelivery:
             helo_name=self.helo_name, server_name=server, lmtp=self.lmtp,
             try_ehlo=not self.never_ehlo, skip_5xx_greeting=self.skip_5xx, starttls=mode,
             tls_active=wrapped, auth=self.sasl is not None,
+            auth_soft_bounce=self.auth_soft_bounce,
             line_length_limit=self.line_limit, discard_ehlo_keywords=self.discard,
             myhostname=None if self.lmtp else self.myhostname)
         conn = C.ClientConnection(params)

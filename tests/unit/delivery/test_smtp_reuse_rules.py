@@ -78,3 +78,19 @@ def test_flags_travel_in_the_request():
     r = req(flags={"CONN_LOAD"})
     assert DeliveryRequest.decode(r.encode()).flags == frozenset({"CONN_LOAD"})
     assert DeliveryRequest.decode(req().encode()).flags == frozenset()
+
+
+def test_lmtp_reads_its_own_parameters():
+    """lmtp_line_length_limit, lmtp_discard_lhlo_keywords and
+    lmtp_sasl_auth_soft_bounce, not their smtp_ forms."""
+    from tests.unit.policy.conftest import make_settings
+
+    s = make_settings("lmtp_line_length_limit = 500\nlmtp_discard_lhlo_keywords = pipelining\n"
+                      "lmtp_sasl_auth_soft_bounce = no\nsmtp_line_length_limit = 700\n"
+                      "smtp_discard_ehlo_keywords = dsn\n")
+    lmtp = D.SmtpDelivery(s, None, lmtp=True, router=None)
+    smtp = D.SmtpDelivery(s, None, lmtp=False, router=None)
+    assert (lmtp.line_limit, lmtp.discard, lmtp.auth_soft_bounce) == \
+        (500, frozenset({"PIPELINING"}), False)
+    assert (smtp.line_limit, smtp.discard, smtp.auth_soft_bounce) == \
+        (700, frozenset({"DSN"}), True)
