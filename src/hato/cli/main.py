@@ -52,11 +52,12 @@ COMMANDS: dict[str, Command] = {
     "flush": _lazy("control", "flush_main"),
     "sendmail": _lazy("sendmail"),
     "postdrop": _not_yet("postdrop", "the mail flow work"),
-    "postqueue": _not_yet("postqueue", "the queue administration work"),
-    "mailq": _not_yet("mailq", "the queue administration work"),
-    "postsuper": _not_yet("postsuper", "the queue administration work"),
-    "postcat": _not_yet("postcat", "the queue administration work"),
-    "qshape": _not_yet("qshape", "the queue administration work"),
+    "postqueue": _lazy("postqueue", "postqueue_main"),
+    "mailq": _lazy("postqueue", "mailq_main"),
+    "postsuper": _lazy("postsuper"),
+    "postcat": _lazy("postcat"),
+    "qshape": _lazy("qshape"),
+    "postlog": _lazy("postlog"),
     "postmulti": _not_yet("postmulti", "the multiple instances work"),
     "saslauthd": _lazy("saslauthd", "saslauthd_main"),
     "testsaslauthd": _lazy("saslauthd", "testsaslauthd_main"),
@@ -72,7 +73,7 @@ usage: hato [-c config_dir] [-v] command [args...]
 
 instance:  init DIR | start | stop | abort | reload | status | check | flush
 tools:     postconf postmap postalias newaliases sendmail mailq postqueue
-           postsuper postcat qshape postmulti saslauthd saslpasswd
+           postsuper postcat qshape postlog postmulti saslauthd saslpasswd
            sasldblistusers maildirmake
 """
 

@@ -118,7 +118,7 @@ def test_unknown_command_and_options():
 
 
 def test_not_yet_commands_say_so():
-    r = hato_inprocess("postsuper")
+    r = hato_inprocess("postmulti")
     assert r.returncode == 1 and "not yet implemented" in r.stderr
 
 

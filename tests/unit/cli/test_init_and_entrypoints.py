@@ -53,9 +53,9 @@ def test_argv0_dispatch(tmp_path):
     assert r.returncode == 0 and r.stdout.strip()
     r = subprocess.run([sys.executable, "-c",
                         "import sys; from hato.cli.main import main; "
-                        "sys.exit(main(['/usr/sbin/mailq']))"],
+                        "sys.exit(main(['/usr/bin/maildirmake']))"],
                        capture_output=True, text=True, env=hato_env())
-    assert r.returncode == 1 and "mailq: not yet implemented" in r.stderr
+    assert r.returncode == 1 and "maildirmake: not yet implemented" in r.stderr
 
 
 def test_version():
