@@ -156,7 +156,12 @@ class PostfixInstance:
     ``.conf``, ``.maillog``; ``stop()`` is idempotent."""
 
     def __init__(self, main_cf: dict | str | None = None, master_cf_extra: str = "",
-                 port: int | None = None, name: str = "pf"):
+                 port: int | None = None, name: str = "pf",
+                 conf_files: dict[str, str] | None = None):
+        """*conf_files*: more files for the config directory, written before
+        Postfix starts (name relative to it: text), e.g. Cyrus SASL's
+        ``sasl/smtpd.conf``, which Debian's Postfix reads from
+        ``$config_directory/sasl``."""
         for tool in (POSTFIX, POSTCONF, f"{DAEMON_DIRECTORY}/smtpd"):
             if not os.path.exists(tool):
                 raise PostfixError(f"{tool} is missing: install the Debian package postfix")
@@ -164,6 +169,7 @@ class PostfixInstance:
             raise PostfixError("a private Postfix instance must be started as root")
         self.main_cf = _main_cf_text(main_cf)
         self.master_cf_extra = master_cf_extra
+        self.conf_files = dict(conf_files or {})
         self.port = port or free_port()
         self.name = name
         self.root: Path | None = None
@@ -223,6 +229,10 @@ class PostfixInstance:
         listen = f"127.0.0.1:{self.port}"
         (self.conf / "master.cf").write_text(MASTER_CF.format(listen=listen)
                                              + self.master_cf_extra)
+        for name, text in self.conf_files.items():
+            path = self.conf / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
         self._run("start")
         self.running = True
         self.wait_listening()

@@ -114,13 +114,7 @@ class SmtpPeer:
             self._listener.close()
         except OSError:
             pass
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.drop_connections()
         self._thread.join(5)
 
     def drop_connections(self) -> None:

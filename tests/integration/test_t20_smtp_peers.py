@@ -30,30 +30,13 @@ from tests.dnsserver import DnsServer
 from tests.smtp_peer import DROP, SmtpPeer
 
 from .instance import Instance
+from .maillog import statuses, wait_status
 
 pytestmark = pytest.mark.integration
 
 SENDER = "demo@hato.test"
 
 # -- helpers -------------------------------------------------------------------------------
-
-_STATUS = re.compile(r"^.*? (?:postfix/)?[\w/]+\[\d+\]: (?P<qid>\w+): to=<(?P<to>[^>]*)>, "
-                     r"(?:orig_to=<[^>]*>, )?relay=(?P<relay>\S+), (?:conn_use=\d+, )?delay=[\d.]+, "
-                     r"delays=[\d./]+, dsn=(?P<dsn>[\d.]+), status=(?P<status>\w+) "
-                     r"\((?P<text>.*)\)$", re.MULTILINE)
-
-
-def statuses(inst: Instance, rcpt: str) -> list[dict[str, str]]:
-    """Every delivery status line for *rcpt*, oldest first."""
-    return [m.groupdict() for m in _STATUS.finditer(inst.log_text()) if m["to"] == rcpt]
-
-
-def wait_status(inst: Instance, rcpt: str, count: int = 1, timeout: float = 30.0) -> dict:
-    """The *count*-th status line of *rcpt* (waiting for it)."""
-    inst.wait_for(lambda: len(statuses(inst, rcpt)) >= count, timeout,
-                  f"{count} status line(s) for {rcpt}")
-    return statuses(inst, rcpt)[count - 1]
-
 
 def send(inst: Instance, *rcpts: str, subject: str = "t20", body: bytes = b"hello there\n",
          headers: bytes = b"") -> None:

@@ -32,16 +32,11 @@ from tests.certs import TestCA
 from tests.dnsserver import DnsServer
 
 from .instance import Instance
+from .maillog import wait_status
 
 pytestmark = pytest.mark.integration
 
 SENDER = "demo@hato.test"
-
-_STATUS = re.compile(r"^.*? (?:postfix/)?[\w/]+\[\d+\]: (?P<qid>\w+): to=<(?P<to>[^>]*)>, "
-                     r"(?:orig_to=<[^>]*>, )?relay=(?P<relay>\S+), delay=[\d.]+, "
-                     r"delays=[\d./]+, dsn=(?P<dsn>[\d.]+), status=(?P<status>\w+) "
-                     r"\((?P<text>.*)\)$", re.MULTILINE)
-
 
 # -- a STARTTLS server -----------------------------------------------------------------------
 
@@ -280,10 +275,7 @@ def send(inst: Instance, rcpt: str) -> None:
 
 
 def status(inst: Instance, rcpt: str, timeout: float = 30.0) -> dict:
-    def found():
-        return [m.groupdict() for m in _STATUS.finditer(inst.log_text()) if m["to"] == rcpt]
-    inst.wait_for(lambda: bool(found()), timeout, f"a status line for {rcpt}")
-    return found()[0]
+    return wait_status(inst, rcpt, timeout=timeout)
 
 
 def tls_line(kind: str, host: str, port: int) -> re.Pattern:

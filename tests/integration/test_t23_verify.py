@@ -17,7 +17,6 @@ probe is removed after its attempt, and no bounce goes anywhere.
 
 from __future__ import annotations
 
-import re
 import smtplib
 
 import pytest
@@ -25,26 +24,11 @@ import pytest
 from tests.smtp_peer import SmtpPeer
 
 from .instance import Instance, free_port, smtp_ready
+from .maillog import statuses, wait_status
 
 pytestmark = pytest.mark.integration
 
 UNKNOWN = "550 5.1.1 Recipient address rejected: User unknown"
-
-_STATUS = re.compile(r"^.*? (?:postfix/)?(?P<agent>[\w/]+)\[\d+\]: (?P<qid>\w+): "
-                     r"to=<(?P<to>[^>]*)>, (?:orig_to=<[^>]*>, )?relay=(?P<relay>\S+), "
-                     r"(?:conn_use=\d+, )?delay=[\d.]+, delays=[\d./]+, dsn=(?P<dsn>[\d.]+), "
-                     r"status=(?P<status>[\w-]+) \((?P<text>.*)\)$", re.MULTILINE)
-
-
-def statuses(inst: Instance, rcpt: str) -> list[dict[str, str]]:
-    return [m.groupdict() for m in _STATUS.finditer(inst.log_text()) if m["to"] == rcpt]
-
-
-def wait_status(inst: Instance, rcpt: str, count: int = 1, timeout: float = 30.0) -> dict:
-    inst.wait_for(lambda: len(statuses(inst, rcpt)) >= count, timeout,
-                  f"{count} status line(s) for {rcpt}")
-    return statuses(inst, rcpt)[count - 1]
-
 
 def rcpt_reply(port: int, rcpt: str, *, data: bytes | None = None) -> tuple[int, str]:
     """RCPT TO at hato's smtpd: (code, text with the enhanced status code);

@@ -27,26 +27,11 @@ from tests.certs import TestCA
 from tests.smtp_peer import SmtpPeer
 
 from .instance import Instance
+from .maillog import wait_status
 
 pytestmark = pytest.mark.integration
 
 SENDER = "demo@hato.test"
-_STATUS = re.compile(r"\w+: to=<(?P<to>[^>]*)>, relay=(?P<relay>\S+), "
-                     r"(?:conn_use=(?P<use>\d+), )?delay=[\d.]+, delays=[\d./]+, "
-                     r"dsn=(?P<dsn>[\d.]+), status=(?P<status>\w+) \((?P<text>.*)\)$",
-                     re.MULTILINE)
-
-
-def statuses(inst: Instance, rcpt: str) -> list[dict]:
-    return [m.groupdict() for m in _STATUS.finditer(inst.log_text()) if m["to"] == rcpt]
-
-
-def wait_status(inst: Instance, rcpt: str, count: int = 1, timeout: float = 30.0) -> dict:
-    inst.wait_for(lambda: len(statuses(inst, rcpt)) >= count, timeout,
-                  f"{count} status line(s) for {rcpt}")
-    return statuses(inst, rcpt)[count - 1]
-
-
 def send(inst: Instance, rcpt: str, n: int = 0) -> None:
     msg = f"From: {SENDER}\nTo: {rcpt}\nSubject: t24 {n}\n\nmessage {n}\n".encode()
     r = inst.sendmail("-f", SENDER, rcpt, message=msg)

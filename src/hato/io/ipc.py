@@ -57,6 +57,24 @@ async def serve_requests(listener: socket.socket, handler: Handler,
         await stop.wait()
 
 
+async def serve_sessions(listeners, session, stop: asyncio.Event,
+                         housekeeping: Callable[[asyncio.Event], Awaitable[None]] | None = None
+                         ) -> None:
+    """A service that handles whole connections itself: *session(reader,
+    writer)* for every connection on *listeners*, *housekeeping(stop)*
+    beside, until *stop* is set."""
+    servers = [await asyncio.start_unix_server(session, sock=sock) for sock in listeners]
+    keeper = asyncio.get_running_loop().create_task(housekeeping(stop)) \
+        if housekeeping is not None else None
+    try:
+        await stop.wait()
+    finally:
+        for server in servers:
+            server.close()
+        if keeper is not None:
+            keeper.cancel()
+
+
 class Client:
     """A persistent asyncio connection to one service socket."""
 

@@ -37,7 +37,7 @@ import time
 from collections import Counter
 
 from ..proto import anvil as A
-from ..io.ipc import attr_session
+from ..io.ipc import attr_session, serve_sessions
 from ..proto.attr import Attrs
 
 RETRY_INTERVAL = 5.0  # seconds between attempts to reach Redis again
@@ -216,15 +216,9 @@ async def serve(ctx) -> int:
         ctx.log.fatal(f"hato_anvil_backend: {err}")
         return 1
     await anvil.start()
-    servers = [await asyncio.start_unix_server(anvil.session, sock=sock)
-               for sock in ctx.listeners]
-    keeper = asyncio.get_running_loop().create_task(anvil.housekeeping(ctx.stop))
     try:
-        await ctx.stop.wait()
+        await serve_sessions(ctx.listeners, anvil.session, ctx.stop, anvil.housekeeping)
     finally:
-        for server in servers:
-            server.close()
-        keeper.cancel()
         anvil.report()
         if anvil.redis is not None:
             try:

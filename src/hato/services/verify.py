@@ -47,7 +47,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..config.errors import ConfigError
-from ..io.ipc import attr_session, notify
+from ..io.ipc import attr_session, notify, serve_sessions
 from ..io.verify_cache import VerifyCache
 from ..policy import verify as V
 from ..policy.address import log_form
@@ -191,14 +191,8 @@ async def serve(ctx) -> int:
     except ConfigError as err:
         ctx.log.fatal(str(err))
         return 1
-    servers = [await asyncio.start_unix_server(verify.session, sock=sock)
-               for sock in ctx.listeners]
-    keeper = asyncio.get_running_loop().create_task(verify.housekeeping(ctx.stop))
     try:
-        await ctx.stop.wait()
+        await serve_sessions(ctx.listeners, verify.session, ctx.stop, verify.housekeeping)
     finally:
-        for server in servers:
-            server.close()
-        keeper.cancel()
         await verify.close()
     return 0
