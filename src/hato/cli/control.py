@@ -108,17 +108,27 @@ def cmd_status(msgs: Messages, config_dir: str | None) -> int:
     return 1
 
 
-def cmd_flush(msgs: Messages, config_dir: str | None) -> int:
-    """Ask qmgr to try every deferred message now (postqueue -f)."""
+def wake_service(cfg, service: str, request: str) -> str | None:
+    """Send ``request=REQUEST`` to public/SERVICE of a running instance;
+    None when it was sent, else why not."""
     from ..io.ipc import notify
     from ..proto.attr import Attrs
 
-    cfg = load_config(config_dir, process_name="postqueue")
     queue_dir, data_dir = _dirs(cfg)
     if not running_pid(queue_dir, data_dir):
-        msgs.fatal("the mail system is not running")
-    if not notify(os.path.join(queue_dir, "public", "qmgr"), Attrs.of(request="flush")):
-        msgs.fatal("cannot reach the queue manager (public/qmgr)")
+        return "the mail system is not running"
+    if not notify(os.path.join(queue_dir, "public", service), Attrs.of(request=request)):
+        return f"cannot reach the {'queue manager' if service == 'qmgr' else service} " \
+               f"(public/{service})"
+    return None
+
+
+def cmd_flush(msgs: Messages, config_dir: str | None) -> int:
+    """Ask qmgr to try every deferred message now (postqueue -f)."""
+    cfg = load_config(config_dir, process_name="postqueue")
+    why = wake_service(cfg, "qmgr", "flush")
+    if why:
+        msgs.fatal(why)
     return 0
 
 

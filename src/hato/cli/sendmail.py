@@ -127,6 +127,8 @@ def body(msgs: Messages, argv: list[str]) -> int:
     if sub.config_dir:
         os.environ["MAIL_CONFIG"] = sub.config_dir
     if sub.mode == "p":
+        if sub.recipients:
+            raise Fatal("display queue mode requires no recipient", EX_TEMPFAIL)
         from . import main as hato_main
 
         return hato_main.COMMANDS["mailq"]([])
