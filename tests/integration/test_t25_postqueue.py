@@ -318,13 +318,42 @@ def test_permissions_of_an_unprivileged_user(site):
                                 f"{what} the mail queue\n"), args
         # root is always allowed
         assert postqueue(inst, "-p").returncode == 0
-        # allowed by the list, but the queue is the mail owner's: hato has no
-        # showq service to ask, so the listing is unavailable to this user
-        inst.postconf("authorized_mailq_users = !root, nobody")
+        # allowed by the lists: the showq and flush services (running as the
+        # mail owner) answer for the user, who cannot read the queue itself
+        inst.postconf("authorized_mailq_users = !root, nobody",
+                      "authorized_flush_users = nobody")
         r = as_nobody(inst, "postqueue", "-p")
-        assert r.returncode == 69 and r.stderr.startswith(
-            "postqueue: fatal: Queue report unavailable - "), r.stderr
-        assert "Permission denied" in r.stderr
+        assert r.returncode == 0, r.stderr
+        mine = postqueue(inst, "-p").stdout
+        mine = mine.decode() if isinstance(mine, bytes) else mine
+        assert r.stdout.splitlines()[0] == mine.splitlines()[0]
+        assert r.stdout.rstrip().splitlines()[-1] == mine.rstrip().splitlines()[-1]
+        r = as_nobody(inst, "postqueue", "-j")
+        assert r.returncode == 0 and all(json.loads(line) for line in r.stdout.splitlines())
+        r = as_nobody(inst, "postqueue", "-i", "3F2A1C4D5E")  # not deferred: nothing to do
+        assert (r.returncode, r.stderr) == (0, "")
+        r = as_nobody(inst, "postqueue", "-f")
+        assert (r.returncode, r.stderr) == (0, "")
+        r = as_nobody(inst, "postqueue", "-s", "elsewhere.test")  # the flush service's answer
+        assert (r.returncode, r.stderr) == (69, 'postqueue: fatal: Flush service is not '
+                                                'configured for destination "elsewhere.test"\n')
+        # the services check the user themselves: a client that skips
+        # postqueue's own check is refused by showq once the list says so
+        inst.postconf("authorized_mailq_users = root")
+        assert inst.cmd("reload").returncode == 0
+        sock = inst.root / "queue" / "public" / "showq"
+        probe = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                 "s.sendall(b'request=list\\nformat=p\\n\\n'); "
+                 "print(s.recv(4096).decode())")
+        answers: list[str] = []
+
+        def refused() -> bool:
+            r = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-c", probe,
+                                str(sock)], capture_output=True, text=True, timeout=30)
+            answers.append(r.stdout + r.stderr)
+            return r.stdout.startswith("status=1\n")
+        inst.wait_for(refused, 30, "showq refusing the user after the reload")
+        assert f"reason=User nobody({uid}) is not allowed to view the mail queue" in answers[-1]
     finally:
         (inst.root / "main.cf").write_text(main_cf)
 

@@ -92,6 +92,7 @@ smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
   -o syslog_name=postfix/$service_name
 showq     unix  n       -       n       -       -       showq
+flush     unix  n       -       n       1000?   0       flush
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard

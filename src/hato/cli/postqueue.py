@@ -34,20 +34,20 @@ as Postfix's postqueue does.
 
 from __future__ import annotations
 
-import errno
 import getopt
 import io
 import os
 import pwd
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 
 from ..config.errors import ConfigError
-from ..queue.directories import DEFERRED, INCOMING
-from ..queue.errors import NoSuchMessage, QueueError
+from ..queue.errors import QueueError
 from ..queue.ids import is_queue_id
-from ..queue.listing import ListedMessage, list_queue
+from ..queue.flushing import deferred_for_site, eligible_site, flush_one, valid_site
+from ..queue.listing import list_queue
+from ..queue.showq import json_line, printable, queue_listing  # noqa: F401 (API)
 from .common import Fatal, Messages, load_config, run
 
 EX_UNAVAILABLE = 69
@@ -56,117 +56,7 @@ EX_TEMPFAIL = 75
 USAGE = ("usage: postqueue -f | postqueue -i queueid | postqueue -j | postqueue -p | "
          "postqueue -s site")
 
-# showq_compat.c's formats for short and long queue ids.
-S_HEADINGS = ("-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
-L_HEADINGS = ("----Queue ID-----", "--Size--", "---Arrival Time----",
-              "--Sender/Recipient------")
-REASON_WIDTH = 76
-
 MODE_LIST, MODE_JSON, MODE_FLUSH, MODE_FLUSH_FILE, MODE_FLUSH_SITE = "p", "j", "f", "i", "s"
-
-
-# -- presentation (pure) ----------------------------------------------------------------
-
-def printable(text: str, utf8: bool = True) -> str:
-    """Postfix's printable(text, '?'): ASCII control characters, invalid
-    bytes and (without *utf8*) every non-ASCII character become ``?``."""
-    out = []
-    for ch in text:
-        o = ord(ch)
-        if 0x20 <= o < 0x7F:
-            out.append(ch)
-        elif o > 0x7F and utf8 and not 0xD800 <= o <= 0xDFFF:
-            out.append(ch)
-        else:
-            out.append("?")
-    return "".join(out)
-
-
-def _c_len(text: str) -> int:
-    return len(text.encode("utf-8", "surrogateescape"))
-
-
-def _pad(text: str, width: int, left: bool = True) -> str:
-    """printf's %-Ns / %Ns: padding counts bytes, as C's does."""
-    fill = " " * max(0, width - _c_len(text))
-    return text + fill if left else fill + text
-
-
-def display_address(address: str, empty: str = "MAILER-DAEMON", utf8: bool = True) -> str:
-    """An address as showq shows it: the null address as *empty*, the
-    local part quoted where RFC 5322 needs it, then printable()."""
-    from ..delivery.dsn import quote_822_local
-
-    return printable(quote_822_local(address or empty), utf8)
-
-
-def queue_listing(messages: Iterable[ListedMessage], *, long_ids: bool = False,
-                  empty: str = "MAILER-DAEMON", utf8: bool = True,
-                  localtime: Callable[[float], time.struct_time] = time.localtime
-                  ) -> Iterator[str]:
-    """The ``postqueue -p`` output, one chunk per message then the summary,
-    as Postfix's showq_compat() prints it."""
-    if long_ids:
-        id_w, size_w, time_w, headings = 17, 8, 19, L_HEADINGS
-    else:
-        id_w, size_w, time_w, headings = 11, 7, 20, S_HEADINGS
-    blank = f"{'':<{id_w}} {'':>{size_w}} {'':<{time_w}} "
-    count = 0
-    total = 0
-    for msg in messages:
-        lines = []
-        if count:
-            lines.append("")
-        else:
-            lines.append(f"{headings[0]:<{id_w}} {headings[1]:>{size_w}} "
-                         f"{headings[2]:<{time_w}} {headings[3]}")
-        status = msg.queue_id
-        if msg.queue_name == "active":
-            status += "*"
-        elif msg.queue_name == "hold":
-            status += "!"
-        if msg.forced_expire:
-            status += "#"
-        arrival = time.asctime(localtime(msg.arrival_time))[:time_w]
-        lines.append(f"{_pad(status, id_w)} {msg.message_size:>{size_w}} "
-                     f"{arrival:>{time_w}} {display_address(msg.sender, empty, utf8)}")
-        saved = ""
-        for rcpt in msg.recipients:
-            why = printable(rcpt.reason, utf8)
-            if why != saved:
-                saved = why
-                shown = why or "reason unavailable"
-                lines.append(" " * max(0, REASON_WIDTH - _c_len(shown)) + f"({shown})")
-            lines.append(blank + display_address(rcpt.address, empty, utf8))
-        count += 1
-        total += msg.message_size
-        yield "".join(line + "\n" for line in lines)
-    if count == 0:
-        yield "Mail queue is empty\n"
-    else:
-        yield f"\n-- {total // 1024} Kbytes in {count} Request{'' if count == 1 else 's'}.\n"
-
-
-def json_quote(text: str, utf8: bool = True) -> str:
-    """Postfix's json_quote() of a printable() string."""
-    return printable(text, utf8).replace("\\", "\\\\").replace('"', '\\"')
-
-
-def json_line(msg: ListedMessage, *, empty: str = "MAILER-DAEMON", utf8: bool = True) -> str:
-    """One ``postqueue -j`` line, member for member as Postfix writes it."""
-    rcpts = []
-    for r in msg.recipients:
-        item = f'{{"address": "{json_quote(display_address(r.address, empty, utf8), utf8)}"'
-        if r.reason:
-            item += f', "delay_reason": "{json_quote(r.reason, utf8)}"'
-        rcpts.append(item + "}")
-    return (f'{{"queue_name": "{json_quote(msg.queue_name, utf8)}", '
-            f'"queue_id": "{json_quote(msg.queue_id, utf8)}", '
-            f'"arrival_time": {msg.arrival_time}, '
-            f'"message_size": {msg.message_size}, '
-            f'"forced_expire": {"true" if msg.forced_expire else "false"}, '
-            f'"sender": "{json_quote(display_address(msg.sender, empty, utf8), utf8)}", '
-            f'"recipients": [{", ".join(rcpts)}]}}\n')
 
 
 # -- the command --------------------------------------------------------------------------
@@ -178,36 +68,15 @@ def _fatal(text: str, status: int = EX_UNAVAILABLE):
 def _check_acl(settings, param: str, what: str) -> None:
     """Postfix's check_user_acl_byuid(): root and mail_owner may; others
     only when their login name matches the list *param*."""
-    uid = os.getuid()
-    if uid == 0:
-        return
-    try:
-        if uid == pwd.getpwnam(settings.str("mail_owner")).pw_uid:
-            return
-    except KeyError:
-        pass
-    acl = settings.str(param)
-    if acl.strip() == "static:anyone":
-        return
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = "unknown"
-    from ..policy.rewrite import MatchList
-    from ..tables.base import TableError, TableRetry
+    from ..io.useracl import AclProblem, user_allowed, user_name
 
+    uid = os.getuid()
     try:
-        matcher = MatchList.from_settings(settings, param)
-        try:
-            allowed = matcher.match(name)
-        finally:
-            matcher.close()
-    except TableRetry:
-        _fatal(f"{param}: table lookup problem")
-    except TableError as err:
-        _fatal(f"{param}: {err}")
+        allowed = user_allowed(settings, param, uid)
+    except AclProblem as err:
+        _fatal(str(err))
     if not allowed:
-        _fatal(f"User {name}({uid}) is not allowed to {what}")
+        _fatal(f"User {user_name(uid)}({uid}) is not allowed to {what}")
 
 
 def _store(settings):
@@ -216,8 +85,77 @@ def _store(settings):
     return QueueStore.from_settings(settings)
 
 
+def _privileged(settings) -> bool:
+    """root and mail_owner read and move queue files themselves; everyone
+    else asks the showq and flush services (Postfix's set-gid postqueue)."""
+    uid = os.getuid()
+    if uid == 0:
+        return True
+    try:
+        return uid == pwd.getpwnam(settings.str("mail_owner")).pw_uid
+    except KeyError:
+        return False
+
+
+def _service(settings, name: str, req: dict[str, str]):
+    """A connection to public/NAME that sent *req* and read the answer's
+    status: (socket, rest of the data read); None when the service cannot
+    be reached. A refusal is fatal with the service's reason."""
+    import socket
+
+    from ..proto.attr import AttrError, AttrReader, Attrs, encode
+
+    path = os.path.join(settings.str("queue_directory"), "public", name)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(3600)
+        sock.connect(path)
+        sock.sendall(encode(Attrs.of(**req)))
+        buf = b""
+        while b"\n\n" not in buf:  # the status message ends with an empty line
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("the service closed the connection")
+            buf += data
+        head, _, rest = buf.partition(b"\n\n")
+        parser = AttrReader()
+        parser.receive_data(head + b"\n\n")
+        reply = parser.next_message()
+    except (OSError, AttrError):
+        sock.close()
+        return None
+    if reply is None or reply.get("status") != "0":
+        sock.close()
+        _fatal((reply.get("reason") if reply is not None else "") or "request refused")
+    return sock, rest
+
+
+def _show_from_service(settings, mode: str) -> bool:
+    """The listing through public/showq; False when showq is not there."""
+    got = _service(settings, "showq", {"request": "list", "format": mode})
+    if got is None:
+        return False
+    sock, rest = got
+    out = sys.stdout.buffer
+    try:
+        if rest:
+            out.write(rest)
+        while data := sock.recv(65536):
+            out.write(data)
+        out.flush()
+    except BrokenPipeError:
+        pass
+    finally:
+        sock.close()
+    return True
+
+
 def show_queue(msgs: Messages, settings, mode: str) -> int:
     _check_acl(settings, "authorized_mailq_users", "view the mail queue")
+    if not _privileged(settings):
+        if _show_from_service(settings, mode):
+            return 0
+        msgs.warn("Mail system is down -- accessing queue directly")
     store = _store(settings)
     utf8 = settings.bool("smtputf8_enable")
     empty = settings.str("empty_address_recipient")
@@ -261,35 +199,30 @@ def _require_running(cfg) -> None:
 
 
 def flush_queue(cfg) -> int:
-    _check_acl(cfg.settings(), "authorized_flush_users", "flush the mail queue")
+    settings = cfg.settings()
+    _check_acl(settings, "authorized_flush_users", "flush the mail queue")
+    if not _privileged(settings):
+        # the master's lock is the mail owner's: only the queue manager's
+        # public socket can tell whether the mail system runs
+        from ..io.ipc import notify
+        from ..proto.attr import Attrs
+
+        public = os.path.join(settings.str("queue_directory"), "public")
+        if not notify(os.path.join(public, "qmgr"), Attrs.of(request="flush")):
+            _fatal("Cannot flush mail queue - mail system is down")
+        notify(os.path.join(public, "pickup"), Attrs.of(request="wakeup"))
+        return 0
     if not _wake(cfg, "qmgr", "flush"):
         _fatal("Cannot flush mail queue - mail system is down")
     _wake(cfg, "pickup", "wakeup")
     return 0
 
 
-def flush_one(store, queue_id: str, now: float) -> bool:
-    """Make deferred message *queue_id* due now and hand it back to the
-    queue manager through incoming/ (Postfix's flush_one_file()). False
-    when it is not in the deferred queue."""
-    try:
-        os.utime(store.path(DEFERRED, queue_id), (now, now), follow_symlinks=False)
-    except FileNotFoundError:
-        pass
-    try:
-        store.move(queue_id, DEFERRED, INCOMING)
-    except NoSuchMessage:
-        return False
-    except QueueError as err:
-        if err.errno == errno.ENOENT:  # gone between the look and the rename
-            return False
-        raise
-    return True
-
-
 def flush_file(cfg, queue_id: str) -> int:
     settings = cfg.settings()
     _check_acl(settings, "authorized_flush_users", "flush the mail queue")
+    if not _privileged(settings):
+        return _flush_by_service(settings, {"request": "flush_file", "queue_id": queue_id})
     _require_running(cfg)
     try:
         moved = flush_one(_store(settings), queue_id, time.time())
@@ -300,40 +233,14 @@ def flush_file(cfg, queue_id: str) -> int:
     return 0
 
 
-def _domain(address: str) -> str:
-    at = address.rfind("@")
-    return address[at + 1:].lower() if at >= 0 else ""
-
-
-def deferred_for_site(store, site: str) -> list[str]:
-    """Queue ids of deferred messages with a recipient still to deliver in
-    domain *site* (compared without case)."""
-    from ..queue.listing import read_message
-
-    site = site.lower()
-    found = []
-    for queue_id, path in store.scan(DEFERRED):
-        msg = read_message(store, DEFERRED, queue_id, path)
-        if msg is not None and any(_domain(r.address) == site for r in msg.recipients):
-            found.append(queue_id)
-    return found
-
-
 def flush_site(cfg, site: str) -> int:
     settings = cfg.settings()
     _check_acl(settings, "authorized_flush_users", "flush the mail queue")
+    if not _privileged(settings):
+        # the service checks the site too, with the same words
+        return _flush_by_service(settings, {"request": "flush_site", "site": site})
     _require_running(cfg)
-    from ..policy.rewrite import MatchList
-    from ..tables.base import TableRetry
-
-    try:
-        domains = MatchList.from_settings(settings, "fast_flush_domains", hostname=True)
-        try:
-            eligible = domains.match(site.lower())
-        finally:
-            domains.close()
-    except TableRetry:
-        eligible = False
+    eligible = eligible_site(settings, site)
     if not eligible:
         _fatal(f'Flush service is not configured for destination "{site}"')
     store = _store(settings)
@@ -349,18 +256,16 @@ def flush_site(cfg, site: str) -> int:
     return 0
 
 
+def _flush_by_service(settings, req: dict[str, str]) -> int:
+    got = _service(settings, "flush", req)
+    if got is None:
+        _fatal("Cannot flush mail queue - mail system is down")
+    got[0].close()
+    return 0
+
+
 def _truncated(text: str) -> str:
     return f"{text[:100]}{'...' if len(text) > 100 else ''}"
-
-
-def valid_site(site: str) -> bool:
-    if site.startswith("["):
-        from ..policy.address import valid_mailhost_literal
-
-        return valid_mailhost_literal(site)
-    from ..proto.hostname import valid_hostname
-
-    return valid_hostname(site)
 
 
 def body(msgs: Messages, argv: list[str]) -> int:

@@ -119,6 +119,23 @@ class Client:
         self._reader = self._writer = None
 
 
+async def read_request(reader: asyncio.StreamReader, limit: int = 4096) -> Attrs | None:
+    """One small attribute request; None when the client sends garbage or
+    goes away."""
+    parser = AttrReader(max_message=limit)
+    while True:
+        data = await reader.read(limit)
+        if not data:
+            return None
+        try:
+            parser.receive_data(data)
+        except AttrError:
+            return None
+        msg = parser.next_message()
+        if msg is not None:
+            return msg
+
+
 class ClientPool:
     """Up to *size* connections to one service socket, one request at a
     time on each (a service answers the requests of one connection in

@@ -51,6 +51,8 @@ MODULES = {
     "smtpd": "smtpd",
     "anvil": "anvil",
     "verify": "verify",
+    "showq": "showq",
+    "flush": "flush",
     "postscreen": "postscreen",
     "smtp": "smtp",
     "lmtp": "smtp",

@@ -1,0 +1,72 @@
+"""Who may use a queue tool: Postfix's check_user_acl_byuid() for
+``authorized_mailq_users``, ``authorized_flush_users`` and
+``authorized_submit_users``. root and ``mail_owner`` always may; anyone
+else when the login name matches the list (``static:anyone`` lets
+everyone)."""
+
+from __future__ import annotations
+
+import pwd
+import socket
+import struct
+
+
+class AclProblem(Exception):
+    """The list cannot be read: a table that fails (the caller refuses)."""
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "unknown"
+
+
+def user_allowed(settings, param: str, uid: int) -> bool:
+    """May the user *uid* do what *param* guards? AclProblem when a table
+    of the list fails."""
+    if uid == 0:
+        return True
+    try:
+        if uid == pwd.getpwnam(settings.str("mail_owner")).pw_uid:
+            return True
+    except KeyError:
+        pass
+    if settings.str(param).strip() == "static:anyone":
+        return True
+    from ..policy.rewrite import MatchList
+    from ..tables.base import TableError, TableRetry
+
+    try:
+        matcher = MatchList.from_settings(settings, param)
+        try:
+            return bool(matcher.match(user_name(uid)))
+        finally:
+            matcher.close()
+    except TableRetry:
+        raise AclProblem(f"{param}: table lookup problem") from None
+    except TableError as err:
+        raise AclProblem(f"{param}: {err}") from None
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The user id of the process at the other end of a UNIX socket."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+def refusal(settings, param: str, uid: int | None, what: str) -> str:
+    """Postfix's refusal text when the user at the other end may not do
+    *what*; "" when it may."""
+    if uid is None:
+        return "cannot tell who is asking"
+    try:
+        if user_allowed(settings, param, uid):
+            return ""
+    except AclProblem as err:
+        return str(err)
+    return f"User {user_name(uid)}({uid}) is not allowed to {what}"
