@@ -38,6 +38,7 @@ from ..delivery.request import (
     status_line,
 )
 from ..proto.attr import Attrs
+from ..queue.errors import NoSuchMessage
 from ..tables.base import TableRetry
 from .ipc import serve_requests
 
@@ -105,6 +106,13 @@ async def serve_agent(ctx, deliver: Deliver, *, concurrency: int = 20,
                                            relay=req.transport) for r in req.recipients]
                 else:
                     statuses = await asyncio.to_thread(deliver, req, timing)
+            except NoSuchMessage:
+                # postsuper took it away before it could be opened: nothing
+                # to log per recipient (qmgr notes where the message went)
+                log.warning(f"{req.queue_id}: open {req.queue_name}/{req.queue_id}: "
+                            f"No such file or directory")
+                statuses = [RcptStatus(r.index, DEFERRED, "4.3.0", "mail system error",
+                                       logged=True) for r in req.recipients]
             except Exception:
                 log.exception(f"{req.queue_id}: delivery failed unexpectedly")
                 statuses = [RcptStatus(r.index, DEFERRED, "4.3.0", "internal error")

@@ -24,6 +24,16 @@ if TYPE_CHECKING:
 #: MAIL_QUEUE_STAT_READY).
 MODE_WRITING = 0o600
 MODE_READY = 0o700
+#: The group-execute bit on a committed queue file: ``postsuper -e``/``-f``
+#: asked that the message be returned to its sender at the next delivery
+#: attempt (Postfix's MAIL_QUEUE_STAT_EXPIRE).
+MODE_EXPIRE = 0o010
+
+
+def is_ready_mode(mode: int) -> bool:
+    """A committed queue file (Postfix's READY_MESSAGE()): the owner bits
+    are rwx; a file being written has 0600."""
+    return mode & 0o700 == MODE_READY
 
 _BLOCK = 64 * 1024
 _C_DATA_AT = 2  # offset of the C record's data: type byte + one length byte
@@ -267,6 +277,15 @@ class QueueFile:
 
     def _read_at(self, offset: int, size: int) -> bytes:
         return self.store.ops.pread(self._fd, size, offset)
+
+    @property
+    def forced_expire(self) -> bool:
+        """``postsuper -e`` or ``-f`` marked the message: it is returned to
+        its sender at the next delivery attempt (:data:`MODE_EXPIRE`)."""
+        try:
+            return bool(self.store.ops.fstat(self._fd).st_mode & MODE_EXPIRE)
+        except OSError as e:
+            raise wrap_os_error(e, f"stat {self.path}") from e
 
     def _corrupt(self, reason: str) -> CorruptQueueFile:
         return CorruptQueueFile(self.path, reason)

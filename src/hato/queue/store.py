@@ -65,7 +65,7 @@ from .errors import CorruptQueueFile, NoSuchMessage, QueueError, best_effort, wr
 from .fileops import FileOps
 from .groupcommit import GroupSync
 from .ids import hash_dirs, is_queue_id, make_queue_id
-from .queuefile import MODE_WRITING, QueueFile, QueueWriter
+from .queuefile import MODE_EXPIRE, MODE_WRITING, QueueFile, QueueWriter, is_ready_mode
 from .recovery import RecoveryReport
 from .recovery import recover as _recover
 
@@ -310,6 +310,46 @@ class QueueStore:
                 return q
         return None
 
+    def locate(self, queue: str, queue_id: str) -> str:
+        """The path of *queue_id* in *queue*: where the hashing parameters
+        put it, or where it was under the other setting. Raises
+        :class:`NoSuchMessage`."""
+        return self._locate(queue, queue_id)
+
+    def set_forced_expire(self, queue: str, queue_id: str) -> bool:
+        """Mark a committed message so that qmgr returns it to its sender at
+        the next delivery attempt (``postsuper -e``; Postfix sets the same
+        bit). False when the message is not there, is not a committed
+        queue file, or was marked already."""
+        try:
+            path = self._locate(queue, queue_id)
+        except NoSuchMessage:
+            return False
+        try:
+            fd = self.ops.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise wrap_os_error(e, f"expire {queue_id} in {queue}") from e
+        try:
+            st = self.ops.fstat(fd)
+            if not is_ready_mode(st.st_mode) or st.st_mode & MODE_EXPIRE:
+                return False
+            self.ops.fchmod(fd, (st.st_mode | MODE_EXPIRE) & 0o7777)
+            return True
+        except OSError as e:
+            raise wrap_os_error(e, f"expire {queue_id} in {queue}") from e
+        finally:
+            best_effort(self.ops.close, fd)
+
+    def forced_expire(self, queue: str, queue_id: str) -> bool:
+        """Whether ``postsuper -e``/``-f`` marked the message (postqueue's
+        ``forced_expire``)."""
+        try:
+            return bool(self.ops.stat(self._locate(queue, queue_id)).st_mode & MODE_EXPIRE)
+        except (NoSuchMessage, FileNotFoundError):
+            return False
+
     def list(self, queue: str) -> list[str]:
         """The queue ids in *queue*, hashed subdirectories included, in no
         particular order. Temporary files are never listed."""
@@ -455,6 +495,12 @@ class QueueStore:
             raise wrap_os_error(e, f"read {kind} log of {queue_id}") from e
         finally:
             best_effort(self.ops.close, fd)
+
+    def remove_logs(self, queue_id: str) -> None:
+        """Remove the defer, bounce and trace logs of a message that is
+        gone."""
+        for kind in LOG_QUEUES:
+            self.remove_log(kind, queue_id)
 
     def remove_log(self, kind: str, queue_id: str, sync: bool = False) -> bool:
         """Remove a log; False when there was none."""

@@ -22,6 +22,16 @@ and the probe is removed, never bounced or deferred (a deferred probe is
 an "undeliverable" result, as in Postfix). ``sendmail -bv`` messages
 (``verify=yes``) are not delivered either: their sender gets a report.
 
+A message ``postsuper -e`` or ``-f`` marked (the queue file's expire bit)
+is not delivered: at its next attempt every pending recipient is returned
+to the sender, with the reason of its last deferral when the message has a
+defer log, else ``message is administratively expired``
+(``QID: from=<sender>, status=expired, returned to sender``). The hold
+queue is never scanned. A message that leaves the active queue while it is
+being delivered (``postsuper -d``, ``-h`` or ``-r``) is left where it went:
+qmgr logs ``QID: no longer in the active queue`` and records nothing more;
+the logs of a deleted message are removed.
+
 Requests on ``public/qmgr``: ``request=wakeup`` (new mail in incoming/),
 ``request=flush`` (try every deferred message now: ``hato flush``,
 ``postqueue -f``). The master.cf wakeup time and ``queue_run_delay``
@@ -51,6 +61,7 @@ from ..delivery.request import (
     RcptRequest,
     RcptStatus,
     decode_statuses,
+    format_delay,
 )
 from ..io.ipc import ClientPool, serve_requests
 from ..io.verify_client import VerifyUpdater
@@ -59,7 +70,8 @@ from ..policy import verify as V
 from ..policy.resolve import Resolver, parse_transport
 from ..proto.attr import Attrs
 from ..queue.bounce import send_bounce, send_notice, send_verify_report
-from ..queue.store import ACTIVE, INCOMING, CorruptQueueFile, NoSuchMessage, QueueStore
+from ..queue.store import ACTIVE, INCOMING, MESSAGE_QUEUES, CorruptQueueFile, NoSuchMessage
+from ..queue.store import QueueStore
 from ..queue.store import DEFERRED as DEFERRED_Q
 from ..tables.base import TableRetry
 
@@ -186,11 +198,24 @@ class QueueManager:
         try:
             async with self.active:
                 await self._deliver_message(queue_id, src)
+        except NoSuchMessage:
+            await asyncio.to_thread(self._vanished, queue_id)
         except Exception:
             self.log.exception(f"{queue_id}: unexpected error in the queue manager")
         finally:
             self.in_flight.discard(queue_id)
             self.wake.set()  # a notice it queued, or a slot freed: look again
+
+    def _vanished(self, queue_id: str) -> None:
+        """The message left the active queue while it was being delivered
+        (postsuper deleted it, put it on hold or requeued it). It stays where
+        it went; a message that is gone takes its logs with it."""
+        where = self.store.find(queue_id, [q for q in MESSAGE_QUEUES if q != ACTIVE])
+        if where is None:
+            self.store.remove_logs(queue_id)
+            self.log.info(f"{queue_id}: no longer in the active queue")
+        else:
+            self.log.info(f"{queue_id}: no longer in the active queue; now in {where}")
 
     def _backoff(self, arrival: float, now: float) -> float:
         lo = self.s.time("minimal_backoff_time")
@@ -205,6 +230,8 @@ class QueueManager:
             return
         try:
             qf = await asyncio.to_thread(store.open, ACTIVE, queue_id)
+        except NoSuchMessage:
+            return  # gone between the move and the open: postsuper -d or -h
         except CorruptQueueFile as err:
             self.log.warning(f"{queue_id}: {err}; moved to the corrupt queue")
             await asyncio.to_thread(store.quarantine, ACTIVE, queue_id)
@@ -224,6 +251,12 @@ class QueueManager:
         groups: dict[tuple[str, str], list[RcptRequest]] = defaultdict(list)
         results: dict[int, RcptStatus] = {}
         requests: dict[int, RcptRequest] = {}
+        if await asyncio.to_thread(lambda: qf.forced_expire):
+            await asyncio.to_thread(self._force_expire, qf, queue_id, env, active_time)
+            return
+        # This attempt writes the reasons anew (Postfix's qmgr removes the
+        # defer log when it takes a message in): mailq shows the last ones.
+        await asyncio.to_thread(self.store.remove_log, "defer", queue_id)
         # An address verification probe takes the address_verify_* routes
         # and no content filter, and is never delivered (_finish_probe).
         probe = env.attributes.get("probe") == "yes"
@@ -368,13 +401,46 @@ class QueueManager:
                 pass
         await asyncio.to_thread(finish)
 
+    def _force_expire(self, qf, queue_id: str, env, active_time: float) -> None:
+        """postsuper -e/-f: no delivery; every pending recipient goes back
+        to the sender, for the reason of its last deferral (the defer log)
+        or, without one, because the message is administratively expired."""
+        last: dict[str, dict[str, str]] = {}
+        for entry in self.store.read_log("defer", queue_id):
+            last[entry.get("recipient", "")] = entry
+        results: dict[int, RcptStatus] = {}
+        requests: dict[int, RcptRequest] = {}
+        now = time.time()
+        for i, rcpt in enumerate(env.recipients):
+            if rcpt.done:
+                continue
+            requests[i] = RcptRequest(i, rcpt.address, rcpt.orig_address or rcpt.address)
+            entry = last.get(rcpt.address)
+            if entry is not None:
+                results[i] = RcptStatus(i, DEFERRED, entry.get("status") or "4.7.0",
+                                        entry.get("reason") or "message is administratively "
+                                                               "expired",
+                                        entry.get("relay") or "none")
+                continue
+            st = RcptStatus(i, DEFERRED, "4.7.0", "message is administratively expired")
+            results[i] = st
+            delay = format_delay(max(0.0, now - env.arrival_time))
+            before = format_delay(max(0.0, active_time - env.arrival_time))
+            self.log.info(f"{queue_id}: to=<{log_form(rcpt.address, self.external)}>, "
+                          f"relay=none, delay={delay}, delays={before}/0/0/0, "
+                          f"dsn={st.dsn}, status=deferred ({st.reason})")
+        self.store.remove_log("defer", queue_id)
+        self.log.info(f"{queue_id}: from=<{log_form(env.sender, self.external)}>, "
+                      f"status=expired, returned to sender")
+        self._finish(qf, queue_id, env, results, requests, forced=True)
+
     def _finish(self, qf, queue_id: str, env, results: dict[int, RcptStatus],
-                requests: dict[int, RcptRequest]) -> None:
+                requests: dict[int, RcptRequest], forced: bool = False) -> None:
         store = self.store
         now = time.time()
         lifetime = self.s.time("bounce_queue_lifetime" if not env.sender
                                else "maximal_queue_lifetime")
-        expired = now - env.arrival_time >= lifetime
+        expired = forced or now - env.arrival_time >= lifetime
         done, bounced, succeeded, delayed = [], [], [], []
         deferred = False
         for i, st in results.items():
@@ -386,11 +452,13 @@ class QueueManager:
                      **st.log_fields()}  # Remote-MTA, Diagnostic-Code of the DSN
             if st.status == DEFERRED and expired:
                 st = RcptStatus(i, BOUNCED, "5" + st.dsn[1:] if st.dsn[:1] == "4" else st.dsn,
-                                f"message expired: {st.reason}", st.relay, "failed")
+                                st.reason if forced else f"message expired: {st.reason}",
+                                st.relay, "failed")
                 entry.update(status=st.dsn, action="failed", reason=st.reason)
-                self.log.info(f"{queue_id}: to=<{log_form(requests[i].address, self.external)}>, "
-                              f"relay={st.relay}, "
-                              f"dsn={st.dsn}, status=expired, returned to sender")
+                if not forced:  # _force_expire logged it for the message
+                    self.log.info(f"{queue_id}: to=<{log_form(requests[i].address, self.external)}>, "
+                                  f"relay={st.relay}, "
+                                  f"dsn={st.dsn}, status=expired, returned to sender")
             if st.status == SENT:
                 done.append(rcpt)
                 if "SUCCESS" in rcpt.notify:
