@@ -381,24 +381,14 @@ class QueueManager:
             done.append(rcpt)
 
         def finish() -> None:
-            store = self.store
             if done:
                 qf.mark_done(*done)
             lifetime = self.s.time("bounce_queue_lifetime" if not env.sender
                                    else "maximal_queue_lifetime")
             if not deferred or time.time() - env.arrival_time >= lifetime:
-                store.remove(ACTIVE, queue_id)
-                for kind in ("defer", "bounce", "trace"):
-                    store.remove_log(kind, queue_id)
-                self.log.info(f"{queue_id}: removed")
-                return
-            store.move(queue_id, ACTIVE, DEFERRED_Q)
-            now = time.time()
-            due = now + self._backoff(env.arrival_time, now)
-            try:
-                os.utime(store.path(DEFERRED_Q, queue_id), (due, due))
-            except OSError:
-                pass
+                self._remove(queue_id)
+            else:
+                self._defer(queue_id, env, time.time())
         await asyncio.to_thread(finish)
 
     def _force_expire(self, qf, queue_id: str, env, active_time: float) -> None:
@@ -482,15 +472,23 @@ class QueueManager:
             self._notice("delay", queue_id, env, qf, delayed)
             qf.update_warn_time(0)
         if not deferred and all(r.done for r in env.recipients):
-            store.remove(ACTIVE, queue_id)
-            for kind in ("defer", "bounce", "trace"):
-                store.remove_log(kind, queue_id)
-            self.log.info(f"{queue_id}: removed")
-            return
-        store.move(queue_id, ACTIVE, DEFERRED_Q)
+            self._remove(queue_id)
+        else:
+            self._defer(queue_id, env, now)
+
+    def _remove(self, queue_id: str) -> None:
+        """Nothing is left to do: the message and its logs go."""
+        self.store.remove(ACTIVE, queue_id)
+        for kind in ("defer", "bounce", "trace"):
+            self.store.remove_log(kind, queue_id)
+        self.log.info(f"{queue_id}: removed")
+
+    def _defer(self, queue_id: str, env, now: float) -> None:
+        """To deferred/, due after the back-off (the file's mtime)."""
+        self.store.move(queue_id, ACTIVE, DEFERRED_Q)
         due = now + self._backoff(env.arrival_time, now)
         try:
-            os.utime(store.path(DEFERRED_Q, queue_id), (due, due))
+            os.utime(self.store.path(DEFERRED_Q, queue_id), (due, due))
         except OSError:
             pass
 
