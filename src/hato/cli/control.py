@@ -44,7 +44,13 @@ def _prepare(cfg) -> None:
 
 
 def cmd_start(msgs: Messages, config_dir: str | None, foreground: bool) -> int:
+    from .postmulti import start_refusal
+
     cfg = load_config(config_dir, process_name="master")
+    # A disabled secondary instance starts only once it is enabled.
+    refusal = start_refusal(cfg)
+    if refusal:
+        msgs.fatal(refusal)
     queue_dir, data_dir = _dirs(cfg)
     pid = running_pid(queue_dir, data_dir)
     if pid:

@@ -215,8 +215,16 @@ class QueueStore:
         (*owner*, *setgid_group*), pid 0755 left to its creator (root), the
         rest 0700 owned by (*owner*, *group*). Without a setgid group,
         maildrop and public are 0700. Existing directories get their modes
-        and owners fixed."""
+        and owners fixed. A queue directory made here is 0755, as Postfix's
+        (root's, while the mail owner works inside)."""
+        try:
+            self.ops.stat(self.directory)
+            made = False
+        except FileNotFoundError:
+            made = True
         self._makedirs(self.directory)
+        if made:
+            self.ops.chmod(self.directory, 0o755)
         for name, mode in LAYOUT.items():
             path = os.path.join(self.directory, name)
             try:
