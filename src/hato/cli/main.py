@@ -58,7 +58,7 @@ COMMANDS: dict[str, Command] = {
     "postcat": _lazy("postcat"),
     "qshape": _lazy("qshape"),
     "postlog": _lazy("postlog"),
-    "postmulti": _not_yet("postmulti", "the multiple instances work"),
+    "postmulti": _lazy("postmulti"),
     "saslauthd": _lazy("saslauthd", "saslauthd_main"),
     "testsaslauthd": _lazy("saslauthd", "testsaslauthd_main"),
     "saslpasswd": _lazy("saslpasswd", "saslpasswd_main"),
