@@ -25,14 +25,17 @@ import threading
 import time
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-PREFIX = {logging.WARNING: "warning: ", logging.ERROR: "error: ", logging.CRITICAL: "fatal: "}
+#: Postfix's msg_panic(), above CRITICAL (msg_fatal())
+PANIC = logging.CRITICAL + 1
+PREFIX = {logging.WARNING: "warning: ", logging.ERROR: "error: ", logging.CRITICAL: "fatal: ",
+          PANIC: "panic: "}
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
     "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
     **{f"local{i}": 16 + i for i in range(8)},
 }
 SEVERITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-            logging.CRITICAL: 2}
+            logging.CRITICAL: 2, PANIC: 2}
 QUEUE_SIZE = 10000
 
 
