@@ -55,6 +55,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import __version__
+from .init import UNIX_SERVICES
 from ..config.errors import ConfigError
 from ..config.maincf import MainCf, write_atomic
 from ..config.settings import DEFAULT_CONFIG_DIRECTORY, Config, Settings
@@ -106,25 +107,7 @@ MASTER_CF_PROTO = """\
 #               (yes)   (yes)   (no)    (never) (100)
 # ==========================================================================
 smtp      inet  n       -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-  -o syslog_name=${{multi_instance_name?{{$multi_instance_name}}:{{postfix}}}}/$service_name
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-"""
+""" + UNIX_SERVICES
 
 
 # -- instances -------------------------------------------------------------------

@@ -6,9 +6,14 @@ everyone)."""
 
 from __future__ import annotations
 
+import asyncio
 import pwd
 import socket
 import struct
+from collections.abc import Awaitable, Callable
+
+from ..proto.attr import Attrs, encode
+from .ipc import read_request
 
 
 class AclProblem(Exception):
@@ -70,3 +75,32 @@ def refusal(settings, param: str, uid: int | None, what: str) -> str:
     except AclProblem as err:
         return str(err)
     return f"User {user_name(uid)}({uid}) is not allowed to {what}"
+
+
+async def reply_status(writer: asyncio.StreamWriter, why: str = "") -> None:
+    """``status=0``, or ``status=1`` with ``reason=why``."""
+    writer.write(encode(Attrs.of(status="1", reason=why) if why else Attrs.of(status="0")))
+    await writer.drain()
+
+
+def guarded_session(settings, param: str, what: str,
+                    handle: Callable[[Attrs, asyncio.StreamWriter], Awaitable[None]]):
+    """A connection handler for a public service: one attribute request
+    per connection, from a user the list *param* allows (the refusal is
+    answered ``status=1`` with Postfix's words); *handle(request, writer)*
+    answers the others."""
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            req = await read_request(reader)
+            if req is None:
+                return
+            why = refusal(settings, param, peer_uid(writer.get_extra_info("socket")), what)
+            if why:
+                await reply_status(writer, why)
+                return
+            await handle(req, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+    return session

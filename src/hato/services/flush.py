@@ -24,9 +24,9 @@ import asyncio
 import os
 import time
 
-from ..io.ipc import notify, read_request, serve_sessions
-from ..io.useracl import peer_uid, refusal
-from ..proto.attr import Attrs, encode
+from ..io.ipc import notify, serve_sessions
+from ..io.useracl import guarded_session, reply_status
+from ..proto.attr import Attrs
 from ..queue.flushing import deferred_for_site, eligible_site, flush_one, valid_site
 from ..queue.ids import is_queue_id
 from ..queue.store import QueueStore
@@ -64,28 +64,17 @@ class Flush:
             notify(self.qmgr, Attrs.of(request="wakeup"))
         return ""
 
-    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def answer(self, req: Attrs, writer: asyncio.StreamWriter) -> None:
         try:
-            req = await read_request(reader)
-            if req is None:
-                return
-            uid = peer_uid(writer.get_extra_info("socket"))
-            why = refusal(self.s, "authorized_flush_users", uid, "flush the mail queue")
-            if not why:
-                try:
-                    why = await asyncio.to_thread(self.flush, req)
-                except OSError as err:
-                    why = f"Cannot flush mail queue: {err.strerror or err}"
-            reply = Attrs.of(status="1", reason=why) if why else Attrs.of(status="0")
-            writer.write(encode(reply))
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
-        finally:
-            writer.close()
+            why = await asyncio.to_thread(self.flush, req)
+        except OSError as err:
+            why = f"Cannot flush mail queue: {err.strerror or err}"
+        await reply_status(writer, why)
 
 
 async def serve(ctx) -> int:
     flush = Flush(ctx.settings, ctx.log)
-    await serve_sessions(ctx.listeners, flush.session, ctx.stop)
+    session = guarded_session(ctx.settings, "authorized_flush_users", "flush the mail queue",
+                              flush.answer)
+    await serve_sessions(ctx.listeners, session, ctx.stop)
     return 0

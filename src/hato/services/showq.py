@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 from itertools import islice
 
-from ..io.ipc import read_request, serve_sessions
-from ..io.useracl import peer_uid, refusal
-from ..proto.attr import Attrs, encode
+from ..io.ipc import serve_sessions
+from ..io.useracl import guarded_session, reply_status
+from ..proto.attr import Attrs
 from ..queue.errors import QueueError
 from ..queue.listing import list_queue
 from ..queue.showq import json_line, queue_listing
@@ -45,39 +45,28 @@ class Showq:
         return queue_listing(messages, long_ids=s.bool("enable_long_queue_ids"), empty=empty,
                              utf8=utf8)
 
-    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            req = await read_request(reader)
-            if req is None:
-                return
-            fmt = req.get("format") or "p"
-            uid = peer_uid(writer.get_extra_info("socket"))
-            why = refusal(self.s, "authorized_mailq_users", uid, "view the mail queue")
-            if req.get("request") != "list" or fmt not in ("p", "j"):
-                why = "bad request"
-            if why:
-                writer.write(encode(Attrs.of(status="1", reason=why)))
-                await writer.drain()
-                return
-            writer.write(encode(Attrs.of(status="0")))
-            it = iter(self.chunks(fmt))
-            while True:
-                try:
-                    batch = await asyncio.to_thread(lambda: list(islice(it, BATCH)))
-                except QueueError as err:
-                    self.log.warning(f"queue report unavailable: {err}")
-                    return
-                if not batch:
-                    break
-                writer.write("".join(batch).encode("utf-8", "surrogateescape"))
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+    async def answer(self, req: Attrs, writer: asyncio.StreamWriter) -> None:
+        fmt = req.get("format") or "p"
+        if req.get("request") != "list" or fmt not in ("p", "j"):
+            await reply_status(writer, "bad request")
             return
-        finally:
-            writer.close()
+        await reply_status(writer)
+        it = iter(self.chunks(fmt))
+        while True:
+            try:
+                batch = await asyncio.to_thread(lambda: list(islice(it, BATCH)))
+            except QueueError as err:
+                self.log.warning(f"queue report unavailable: {err}")
+                return
+            if not batch:
+                break
+            writer.write("".join(batch).encode("utf-8", "surrogateescape"))
+            await writer.drain()
 
 
 async def serve(ctx) -> int:
     showq = Showq(ctx.settings, ctx.log)
-    await serve_sessions(ctx.listeners, showq.session, ctx.stop)
+    session = guarded_session(ctx.settings, "authorized_mailq_users", "view the mail queue",
+                              showq.answer)
+    await serve_sessions(ctx.listeners, session, ctx.stop)
     return 0
