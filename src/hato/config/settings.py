@@ -166,7 +166,33 @@ class Config:
                 except ConfigError as err:
                     errors.append(ConfigError(f"{svc.key}: {name}: {err.message}",
                                               self.master.path, svc.lineno))
+        if not errors:
+            errors += self._referenced_default_errors()
         return errors
+
+    def _referenced_default_errors(self) -> list[ConfigError]:
+        """Postfix scans what main.cf values refer to, down to the default
+        values of parameters main.cf does not set: a reference to one whose
+        default is not valid macro text (``$(smtpd_expansion_filter)``) is
+        as fatal as a syntax error in main.cf itself."""
+        main = self.main.values()
+        seen: set[str] = set()
+        for name, value in main.items():
+            todo = list(referenced_names(value))
+            while todo:
+                ref = todo.pop()
+                if ref in seen or ref in main:
+                    continue
+                seen.add(ref)
+                param = PARAMS.get(ref)
+                if param is None or param.computed:
+                    continue
+                try:
+                    todo += referenced_names(param.default, strict=True)
+                except ConfigError as err:
+                    return [ConfigError(f"{name}: ${ref}: {err.message}", self.main.path,
+                                        self.main.lineno(name))]
+        return []
 
     def known(self) -> dict[str, Param]:
         known = dict(PARAMS)
