@@ -65,7 +65,7 @@ COMMANDS: dict[str, Command] = {
     "saslpasswd2": _lazy("saslpasswd", "saslpasswd2_main"),
     "sasldblistusers": _lazy("saslpasswd", "sasldblistusers_main"),
     "sasldblistusers2": _lazy("saslpasswd", "sasldblistusers2_main"),
-    "maildirmake": _not_yet("maildirmake", "the Maildir++ quota work"),
+    "maildirmake": _lazy("maildirmake"),
 }
 
 USAGE = """\

@@ -304,6 +304,20 @@ _p("virtual_mailbox_lock", L, "fcntl, dotlock",
 _p("virtual_minimum_uid", I, "100", "The lowest user ID that virtual_uid_maps may return.", lo=1)
 _p("virtual_uid_maps", M, "", "Tables with the user ID for each virtual mailbox recipient.")
 
+# --- Maildir++ quota (local and virtual Maildir delivery, smtpd) --------------
+_p("hato_mailbox_quota_maps", M, "",
+   "Per-recipient Maildir++ quotas (NNNS[,MMMC]) for local and virtual Maildir delivery.")
+_p("hato_mailbox_quota_default", S, "",
+   "The Maildir++ quota (NNNS[,MMMC]) of recipients the quota maps do not list; empty: none.")
+_p("hato_mailbox_quota_create", B, "yes",
+   "Write maildirsize into a Maildir that has a quota from the tables but no such file.")
+_p("hato_mailbox_quota_bounce", B, "no",
+   "Bounce mail for a full Maildir (5.2.2) instead of deferring it (4.2.2).")
+_p("hato_mailbox_quota_message", S, "Mailbox full",
+   "The text of over-quota bounces, deferrals and RCPT replies.")
+_p("hato_mailbox_quota_rcpt_check", B, "no",
+   "Let smtpd refuse a recipient whose Maildir is already full (452 or 552).")
+
 # --- bounces, delay warnings, DSN and postmaster notices ----------------------
 _p("2bounce_notice_recipient", S, "postmaster",
    "Who receives undeliverable mail that cannot be returned to its sender.")

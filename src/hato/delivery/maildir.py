@@ -42,10 +42,15 @@ other write permission), checked on the open directory descriptor that
 the entry is then created in (no race with a symlink swap); otherwise the
 delivery fails as EACCES would.
 
-*quota* is the hook for Maildir++ quota (PROTOCOLS.md §3.5): an object
-with ``check(maildir, size)`` called before anything is written (it
-raises DeliveryError when the Maildir is over quota) and ``add(maildir,
-size, count)`` called after the file is in ``new/``.
+*quota* is the hook for Maildir++ quota (PROTOCOLS.md §3.5,
+:class:`hato.delivery.maildir_quota.MaildirsizeKeeper`): ``check(maildir,
+size)`` is called once the message is in ``tmp/`` and fsynced, with its
+exact size (the ``S=`` of its name), before it is moved into ``new/``; it
+raises DeliveryError when the message does not fit, and the ``tmp/`` file
+is removed (Courier's deliverquota backs out the same way).
+``add(maildir, size, count)`` is called after the file is in ``new/``,
+and ``release()`` at the end in any case (the hook may hold a lock on the
+Maildir from check() to add()).
 """
 
 from __future__ import annotations
@@ -74,13 +79,16 @@ _NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.E
 
 
 class MaildirQuota(Protocol):
-    """The Maildir++ quota hook (the quota itself is a later issue)."""
+    """The Maildir++ quota hook (hato.delivery.maildir_quota)."""
 
     def check(self, maildir: str, size: int) -> None:
         """Raise DeliveryError when a message of *size* bytes does not fit."""
 
     def add(self, maildir: str, size: int, count: int) -> None:
         """Record a delivered message (``maildirsize``: ``<size> <count>``)."""
+
+    def release(self) -> None:
+        """The delivery is over (delivered or not)."""
 
 
 def maildir_hostname(hostname: str) -> str:
@@ -179,7 +187,6 @@ def deliver_maildir(path: str | os.PathLike[str], chunks: Iterable[bytes], *,
                     uid: int | None = None,
                     gid: int | None = None,
                     hostname: str,
-                    size_hint: int | None = None,
                     error_dsn: str = "5.2.0",
                     quota: MaildirQuota | None = None,
                     size_limit: int = 0,
@@ -213,8 +220,6 @@ def deliver_maildir(path: str | os.PathLike[str], chunks: Iterable[bytes], *,
         except OSError as exc:
             raise _Failure(f"create maildir file {where}", exc) from exc
 
-        if quota is not None:
-            quota.check(root, size_hint or 0)
 
         # Create the tmp/ file.
         for _ in range(100):
@@ -248,6 +253,8 @@ def deliver_maildir(path: str | os.PathLike[str], chunks: Iterable[bytes], *,
             raise _Failure("error writing message", exc) from exc
         os.close(file_fd)
         file_fd = None
+        if quota is not None:
+            quota.check(root, size)
 
         # Move it into new/ without ever replacing a file.
         new_name = f"{base},S={size}"
@@ -298,6 +305,8 @@ def deliver_maildir(path: str | os.PathLike[str], chunks: Iterable[bytes], *,
         raise DeliveryError(f"maildir delivery failed: error reading message: "
                             f"{failure.exc.strerror or failure.exc}", dsn="4.3.0") from failure.exc
     finally:
+        if quota is not None:
+            quota.release()
         if file_fd is not None:
             os.close(file_fd)
         if tmp_name is not None and tmp_fd is not None:

@@ -32,6 +32,7 @@ from ..queue.store import QueueStore
 from ..queue.submit import MaildropSubmission
 from ..tables.base import TableRetry
 from .handoff import HandoffError, receive_client
+from .mailbox_quota_client import MailboxQuotaQuery
 from .maillog import printable
 from .smtpd_anvil import ClientLimits, SessionLimits
 from .smtpd_message import MessageIntake
@@ -103,7 +104,10 @@ class SessionServer:
         self.store = QueueStore.from_settings(s)
         # reject_unverified_*: the verify service, asked from the checks' thread
         self.verify = VerifyQuery.from_settings(s) if stand_alone_uid is None else None
-        self.checks = SmtpdChecks(s, dns=dns, verify=self.verify) \
+        # hato_mailbox_quota_rcpt_check: local/virtual asked from the checks' thread
+        quota = MailboxQuotaQuery.from_settings(s) \
+            if stand_alone_uid is None and s.bool("hato_mailbox_quota_rcpt_check") else None
+        self.checks = SmtpdChecks(s, dns=dns, verify=self.verify, mailbox_quota=quota) \
             if stand_alone_uid is None else _NoChecks()
         self.xclient_hosts = host_list(s, "smtpd_authorized_xclient_hosts")
         self.xforward_hosts = host_list(s, "smtpd_authorized_xforward_hosts")

@@ -41,6 +41,14 @@ injected ``verify(address) -> (request status, recipient status, text)``
 (the verify service's answer after smtpd's polling,
 :class:`hato.io.verify_client.VerifyQuery`; none given: the service counts
 as failing).
+
+With ``hato_mailbox_quota_rcpt_check = yes`` a recipient that every
+restriction accepts is refused when its Maildir is already full: the
+injected ``mailbox_quota(recipient, transport, nexthop, sender, size)``
+(:class:`hato.io.mailbox_quota_client.MailboxQuotaQuery`) answers None or
+``(dsn, text)``, and the reply is ``452 4.2.2 <rcpt>: Recipient address
+rejected: TEXT`` (``552 5.2.2`` with ``hato_mailbox_quota_bounce = yes``),
+TEXT being hato_mailbox_quota_message.
 """
 
 from __future__ import annotations
@@ -122,6 +130,9 @@ NOT_SUPPORTED: frozenset[str] = frozenset()
 VERIFY_RESTRICTIONS = frozenset({"reject_unverified_sender", "reject_unverified_recipient"})
 #: The result of a verify query: (request status, recipient status, text).
 VerifyAnswer = tuple[int, int, str]
+#: The RCPT-time quota question: (recipient, transport, nexthop, sender,
+#: size) -> None (room, or not known) or (dsn, text) for a full mailbox.
+MailboxQuotaQuery = Callable[[str, str, str, str, int], "tuple[str, str] | None"]
 
 #: Every restriction name smtpd_check.c knows (for `hato check`).
 KNOWN_RESTRICTIONS = frozenset({
@@ -290,12 +301,17 @@ class SmtpdChecks:
                  resolver: Resolver | None = None,
                  validator: RecipientValidator | None = None,
                  local_domains: LocalDomains | None = None,
-                 verify: Callable[[str], VerifyAnswer] | None = None):
+                 verify: Callable[[str], VerifyAnswer] | None = None,
+                 mailbox_quota: MailboxQuotaQuery | None = None):
         self.settings = settings
         self.dns = dns
         self.policy = policy
         self.verify = verify
         s = settings
+        # hato_mailbox_quota_rcpt_check: the delivery agent is asked
+        self.mailbox_quota = mailbox_quota \
+            if _bool(s, "hato_mailbox_quota_rcpt_check", False) else None
+        self.quota_message = s.str("hato_mailbox_quota_message") or "Mailbox full"
         self.utf8 = _bool(s, "smtputf8_enable", False)
         self.flags = OpenFlags(fold_case=True, utf8=self.utf8)
         self.tables: dict[str, Table] = {}
@@ -380,7 +396,7 @@ class SmtpdChecks:
         self.sasl_enable = s.bool("smtpd_sasl_auth_enable")
         self.policy_default = s.str("smtpd_policy_service_default_action")
         self.policy_context = s.str("smtpd_policy_service_policy_context")
-        self.may_block = self._needs_dns()
+        self.may_block = self._needs_dns() or self.mailbox_quota is not None
 
     # -- construction helpers
 
@@ -709,9 +725,28 @@ class SmtpdSession(AccessTableChecks, AddressChecks, DnsxlChecks):
             if (self.checks.reject_unlisted_recipient and status != REJECT
                     and not self.recipient_rcptmap_checked and not self.discard):
                 status = self._guard(lambda: self._recipient_rcpt_maps(recipient))
+            if (self.checks.mailbox_quota is not None and status != REJECT
+                    and self.where == STAGE_RCPT and not self.discard):
+                status = self._guard(lambda: self._mailbox_quota(recipient))
             return self.error_text if status == REJECT else None
         finally:
             self.recipient = saved
+
+    def _mailbox_quota(self, recipient: str) -> int:
+        """hato_mailbox_quota_rcpt_check: refuse a recipient whose Maildir
+        is already full, before the message is accepted."""
+        res = self._resolve(recipient)
+        if not res.final:
+            return DUNNO
+        answer = self.checks.mailbox_quota(res.recipient, res.transport,  # type: ignore[misc]
+                                           res.nexthop, self.sender or "", self.msg_size)
+        if answer is None:
+            return DUNNO
+        dsn = answer[0]
+        code = 552 if dsn.startswith("5") else 452
+        return self._reject(ERR_RESOURCE, code, dsn,
+                            f"<{recipient}>: {NAME_RECIPIENT} rejected: "
+                            f"{self.checks.quota_message}")
 
     def _defer_if_permit(self, status: int) -> int:
         if status != REJECT and self.defer_if_permit.active:

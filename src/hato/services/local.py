@@ -14,6 +14,14 @@ The recipient's status combines its actions: any temporary failure defers
 it (parts already delivered may be delivered again: at least once), else
 any bounce bounces it, else it is sent.
 
+Maildir deliveries honour Maildir++ quotas (``maildirsize``, and the
+hato_mailbox_quota_* parameters: hato.delivery.maildir_quota). smtpd's
+RCPT-time question (``hato_mailbox_quota_rcpt_check``) arrives as a
+delivery request with the attribute ``quota_query=yes`` and no queue file:
+the recipient is planned as for a probe and, when its only action is a
+Maildir, answered with that Maildir's quota state (``sent``, or
+``deferred``/``bounced`` with 4.2.2/5.2.2); nothing is written or logged.
+
 An address verification probe (``probe=yes``) is planned the same way but
 nothing is written or run: each action answers what it would do, as
 Postfix's local does for such requests (``delivers to mailbox``,
@@ -26,7 +34,8 @@ Requests: qmgr's delivery requests. Parameters: alias_maps, home_mailbox,
 mail_spool_directory, mailbox_command, forward_path, allow_mail_to_commands,
 allow_mail_to_files, luser_relay, default_privs, recipient_delimiter,
 command_time_limit, local_command_shell, mailbox_size_limit, myhostname,
-mydestination, myorigin.
+mydestination, myorigin, hato_mailbox_quota_maps, hato_mailbox_quota_default,
+hato_mailbox_quota_create, hato_mailbox_quota_bounce, hato_mailbox_quota_message.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import os
 from ..delivery import local as L
 from ..delivery.dsn import DeliveryError
 from ..delivery.maildir import deliver_maildir
+from ..delivery.maildir_quota import MaildirsizeKeeper, QuotaSettings, quota_answer
 from ..delivery.mbox import deliver_mbox, envelope_headers
 from ..delivery.pipe import LOCAL_COMMAND_FLAGS, command_argv, run_pipe
 from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus, \
@@ -46,6 +56,7 @@ from ..policy.rewrite import open_maps
 from ..proto.attr import Attrs
 from ..queue.envelope import Envelope, Recipient
 from ..queue.store import INCOMING, QueueStore
+from ..tables.base import TableRetry
 
 RANK = {SENT: 0, BOUNCED: 1, DEFERRED: 2}
 
@@ -65,9 +76,36 @@ class Local:
         self.root = os.geteuid() == 0
         self.queue_dir = s.str("queue_directory")
         self.qmgr = os.path.join(self.queue_dir, "public", "qmgr")
+        self.quota = QuotaSettings.from_settings(
+            s, open_maps(s, "hato_mailbox_quota_maps") or ())
 
     def _ids(self, action) -> tuple[int | None, int | None]:
         return (action.uid, action.gid) if self.root else (None, None)
+
+    def _quota(self, req: DeliveryRequest, action) -> MaildirsizeKeeper:
+        """The Maildir++ quota hook for one Maildir delivery."""
+        def warn(text: str) -> None:
+            self.log.warning(f"{req.queue_id}: {text}")
+
+        uid, gid = self._ids(action)
+        policy = self.quota.policy_for(action.recipient, local_domain=True, warn=warn)
+        return MaildirsizeKeeper(policy, uid=uid, gid=gid, warn=warn)
+
+    def _quota_query(self, req: DeliveryRequest, rcpt) -> RcptStatus:
+        """smtpd's RCPT-time question: is the recipient's Maildir full?"""
+        answer = (SENT, "2.0.0", "no single maildir")
+        try:
+            plan = L.plan_local_delivery(rcpt.address, settings=self.settings,
+                                         delivered_to=set(), sender=req.sender)
+            if len(plan.actions) == 1:
+                action = plan.actions[0]
+                if isinstance(action, L.Maildir) or (isinstance(action, L.File)
+                                                     and action.is_maildir):
+                    answer = quota_answer(self._quota(req, action), action.path, req.size)
+        except (DeliveryError, TableRetry) as err:
+            # not known now: the delivery decides
+            answer = (SENT, "2.0.0", f"quota unknown: {err}")
+        return RcptStatus(rcpt.index, *answer, relay="local", logged=True)
 
     def _content(self, req: DeliveryRequest):
         qf = self.store.open(req.queue_name, req.queue_id, writable=False)
@@ -162,7 +200,8 @@ class Local:
                                                  and action.is_maildir):
                 uid, gid = self._ids(action)
                 deliver_maildir(action.path, qf.content(), prepend_headers=headers, uid=uid,
-                                gid=gid, hostname=self.hostname)
+                                gid=gid, hostname=self.hostname,
+                                quota=self._quota(req, action))
                 return SENT, "2.0.0", ("delivered to maildir" if isinstance(action, L.Maildir)
                                        else f"delivered to file: {action.path}")
             if isinstance(action, (L.Mbox, L.File)):
@@ -219,6 +258,9 @@ class Local:
     def deliver(self, req: DeliveryRequest, timing: dict) -> list[RcptStatus]:
         if hasattr(self.settings.alias_maps, "refresh"):
             self.settings.alias_maps.refresh()  # a rebuilt alias table is seen at once
+        self.quota.refresh()
+        if req.attributes.get("quota_query") == "yes":
+            return each_recipient(req, self._quota_query, "local")
         return each_recipient(req, self.deliver_one, "local")
 
 

@@ -12,28 +12,43 @@ with 5.1.1; a table or disk failure defers. An address verification
 probe (``probe=yes``) gets the same checks and writes nothing: ``delivers
 to maildir`` or ``delivers to mailbox``.
 
+Maildir deliveries honour Maildir++ quotas (``maildirsize``, and the
+hato_mailbox_quota_* parameters: hato.delivery.maildir_quota). smtpd's
+RCPT-time question (``hato_mailbox_quota_rcpt_check``) arrives as a
+delivery request with the attribute ``quota_query=yes`` and no queue file:
+the recipient gets the same checks, and a Maildir recipient is answered
+with its quota state (``sent``, or ``deferred``/``bounced`` with
+4.2.2/5.2.2); nothing is written or logged.
+
 Requests: qmgr's delivery requests. Parameters: virtual_mailbox_base,
 virtual_mailbox_maps, virtual_uid_maps, virtual_gid_maps,
 virtual_minimum_uid, virtual_mailbox_lock, virtual_mailbox_limit,
-recipient_delimiter, myhostname.
+recipient_delimiter, myhostname, hato_mailbox_quota_maps,
+hato_mailbox_quota_default, hato_mailbox_quota_create,
+hato_mailbox_quota_bounce, hato_mailbox_quota_message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
+from ..delivery.dsn import DeliveryError
 from ..delivery.maildir import deliver_maildir
+from ..delivery.maildir_quota import MaildirsizeKeeper, QuotaSettings, quota_answer
 from ..delivery.mbox import deliver_mbox, envelope_headers
 from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus
 from ..io.agent import each_recipient, is_probe, serve_agent
 from ..policy.rewrite import open_maps
 from ..queue.store import QueueStore
+from ..tables.base import TableRetry
 from ..tables.search import TableList, find_address_mapping
 
 
 class Virtual:
-    def __init__(self, settings):
+    def __init__(self, settings, log=None):
         s = settings
+        self.log = log
         self.s = s
         self.base = s.str("virtual_mailbox_base")
         self.mailboxes = open_maps(s, "virtual_mailbox_maps") or TableList([])
@@ -45,6 +60,8 @@ class Virtual:
         self.delimiter = s.str("recipient_delimiter")
         self.hostname = s.str("myhostname")
         self.store = QueueStore.from_settings(s)
+        self.quota = QuotaSettings.from_settings(
+            s, open_maps(s, "hato_mailbox_quota_maps") or TableList([]))
 
     def _find(self, maps: TableList, address: str) -> str | None:
         found = find_address_mapping(maps, address, recipient_delimiter=self.delimiter)
@@ -72,11 +89,16 @@ class Virtual:
             return RcptStatus(rcpt.index, DEFERRED, "4.3.0",
                               f"recipient {rcpt.address}: bad uid {uid} in virtual_uid_maps",
                               relay="virtual")
+        full = os.path.join(self.base, path)
+        if req.attributes.get("quota_query") == "yes":
+            answer = (SENT, "2.0.0", "not a maildir")
+            if path.endswith("/"):
+                answer = quota_answer(self._quota(req, rcpt, uid, gid), full, req.size)
+            return RcptStatus(rcpt.index, *answer, relay="virtual", logged=True)
         if is_probe(req):
             return RcptStatus(rcpt.index, SENT, "2.0.0",
                               "delivers to maildir" if path.endswith("/")
                               else "delivers to mailbox", relay="virtual")
-        full = os.path.join(self.base, path)
         headers = envelope_headers(sender=req.sender, original_recipient=rcpt.orig_address,
                                    delivered_to=rcpt.address)
         own = (uid, gid) if os.geteuid() == 0 else (None, None)
@@ -84,7 +106,8 @@ class Virtual:
         try:
             if path.endswith("/"):
                 deliver_maildir(full, qf.content(), prepend_headers=headers, uid=own[0],
-                                gid=own[1], hostname=self.hostname, error_dsn="4.2.0")
+                                gid=own[1], hostname=self.hostname, error_dsn="4.2.0",
+                                quota=self._quota(req, rcpt, *own))
                 reason = "delivered to maildir"
             else:
                 deliver_mbox(full, qf.content(), sender=req.sender, arrival=None,
@@ -95,9 +118,31 @@ class Virtual:
             qf.close()
         return RcptStatus(rcpt.index, SENT, "2.0.0", reason, relay="virtual")
 
+    def _quota(self, req: DeliveryRequest, rcpt, uid: int | None,
+               gid: int | None) -> MaildirsizeKeeper:
+        """The Maildir++ quota hook for one Maildir delivery."""
+        def warn(text: str) -> None:
+            if self.log is not None:
+                self.log.warning(f"{req.queue_id}: {text}")
+
+        policy = self.quota.policy_for(rcpt.address, warn=warn)
+        return MaildirsizeKeeper(policy, uid=uid, gid=gid, warn=warn)
+
+    def _quota_query(self, req: DeliveryRequest, rcpt) -> RcptStatus:
+        try:
+            return self.deliver_one(req, rcpt)
+        except (DeliveryError, TableRetry) as err:
+            # not known now: the delivery decides
+            return RcptStatus(rcpt.index, SENT, "2.0.0", f"quota unknown: {err}",
+                              relay="virtual", logged=True)
+
     def deliver(self, req: DeliveryRequest, timing: dict) -> list[RcptStatus]:
+        self.quota.refresh()
+        if req.attributes.get("quota_query") == "yes":
+            return [dataclasses.replace(st, logged=True)
+                    for st in each_recipient(req, self._quota_query, "virtual")]
         return each_recipient(req, self.deliver_one, "virtual")
 
 
 async def serve(ctx) -> int:
-    return await serve_agent(ctx, Virtual(ctx.settings).deliver)
+    return await serve_agent(ctx, Virtual(ctx.settings, ctx.log).deliver)

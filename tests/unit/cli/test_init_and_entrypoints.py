@@ -51,11 +51,21 @@ def test_argv0_dispatch(tmp_path):
                         "'mail_owner']))", str(d)],
                        capture_output=True, text=True, env=hato_env())
     assert r.returncode == 0 and r.stdout.strip()
+    # maildirmake, called by that name, is hato's Courier-compatible command.
+    box = tmp_path / "Maildir"
+    r = subprocess.run([sys.executable, "-c",
+                        "import sys; from hato.cli.main import main; "
+                        "sys.exit(main(['/usr/bin/maildirmake', '-q', '5000S', sys.argv[1]]))",
+                        str(box)],
+                       capture_output=True, text=True, env=hato_env())
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(box)) == ["cur", "maildirsize", "new", "tmp"]
+    assert (box / "maildirsize").read_bytes() == b"5000S\n" + b"%12d %12d\n" % (0, 0)
     r = subprocess.run([sys.executable, "-c",
                         "import sys; from hato.cli.main import main; "
                         "sys.exit(main(['/usr/bin/maildirmake']))"],
                        capture_output=True, text=True, env=hato_env())
-    assert r.returncode == 1 and "maildirmake: not yet implemented" in r.stderr
+    assert r.returncode == 1 and "Usage: maildirmake" in r.stderr
 
 
 def test_version():

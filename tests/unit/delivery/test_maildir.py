@@ -233,30 +233,40 @@ def test_link_not_supported_falls_back_to_rename(tmp_path, monkeypatch):
 
 
 def test_quota_hook(tmp_path):
+    """check() gets the exact size once the message is in tmp/; a refusal
+    leaves nothing behind; release() ends every delivery."""
     class Quota:
         def __init__(self, limit):
             self.limit = limit
             self.checked = []
             self.added = []
+            self.released = 0
 
         def check(self, maildir, size):
             self.checked.append((maildir, size))
+            assert len(os.listdir(os.path.join(maildir, "tmp"))) == 1
             if size > self.limit:
                 raise DeliveryError("maildir delivery failed: over quota", dsn="4.2.2")
 
         def add(self, maildir, size, count):
             self.added.append((maildir, size, count))
 
-    q = Quota(1000)
+        def release(self):
+            self.released += 1
+
+    q = Quota(len(MESSAGE))
     md = str(tmp_path / "M")
-    name = deliver_maildir(md, [MESSAGE], hostname="h", size_hint=len(MESSAGE), quota=q)
+    name = deliver_maildir(md, [MESSAGE], hostname="h", quota=q)
     assert q.checked == [(md, len(MESSAGE))]
     assert q.added == [(md, len(MESSAGE), 1)]
     assert name.endswith(f",S={len(MESSAGE)}")
     with pytest.raises(DeliveryError) as info:
-        deliver_maildir(md, [MESSAGE], hostname="h", size_hint=5000, quota=q)
+        deliver_maildir(md, [MESSAGE, MESSAGE], hostname="h", quota=q)
     assert info.value.dsn == "4.2.2"
+    assert q.checked[-1] == (md, 2 * len(MESSAGE))
+    assert len(q.added) == 1 and q.released == 2
     assert len(os.listdir(tmp_path / "M" / "new")) == 1
+    assert os.listdir(tmp_path / "M" / "tmp") == []
 
 
 def test_uid_without_root_changes_nothing(tmp_path):
