@@ -165,6 +165,9 @@ class Master:
         self.aborting = False
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        # start-up and reloads one at a time: a SIGHUP while the workers are
+        # still being started waits until they all are (then stops them all)
+        self._lifecycle = asyncio.Lock()
 
     # -- set-up -------------------------------------------------------------------
 
@@ -236,6 +239,8 @@ class Master:
     # -- workers -------------------------------------------------------------------
 
     async def spawn(self, slot: Slot, index: int = 0) -> None:
+        if slot.retiring or self.stopping:
+            return  # a reload or stop came while it waited its turn
         fds = [sock.fileno() for sock in slot.sockets]
         env = dict(os.environ)
         if slot.maxproc:
@@ -371,6 +376,10 @@ class Master:
         self._stop.set()
 
     async def reload(self) -> None:
+        async with self._lifecycle:
+            await self._reload()
+
+    async def _reload(self) -> None:
         try:
             from ..io.hostinfo import host_facts
 
@@ -461,7 +470,8 @@ class Master:
                                 lambda: loop.create_task(self.reload()))
         self.slots = self.plan()
         self.log.info(f"daemon started -- version hato, configuration {self.config.config_dir}")
-        await self.start_all()
+        async with self._lifecycle:
+            await self.start_all()
         await self._stop.wait()
         self.log.info("terminating on signal" + (" (abort)" if self.aborting else ""))
         await self.shutdown()
