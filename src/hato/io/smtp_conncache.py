@@ -10,9 +10,10 @@ time). A session is saved under two kinds of key, as Postfix does:
 * the destination (the request's next hop, ``example.com`` or
   ``[relay.example]:587``): the next delivery to that next hop takes it
   before it looks up any server;
-* the server's endpoint (``192.0.2.25:25``, or the socket path for LMTP):
-  a delivery to another next hop with the same server (a shared MX) takes
-  it when it gets to that server in its list.
+* the server's endpoint with the next hop (``192.0.2.25:25/example.com``,
+  the socket path for LMTP): the next delivery to that next hop takes it
+  when it gets to that server in its list. Sessions are not shared between
+  next hops: each next hop's TLS policy and credentials made its sessions.
 
 Taking a session under one key takes it under every key. A session is
 given up (QUIT, close) when it was idle longer than

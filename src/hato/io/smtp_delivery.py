@@ -288,12 +288,12 @@ class SmtpDelivery:
     def _dest_key(self, req: DeliveryRequest) -> str:
         return f"dest:{req.nexthop.lower()}"
 
-    def _endpoint_key(self, cand: Candidate, req: DeliveryRequest, *,
-                      bound: bool = False) -> str:
-        """The cache key of the server: a TLS or authenticated session
-        stays bound to the next hop its policy and credentials came from."""
-        key = f"addr:{_endpoint(cand)}"
-        return f"{key}/{req.nexthop.lower()}" if bound else key
+    def _endpoint_key(self, cand: Candidate, req: DeliveryRequest) -> str:
+        """The cache key of one server of the next hop. It stays bound to
+        the next hop: the TLS policy and the SASL credentials a session was
+        made with are the next hop's, so a session never serves another
+        destination (whose policy might ask for TLS the session lacks)."""
+        return f"addr:{_endpoint(cand)}/{req.nexthop.lower()}"
 
     def _cache_wanted(self, req: DeliveryRequest) -> bool:
         if self.cache is None:
@@ -312,8 +312,7 @@ class SmtpDelivery:
             return False
         if conn.authenticated and self.sender_dependent:
             return False  # the credentials belong to this sender
-        bound = conn.tls_active or conn.authenticated
-        keys = (self._dest_key(req), self._endpoint_key(cand, req, bound=bound))
+        keys = (self._dest_key(req), self._endpoint_key(cand, req))
         assert self.cache is not None
         return self.cache.save(CachedSession(sock, conn, cand, opened), keys)
 

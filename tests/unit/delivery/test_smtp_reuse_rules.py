@@ -41,7 +41,7 @@ def test_on_demand_needs_the_conn_load_flag():
     a = agent()
     assert not a._save("sock", Conn(), MX, req(), 0.0)
     assert a._save("sock", Conn(), MX, req(flags={"CONN_LOAD"}), D.time.monotonic())
-    assert keys(a) == [("dest:example.org", "addr:192.0.2.1:25")]
+    assert keys(a) == [("dest:example.org", "addr:192.0.2.1:25/example.org")]
     off = agent(on_demand=False)
     assert not off._save("sock", Conn(), MX, req(flags={"CONN_LOAD"}), D.time.monotonic())
 
@@ -94,3 +94,13 @@ def test_lmtp_reads_its_own_parameters():
         (500, frozenset({"PIPELINING"}), False)
     assert (smtp.line_limit, smtp.discard, smtp.auth_soft_bounce) == \
         (700, frozenset({"DSN"}), True)
+
+
+def test_a_session_never_serves_another_next_hop():
+    """Next hop b.example may require TLS where a.example does not: the
+    plaintext session a.example left with the shared server is not b's."""
+    a = agent()
+    assert a._save("sock", Conn(), MX, req("a.example", {"CONN_LOAD"}), D.time.monotonic())
+    assert a.cache.take(a._endpoint_key(MX, req("b.example"))) is None
+    assert a.cache.take(a._dest_key(req("b.example"))) is None
+    assert a.cache.take(a._endpoint_key(MX, req("a.example"))) is not None
