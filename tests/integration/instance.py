@@ -79,6 +79,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def common_port(last_octets: range) -> int:
+    """A port free on 127.0.0.1 and on each 127.0.0.N for N in
+    *last_octets* (several test servers on one port, as MX hosts)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            for last in last_octets:
+                with socket.socket() as t:
+                    t.bind((f"127.0.0.{last}", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no common free port")
+
+
 def smtp_ready(port: int) -> bool:
     """Does an SMTP server on 127.0.0.1:*port* greet with 220?"""
     try:

@@ -21,7 +21,6 @@ import email
 import email.policy
 import mailbox
 import re
-import socket
 import time
 
 import pytest
@@ -29,7 +28,7 @@ import pytest
 from tests.dnsserver import DnsServer
 from tests.smtp_peer import DROP, SmtpPeer
 
-from .instance import Instance
+from .instance import Instance, common_port
 from .maillog import statuses, wait_status
 
 pytestmark = pytest.mark.integration
@@ -298,22 +297,6 @@ def test_peer_drops_connection_after_data_command(site):
 
 # -- part 2: MX routing with the test DNS server ------------------------------------------
 
-def _common_port() -> int:
-    """A port free on 127.0.0.1 and on the other loopback addresses used."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            for last in range(10, 40):
-                with socket.socket() as t:
-                    t.bind((f"127.0.0.{last}", port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no common free port")
-
-
 ZONES = {
     # the best MX is down: the next one delivers
     "pref.test": {"MX": ["20 mx2.pref.test.", "10 mx1.pref.test."]},
@@ -358,7 +341,7 @@ def hato_site():
     part 1 domains go through transport_maps to their scripted peers on
     127.0.0.1; every other domain is routed by MX lookup at the test DNS
     server to port smtp_tcp_port of the peers of part 2."""
-    port = _common_port()
+    port = common_port(range(10, 40))
     peers = {dom: SmtpPeer(name=f"peer.{dom}", **opts) for dom, (_t, opts) in PEERS.items()}
     peers.update({name: SmtpPeer(addr, port, name=name, **opts)
                   for name, (addr, opts) in MX_PEERS.items()})

@@ -31,7 +31,7 @@ from cryptography.x509.oid import NameOID
 from tests.certs import TestCA
 from tests.dnsserver import DnsServer
 
-from .instance import Instance
+from .instance import Instance, common_port
 from .maillog import wait_status
 
 pytestmark = pytest.mark.integration
@@ -172,21 +172,6 @@ def tlsa_311(spki: bytes) -> str:
     return "3 1 1 " + hashlib.sha256(spki).hexdigest()
 
 
-def common_port() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            for last in range(41, 50):
-                with socket.socket() as t:
-                    t.bind((f"127.0.0.{last}", port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no common free port")
-
-
 # -- the site ----------------------------------------------------------------------------------
 
 # MX host name → address (DNS: the domain without "mx." has it as its MX)
@@ -206,7 +191,7 @@ HOSTS = {
 @pytest.fixture(scope="module")
 def dane_site(tmp_path_factory):
     d = tmp_path_factory.mktemp("dane")
-    port = common_port()
+    port = common_port(range(41, 50))
     ca = TestCA(d / "ca")
     peers: dict[str, TlsPeer] = {}
     spkis: dict[str, bytes] = {}

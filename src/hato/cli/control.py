@@ -44,7 +44,7 @@ def _prepare(cfg) -> None:
 
 
 def cmd_start(msgs: Messages, config_dir: str | None, foreground: bool) -> int:
-    from .postmulti import start_refusal
+    from .instances import start_refusal
 
     cfg = load_config(config_dir, process_name="master")
     # A disabled secondary instance starts only once it is enabled.

@@ -10,7 +10,7 @@ import pwd
 
 import pytest
 
-from hato.cli.postmulti import (Assignment, Instance, PostmultiError, Selection,
+from hato.cli.instances import (Assignment, Instance, PostmultiError, Selection,
                                 check_name_assignments, matches, parse_setting, private_path)
 from hato.config.maincf import MainCf
 from tests.conftest import run_hato
