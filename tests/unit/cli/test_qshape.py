@@ -106,7 +106,6 @@ def test_parent_rows_are_cut_with_dot_plus():
 
 # -- the command over a queue ------------------------------------------------------
 
-NOW = time.time()
 MESSAGES = [  # (queue, age in minutes, sender, recipients (address, done))
     ("deferred", 1, "s@sender.example", [("a@one.example", False), ("b@one.example", False)]),
     ("deferred", 7, "", [("c@two.example", False), ("d@one.example", True)]),
@@ -123,9 +122,10 @@ def queue(tmp_path):
     store = QueueStore(str(tmp_path / "queue"))
     store.ensure_layout()
     paths = []
+    now = time.time()  # ages from now: the test runs right after
     for q, age, sender, rcpts in MESSAGES:
         w = store.create(q)
-        w.write_envelope(Envelope(sender=sender, arrival_time=NOW - age * 60,
+        w.write_envelope(Envelope(sender=sender, arrival_time=now - age * 60,
                                   recipients=[Recipient(a, done=d) for a, d in rcpts]))
         w.write_content(b"Subject: x\n\nbody\n")
         w.commit()
