@@ -37,6 +37,7 @@ import mailbox
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -138,10 +139,36 @@ class Peer:
     def __enter__(self) -> Peer:  # noqa: PYI034
         try:
             self.pf.start()
+            if not self.greets():
+                # a Postfix whose first smtpd never came up (seen now and then
+                # with Cyrus SASL and TLS on this machine): start it afresh
+                old = self.pf.root
+                self.pf.stop()
+                shutil.rmtree(old, ignore_errors=True)
+                self.pf.start()
+                if not self.greets():
+                    raise AssertionError(f"Postfix does not greet on 127.0.0.1:{self.port}\n"
+                                         f"{self.log()[-3000:]}")
         except BaseException:
             self.cleanup()
             raise
         return self
+
+    def greets(self, timeout: float = 20.0) -> bool:
+        """Does Postfix's smtpd answer with its 220 greeting (one session)?"""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+                s.settimeout(timeout)
+                data = b""
+                while b"\n" not in data:
+                    chunk = s.recv(512)
+                    if not chunk:
+                        return False
+                    data += chunk
+                s.sendall(b"QUIT\r\n")
+                return data.startswith(b"220")
+        except OSError:
+            return False
 
     def __exit__(self, *exc) -> None:
         self.cleanup()
