@@ -124,10 +124,14 @@ def _table_specs(value: str) -> list[str]:
     from ..tables.patternfile import split_braced
 
     specs = []
+    last = ""
     for item in split_braced(value):
         type_name, sep, _ = item.partition(":")
-        if sep and type_name in POSTFIX_DICT_TYPES:
+        # check_policy_service names a policy server, not a table
+        if sep and type_name in POSTFIX_DICT_TYPES \
+                and last.lower() != "check_policy_service":
             specs.append(item)
+        last = item
     return specs
 
 
@@ -218,16 +222,15 @@ RESTRICTION_PARAMS = (
     "smtpd_end_of_data_restrictions", "smtpd_etrn_restrictions")
 
 #: Restrictions Postfix has that hato names but does not do yet.
-NOT_YET = {
-    "check_policy_service": "policy delegation is not implemented yet",
-}
+NOT_YET: dict[str, str] = {}
 
 
 def _restriction_words(value: str) -> list[str]:
     """The restriction names of a list (table and argument words skipped)."""
+    from ..config.values import split_list
     from ..policy.smtpd_check import _ARG_COMMANDS, _MAP_COMMANDS
 
-    words = value.replace(",", " ").split()
+    words = split_list(value)  # a { ... } argument stays one word
     out: list[str] = []
     skip = False
     for word in words:
@@ -237,7 +240,7 @@ def _restriction_words(value: str) -> list[str]:
         low = word.lower()
         if low in _MAP_COMMANDS or low in _ARG_COMMANDS:
             skip = True
-        if ":" in word or "=" in word or word.startswith("/"):
+        if ":" in word or "=" in word or word.startswith("/") or " " in word:
             continue
         out.append(word)
     return out
@@ -416,6 +419,54 @@ def check_postscreen(cfg: Config, report: Report) -> None:
             report.error(f"{where or _where(cfg.main.path, cfg.main.lineno(name))}: {text}")
 
 
+def check_milters(cfg: Config, report: Report) -> None:
+    """The milter lists, their per-milter settings, milter_protocol,
+    milter_default_action and milter_macro_defaults, for main.cf and each
+    smtpd or pickup service (their -o overrides)."""
+    from ..proto import milter as M
+
+    targets = [(None, cfg.settings())] + [
+        (f"{_where(cfg.master.path, svc.lineno)}: service {svc.key}", cfg.settings(svc))
+        for svc in cfg.master.services if svc.command in ("smtpd", "pickup")]
+    seen: set[str] = set()
+    for where, s in targets:
+        problems: list[tuple[str, str]] = []
+        specs = []
+        for name in ("smtpd_milters", "non_smtpd_milters"):
+            try:
+                specs += [(name, spec) for spec in M.parse_milter_list(s.str(name))]
+            except Exception as err:  # noqa: BLE001 - ConfigError with Postfix's text
+                problems.append((name, f"{name}: {err}"))
+        actions = ("accept", "reject", "tempfail", "quarantine")
+        for name, value in [("milter_default_action", s.str("milter_default_action"))] + [
+                (name, spec.default_action) for name, spec in specs]:
+            if value is not None and value.lower() not in actions:
+                problems.append((name, f"{name}: unknown milter default action {value!r} "
+                                       f"(expected accept, reject, tempfail or quarantine)"))
+        for name, value in [("milter_protocol", s.str("milter_protocol"))] + [
+                (name, spec.protocol) for name, spec in specs]:
+            if value is None:
+                continue
+            try:
+                M.parse_protocol(value)
+            except M.MilterConfigError as err:
+                problems.append((name, f"{name}: {str(err).replace('milter {name}: ', '')}"))
+        for name, spec in specs:
+            try:
+                spec.endpoint()
+            except M.MilterConfigError as err:
+                problems.append((name, f"{name}: " + str(err).replace("{name}", spec.name)))
+        try:
+            M.macro_defaults(s.str("milter_macro_defaults"))
+        except Exception as err:  # noqa: BLE001
+            problems.append(("milter_macro_defaults", f"milter_macro_defaults: {err}"))
+        for name, text in problems:
+            if text in seen:
+                continue
+            seen.add(text)
+            report.error(f"{where or _where(cfg.main.path, cfg.main.lineno(name))}: {text}")
+
+
 def check_sasl(cfg: Config, report: Report) -> None:
     """SASL server configuration of main.cf and of every smtpd service with
     smtpd_sasl_auth_enable = yes, built as smtpd would build it but without
@@ -545,6 +596,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
     check_anvil(cfg, report)
     check_verify(cfg, report)
     check_postscreen(cfg, report)
+    check_milters(cfg, report)
     check_paths(cfg, report)
     if report.errors:
         msgs.info(f"{report.errors} error(s) in the configuration in {cfg.config_dir}")

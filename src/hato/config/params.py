@@ -257,9 +257,10 @@ NO_EFFECT: dict[str, str] = {
                                        "ssl module cannot set it)",
     "tls_session_ticket_cipher": "OpenSSL's default ticket cipher applies",
     "smtpd_tls_ccert_verifydepth": "OpenSSL's default verification depth applies",
-    "smtpd_milters": "milters are not implemented yet",
-    "non_smtpd_milters": "milters are not implemented yet",
     "smtpd_proxy_filter": "before-queue proxy filters are not implemented",
+    "internal_mail_filter_classes": "mail hato makes itself (bounces, notices) goes through "
+                                    "neither milters nor header/body checks, as with the "
+                                    "empty default",
     "address_verify_pending_request_limit": "qmgr does not limit the number of address "
                                             "verification probes in progress",
     # The SMTP and LMTP clients

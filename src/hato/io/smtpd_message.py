@@ -14,6 +14,7 @@ from ..queue.envelope import Recipient
 from ..queue.inject import Injection
 from ..queue.received import smtpd_received
 from ..tables.base import TableRetry
+from .smtpd_milter import parse_reply as parse_milter_reply
 
 WRITE_ERROR = P.Reply(451, "4.3.0", "Error: queue file write error")
 
@@ -40,6 +41,11 @@ class MessageIntake:
         if self.injection is None:  # the core refuses DATA without recipients
             self.conn.reject(P.Reply(503, "5.5.1", "Error: need RCPT command"))
             return
+        if self.milters is not None:
+            out = await self.milters.data()
+            if out.reply is not None:
+                self.conn.reject(out.reply, close=out.close)
+                return
         try:
             self._start_message()
         except Exception as err:
@@ -131,6 +137,8 @@ class MessageIntake:
             self._abort_transaction()
             self._new_transaction()
             self.checks.reset()
+            if self.milters is not None:
+                await self.milters.abort()
         if reply.code < 400:
             conn.accept(reply)
         else:
@@ -148,13 +156,18 @@ class MessageIntake:
             return self.failed
         if inj is None or not self.started:
             return P.Reply(554, "5.5.1", "Error: no valid recipients")
-        size = getattr(ev, "size", 0)
+        # the whole message's size (a BDAT event's own size is its last chunk's)
+        size = ev.total if isinstance(ev, P.BdatChunk) else getattr(ev, "size", 0)
         reply = await self._decide(self.checks.end_of_data, "END-OF-MESSAGE", size)
         if reply is not None and reply.code >= 400:
             return reply
         actions = self.checks.actions
         try:
-            result = await asyncio.to_thread(self._finish, inj, actions)
+            if self.milters is not None and not self.milters.skip:
+                refused = await self._milter_message(inj)
+                if refused is not None:
+                    return refused
+            result = await asyncio.to_thread(self._finish, inj, actions, self.milters)
         except TableRetry as err:
             self.log.warning(f"{inj.queue_id}: {err}")
             return P.Reply(451, "4.3.0", "Error: queue file write error")
@@ -166,12 +179,42 @@ class MessageIntake:
             self.server.wake_qmgr()
         return parse_reply(result.result.smtp_reply())
 
+    async def _milter_message(self, inj: Injection) -> P.Reply | None:
+        """The milters' look at the message before it is committed
+        (Postfix's cleanup_milter_inspect()); a reply when they refuse it."""
+        result = await asyncio.to_thread(inj.end_content)
+        if not result.ok:
+            return None  # cleanup refused it already; finish() says how
+        edit = inj.milter_message(header_checks=self.server.milters.header_checks)
+        reply = await self.milters.message(edit)
+        if not reply:
+            return None
+        what = {"H": ("milter-hold", "milter triggers HOLD action"),
+                "D": ("milter-discard", "milter triggers DISCARD action")}.get(reply[0])
+        if what is None and reply[0] in "45":
+            what = ("milter-reject", reply[4:])
+        elif what is None:  # shutdown ("S"): the message is not accepted
+            what = ("milter-reject", "5.7.1 message content rejected")
+            reply = "550 5.7.1 Error: message content rejected"
+        if reply[0] == "H":
+            if self.milters.hold:
+                return None
+            self.milters.hold = True
+        elif reply[0] == "D":
+            self.milters.discard = True
+        self.log.info(f"{inj.queue_id}: {what[0]}: END-OF-MESSAGE from {self.client}: "
+                      f"{what[1]};{self.whatsup()}")
+        if reply[0] in "45":
+            inj.abort()
+            return parse_milter_reply(reply)
+        return None
+
     @staticmethod
-    def _finish(inj: Injection, actions):
-        return inj.finish(hold=bool(getattr(actions, "hold", None)),
-                          filter=getattr(actions, "filter", None),
-                          redirect=getattr(actions, "redirect", None),
-                          discard=bool(getattr(actions, "discard", None)))
+    def _finish(inj: Injection, actions, milters=None):
+        hold = bool(getattr(actions, "hold", None)) or bool(milters and milters.hold)
+        discard = bool(getattr(actions, "discard", None)) or bool(milters and milters.discard)
+        return inj.finish(hold=hold, filter=getattr(actions, "filter", None),
+                          redirect=getattr(actions, "redirect", None), discard=discard)
 
     async def _bdat_chunk(self, ev: P.BdatChunk) -> None:
         if ev.last:

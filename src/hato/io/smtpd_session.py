@@ -14,6 +14,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from ..config.settings import Settings
 from ..io.ipc import notify
@@ -22,6 +23,7 @@ from ..policy import address as A
 from ..policy.hostlist import host_list
 from ..policy.rewrite import open_maps
 from ..policy.smtpd_check import ClientFacts, SmtpdChecks
+from ..policy.smtpd_policy import policy_instance
 from ..proto import smtpd as P
 from ..proto.attr import Attrs
 from ..proto.escape import escape
@@ -33,9 +35,11 @@ from ..queue.submit import MaildropSubmission
 from ..tables.base import TableRetry
 from .handoff import HandoffError, receive_client
 from .mailbox_quota_client import MailboxQuotaQuery
+from .policy_client import PolicyClient
 from .maillog import printable
 from .smtpd_anvil import ClientLimits, SessionLimits
 from .smtpd_message import MessageIntake
+from .smtpd_milter import MilterSetup, SessionMilters
 from .smtpd_tlsauth import READ_SIZE, SessionEnd, TlsAuth
 from .verify_client import VerifyQuery
 
@@ -107,8 +111,16 @@ class SessionServer:
         # hato_mailbox_quota_rcpt_check: local/virtual asked from the checks' thread
         quota = MailboxQuotaQuery.from_settings(s) \
             if stand_alone_uid is None and s.bool("hato_mailbox_quota_rcpt_check") else None
-        self.checks = SmtpdChecks(s, dns=dns, verify=self.verify, mailbox_quota=quota) \
+        # check_policy_service: one client (and its connections) for all sessions
+        self.policy = PolicyClient.from_settings(s) if stand_alone_uid is None else None
+        self.checks = SmtpdChecks(s, dns=dns, verify=self.verify, mailbox_quota=quota,
+                                  policy=self.policy) \
             if stand_alone_uid is None else _NoChecks()
+        # smtpd_milters, smtpd_milter_maps (not for sendmail -bs: non_smtpd_milters)
+        setup = MilterSetup(s) if stand_alone_uid is None else None
+        self.milters = setup if setup is not None and setup.active else None
+        if self.milters is not None:  # unknown commands go to the milters too
+            self.limits = dataclasses.replace(self.limits, ask_unknown=True)
         self.xclient_hosts = host_list(s, "smtpd_authorized_xclient_hosts")
         self.xforward_hosts = host_list(s, "smtpd_authorized_xforward_hosts")
         self.bare_newline_exclusions = host_list(s, "smtpd_forbid_bare_newline_exclusions")
@@ -135,6 +147,17 @@ class SessionServer:
         self.sessions: set[asyncio.Task] = set()
         self.session_limit = 100
         self._slots: asyncio.Semaphore | None = None
+        self._check_threads: ThreadPoolExecutor | None = None
+
+    def check_threads(self) -> ThreadPoolExecutor:
+        """The threads for restriction checks that may block (DNS, policy
+        servers, verify): as many as the worker has session slots, so a
+        slow or hanging server holds only the sessions that wait for it,
+        as in Postfix (one process per session)."""
+        if self._check_threads is None:
+            self._check_threads = ThreadPoolExecutor(max_workers=max(4, self.session_limit),
+                                                     thread_name_prefix="smtpd-check")
+        return self._check_threads
 
     def set_stress(self, settings: Settings) -> None:
         """Stress mode on or off: take the stress-dependent values of
@@ -212,10 +235,12 @@ class SessionServer:
             return
         finally:
             link.close()
-        await self.serve_socket(client, attrs.get("client_addr"), attrs.get("client_port"))
+        await self.serve_socket(client, attrs.get("client_addr"), attrs.get("client_port"),
+                                (attrs.get("server_addr"), attrs.get("server_port")))
 
     async def serve_socket(self, sock: socket.socket, addr: str | None = None,
-                           port: str | None = None) -> None:
+                           port: str | None = None,
+                           server: tuple[str | None, str | None] = (None, None)) -> None:
         try:
             peer = sock.getpeername()
         except OSError:
@@ -238,6 +263,7 @@ class SessionServer:
         else:
             reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
             session = Session(self, reader, writer, addr, port)
+        session.facts.server_addr, session.facts.server_port = _server_address(sock, *server)
         try:
             await session.run()
         finally:
@@ -358,9 +384,13 @@ class Session(TlsAuth, MessageIntake):
         self.auth_mechanism = ""
         self.auth_final = False  # Success data sent; waiting for the client's empty line
         self.anvil: SessionLimits | None = None
+        self.milters: SessionMilters | None = None
+        self.transactions = 0  # MAIL commands accepted: the policy "instance" sequence
         self._new_transaction()
 
     def _new_transaction(self) -> None:
+        f = self.facts  # what policy servers see of the transaction (Postfix's mail_reset)
+        f.instance, f.queue_id, f.sasl_sender = "", "", None
         self.mail: P.MailFrom | None = None
         self.sender = ""
         self.recipients: list[Recipient] = []
@@ -422,6 +452,8 @@ class Session(TlsAuth, MessageIntake):
             if decision is not None and decision.reply is not None:
                 self.denied = decision.reply
                 greeting = decision.reply
+        if srv.milters is not None and self.denied is None:
+            greeting = await self._milter_connect(greeting)
         self.conn.greet(greeting)
         reason = ""
         try:
@@ -445,6 +477,36 @@ class Session(TlsAuth, MessageIntake):
             elif reason == "errors":
                 self.log.info(f"too many errors after {self._where()} from {self.client}")
             self.log.info(f"disconnect from {self.client}{self._counters()}")
+
+    async def _milter_connect(self, greeting: P.Reply) -> P.Reply:
+        """The milters' CONNECT event. A 5xx makes the greeting a 554 and
+        the milter refuses what follows (not HELO/EHLO); a 421 ends the
+        session after the greeting."""
+        self.milters = self.server.milters.session(self)
+        if self.milters is None:
+            return greeting
+        out = await self.milters.connect()
+        if out.reply is not None and out.reply.code // 100 == 5:
+            self.conn.error_count += 1
+            return P.Reply(554, "", f"{self.server.hostname} ESMTP not accepting connections")
+        if out.reply is not None and out.reply.code == 421:
+            return P.Reply(421, "", f"{self.server.hostname} Service unavailable - try again "
+                                    f"later")
+        return greeting
+
+    def whatsup(self, recipient: str | None = None) -> str:
+        """Postfix's smtpd_whatsup(): `` from=<s> to=<r> proto=P helo=<h>``."""
+        out = ""
+        if self.mail is not None or self.sender:
+            out += f" from=<{A.log_form(self.sender, self.server.external)}>"
+        if recipient is None and self.recipients:
+            recipient = self.recipients[-1].address
+        if recipient is not None:
+            out += f" to=<{A.log_form(recipient, self.server.external)}>"
+        out += f" proto={self.protocol}"
+        if self.facts.helo_name:
+            out += f" helo=<{self.facts.helo_name}>"
+        return out
 
     async def _refuse_session(self, reply: P.Reply) -> None:
         """End the session before it starts (anvil's limits), as Postfix:
@@ -592,7 +654,8 @@ class Session(TlsAuth, MessageIntake):
         if not isinstance(ev, (P.MessageData, P.MessageEnd, P.BdatChunk)):
             self.where = None
         if self.denied is not None and isinstance(ev, (P.Helo, P.MailFrom, P.RcptTo,
-                                                       P.DataCommand, P.Vrfy, P.Etrn)):
+                                                       P.DataCommand, P.Vrfy, P.Etrn,
+                                                       P.UnknownCommand)):
             conn.reject(P.Reply(503, "5.7.0", f"Error: access denied for {self.client}"))
             return
         handler = _HANDLERS.get(type(ev))
@@ -611,12 +674,21 @@ class Session(TlsAuth, MessageIntake):
                 self._abort_transaction()
                 self._new_transaction()
                 self.checks.reset()
+                if self.milters is not None:
+                    await self.milters.abort()
 
     async def close(self) -> None:
         """Close the connection. After a failed TLS handshake the stream's
         protocol is no longer the transport's, so nothing waits for it."""
         if self.anvil is not None:
             self.anvil.disconnect()
+        if self.milters is not None:
+            try:
+                if self.facts.helo_name is not None:
+                    await self.milters.helo_reset()
+                await self.milters.close()
+            except Exception:  # noqa: BLE001 - the session is over either way
+                pass
         if self.writer is None:
             if self.sock is not None:
                 self.sock.close()
@@ -665,7 +737,8 @@ class Session(TlsAuth, MessageIntake):
         """Run one restriction stage; a failure is a 4xx, never a crash."""
         try:
             if self.checks.may_block:
-                return await asyncio.to_thread(fn, *args)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self.server.check_threads(), fn, *args)
             return fn(*args)
         except TableRetry as err:
             self.log.warning(f"{self.client}: {err}")
@@ -711,12 +784,25 @@ class Session(TlsAuth, MessageIntake):
         self._abort_transaction()
         self._new_transaction()
         self.checks.reset()
+        if self.milters is not None:
+            if f.helo_name is not None:
+                await self.milters.helo_reset()
+            out = await self.milters.helo(ev.hostname, ev.extended)
+            if out.close:
+                self.conn.reject(out.reply, close=True)
+                return
         f.helo_name = ev.hostname
-        f.protocol = "ESMTP" if ev.extended else "SMTP"
-        reply = await self._decide(self.checks.helo, "HELO", ev.hostname)
+        reply = await self._decide(self.checks.helo, "EHLO" if ev.extended else "HELO",
+                                   ev.hostname, ev.extended)
         if reply is not None and reply.code >= 400:
             self.conn.reject(reply)
             return
+        # as Postfix, after the check (policy servers see the old name at
+        # EHLO); HELO never turns ESMTP back into SMTP
+        if ev.extended:
+            f.protocol = "ESMTP"
+        elif f.protocol not in ("ESMTP", "SMTP"):
+            f.protocol = "SMTP"
         if ev.extended:
             words, discarded = self.server.ehlo_keywords(f)
             self.conn.enhanced_status_codes = "enhancedstatuscodes" not in discarded
@@ -728,14 +814,26 @@ class Session(TlsAuth, MessageIntake):
         sender = A.unquote_822_local(ev.address) if ev.address else ""
         self.sender = sender
         self.facts.sender = sender
+        self.facts.sasl_sender = ev.auth if ev.auth and ev.auth != "<>" else None
         reply = await self.anvil.message() if self.anvil is not None else None
         if reply is None:
             reply = await self._decide(self.checks.mail, "MAIL", sender, ev.size)
         if reply is not None and reply.code >= 400:
             self.sender = ""
+            self.facts.sasl_sender = None
             self.conn.reject(reply)
             return
+        if self.milters is not None:
+            out = await self.milters.mail(ev.args)
+            if out.reply is not None:
+                self.sender = ""
+                self.facts.sasl_sender = None
+                await self.milters.abort()
+                self.conn.reject(out.reply, close=out.close)
+                return
         self.mail = ev
+        self.facts.instance = policy_instance(self.transactions)
+        self.transactions += 1
         self.conn.accept()
 
     async def _rcpt(self, ev: P.RcptTo) -> None:
@@ -743,6 +841,12 @@ class Session(TlsAuth, MessageIntake):
         reply = await self.anvil.recipient() if self.anvil is not None else None
         if reply is None:
             reply = await self._decide(self.checks.rcpt, "RCPT", rcpt, rcpt=rcpt)
+            if self.milters is not None:
+                refused = reply if reply is not None and reply.code >= 400 else None
+                out = await self.milters.rcpt(rcpt, ev.args, refused)
+                if refused is None and out.reply is not None:
+                    self.conn.reject(out.reply, close=out.close)
+                    return
         if reply is not None and reply.code >= 400:
             self.conn.reject(reply)
             return
@@ -758,6 +862,7 @@ class Session(TlsAuth, MessageIntake):
             if sasl:
                 extra = f", sasl_method={self.facts.sasl_method}, sasl_username={sasl}"
             self.log.info(f"{self.injection.queue_id}: client={self.client}{extra}")
+            self.facts.queue_id = self.injection.queue_id
         self.recipients.append(Recipient(rcpt, notify=ev.notify, orcpt=ev.orcpt or ""))
         self.conn.accept()
 
@@ -809,6 +914,13 @@ class Session(TlsAuth, MessageIntake):
         self.checks = self.server.checks.session(f)
         self.conn.accept(P.Reply(220, "", self.server.banner))
 
+    async def _unknown(self, ev: P.UnknownCommand) -> None:
+        out = await self.milters.unknown(ev.line) if self.milters is not None else None
+        if out is not None and out.reply is not None:
+            self.conn.reject(out.reply, close=out.close)
+        else:
+            self.conn.reject(P.UNKNOWN_REPLY)
+
     async def _xforward(self, ev: P.Xforward) -> None:
         if not self.server.authorized(self.server.xforward_hosts, self.facts):
             self.conn.reject(P.Reply(550, "5.7.0", "Error: insufficient authorization"))
@@ -844,6 +956,24 @@ class _NoChecks:
         return True
 
 
+def _server_address(sock: socket.socket, addr: str | None,
+                    port: str | None) -> tuple[str, str]:
+    """The server side of a client connection (Postfix's dest_addr and
+    dest_port): as postscreen saw it, or the socket's own address."""
+    if addr:
+        return addr, port or "0"
+    try:
+        local = sock.getsockname()
+    except OSError:
+        return "", ""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return "127.0.0.1", "0"
+    host = str(local[0])
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, str(local[1])
+
+
 @dataclasses.dataclass
 class _Refusal:
     reply: P.Reply
@@ -861,4 +991,5 @@ _HANDLERS = {
     P.Etrn: Session._etrn,
     P.Xclient: Session._xclient,
     P.Xforward: Session._xforward,
+    P.UnknownCommand: Session._unknown,
 }

@@ -52,6 +52,19 @@ class AddressChecks(SessionState):
             self._dict_retry(addr)
         return res
 
+    def resolve_address(self, addr: str) -> Resolution | None:
+        """trivial-rewrite's answer for *addr* (milter macros such as
+        ``{rcpt_mailer}``), without side effects; None when a table failed."""
+        res = self._resolved.get(addr)
+        if res is not None:
+            return res
+        resolver = self.checks.resolver
+        try:
+            rewritten = rewrite_internal(addr, resolver.local, resolver.rules) if addr else addr
+            return resolver.resolve(rewritten, self.sender or "")
+        except TableRetry:
+            return None
+
     def _permit_auth_destination(self, recipient: str) -> int:
         res = self._resolve(recipient)
         if "@" not in res.recipient:

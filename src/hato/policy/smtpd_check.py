@@ -34,8 +34,9 @@ reject_unlisted_recipient. Access table lookup failures answer
 lookup failures ``451 4.3.0 <name>: Temporary lookup failure``, as Postfix.
 
 DNS answers come from the injected :class:`~hato.policy.dnsquery.DnsLookup`;
-``check_policy_service`` calls the injected ``policy(attrs) -> action``
-(none given: smtpd_policy_service_default_action applies);
+``check_policy_service`` calls the injected ``policy(service, attrs) ->
+PolicyAnswer`` (:mod:`hato.policy.smtpd_policy`; none given: the service's
+default action applies);
 ``reject_unverified_sender`` and ``reject_unverified_recipient`` call the
 injected ``verify(address) -> (request status, recipient status, text)``
 (the verify service's answer after smtpd's polling,
@@ -89,6 +90,7 @@ from .smtpd_access import (
     STAGE_DATA,
     STAGE_EOD,
     STAGE_ETRN,
+    STAGE_EHLO,
     STAGE_HELO,
     STAGE_MAIL,
     STAGE_RCPT,
@@ -99,6 +101,7 @@ from .smtpd_access import (
 )
 from .smtpd_address import AddressChecks
 from .smtpd_dnsbl import DnsxlCache, DnsxlChecks, unescape_filter
+from .smtpd_policy import PolicyChecks, PolicyQuery, PolicyService, parse_policy_service
 from .verify import BOUNCE, DEFER, OK as VRFY_OK, STAT_OK, TODO
 
 log = logging.getLogger("hato.smtpd_check")
@@ -286,10 +289,6 @@ class _Abort(Exception):
         self.status = status
 
 
-class PolicyUnavailable(Exception):
-    """Raised by a policy client that could not get an answer."""
-
-
 # -- the service-wide part ------------------------------------------------------------------
 
 
@@ -297,7 +296,7 @@ class SmtpdChecks:
     """Every restriction list and table of one smtpd service, opened once."""
 
     def __init__(self, settings: Settings, dns: DnsLookup, *,
-                 policy: Callable[[dict[str, str]], str] | None = None,
+                 policy: PolicyQuery | None = None,
                  resolver: Resolver | None = None,
                  validator: RecipientValidator | None = None,
                  local_domains: LocalDomains | None = None,
@@ -315,6 +314,7 @@ class SmtpdChecks:
         self.utf8 = _bool(s, "smtputf8_enable", False)
         self.flags = OpenFlags(fold_case=True, utf8=self.utf8)
         self.tables: dict[str, Table] = {}
+        self.policy_services: dict[str, PolicyService] = {}
         self.lists = {
             "client": self._parse(s.str("smtpd_client_restrictions")),
             "helo": self._parse(s.str("smtpd_helo_restrictions")),
@@ -394,8 +394,9 @@ class SmtpdChecks:
         self.expansion_filter = unescape_filter(s.str("smtpd_expansion_filter"))
         self.port_logging = s.bool("smtpd_client_port_logging")
         self.sasl_enable = s.bool("smtpd_sasl_auth_enable")
-        self.policy_default = s.str("smtpd_policy_service_default_action")
         self.policy_context = s.str("smtpd_policy_service_policy_context")
+        self.compatibility_level = s.str("compatibility_level")
+        self.mail_version = s.str("mail_version")
         self.may_block = self._needs_dns() or self.mailbox_quota is not None
 
     # -- construction helpers
@@ -405,8 +406,10 @@ class SmtpdChecks:
         items = split_list(value, SEPARATORS)
         last = ""
         for item in items:
-            if ":" in item and last.lower() != "check_policy_service" \
-                    and item not in self.tables:
+            if last.lower() == "check_policy_service":
+                if item not in self.policy_services:
+                    self.policy_services[item] = parse_policy_service(item, self.settings)
+            elif ":" in item and item not in self.tables:
                 self.tables[item] = self._open(item)
             last = item
         return items
@@ -479,7 +482,7 @@ def _raw_main(settings: Settings, name: str) -> str | None:
 # -- the per-session part -------------------------------------------------------------------
 
 
-class SmtpdSession(AccessTableChecks, AddressChecks, DnsxlChecks):
+class SmtpdSession(AccessTableChecks, AddressChecks, DnsxlChecks, PolicyChecks):
     """The restriction state of one SMTP session (Postfix's SMTPD_STATE)."""
 
     def __init__(self, checks: SmtpdChecks, facts: ClientFacts):
@@ -508,6 +511,7 @@ class SmtpdSession(AccessTableChecks, AddressChecks, DnsxlChecks):
         self._logs: list[LogEntry] = []
         self._delay = 0
         self._helo: str | None = None  # the HELO name being evaluated
+        self._policy_nesting = 0  # check_policy_service default actions in progress
         self._resolved: dict[str, Resolution] = {}
         self.dnsxl = DnsxlCache(checks.dns, self._warn)
 
@@ -548,8 +552,8 @@ class SmtpdSession(AccessTableChecks, AddressChecks, DnsxlChecks):
         self.access_denied = decision.reply
         return decision
 
-    def helo(self, helo: str) -> Decision:
-        self._begin(STAGE_HELO)
+    def helo(self, helo: str, ehlo: bool = False) -> Decision:
+        self._begin(STAGE_EHLO if ehlo else STAGE_HELO)
         err = None if self.checks.delay_reject else self._check_helo(helo)
         decision = self._end(err)
         if decision.ok:
@@ -1198,61 +1202,6 @@ class SmtpdSession(AccessTableChecks, AddressChecks, DnsxlChecks):
                                 f"undeliverable address: {why}")
         return DUNNO
 
-    # -- check_policy_service
-
-    def policy_attributes(self) -> dict[str, str]:
-        """The smtpd_access_policy request Postfix sends (SMTPD_POLICY_README)."""
-        f = self.facts
-        in_data = self.where in (STAGE_DATA, STAGE_EOD)
-        trusted = f.tls_active and f.tls_ccert_verified
-        return {
-            "request": "smtpd_access_policy",
-            "protocol_state": self.where,
-            "protocol_name": f.protocol,
-            "client_address": f.addr,
-            "client_name": f.name,
-            "client_port": f.port,
-            "reverse_client_name": f.reverse_name,
-            "server_address": f.server_addr,
-            "server_port": f.server_port,
-            "helo_name": self._helo_name() or "",
-            "sender": self.sender or "",
-            "recipient": self.recipient or "",
-            "recipient_count": str(self.rcpt_count if in_data else 0),
-            "queue_id": f.queue_id,
-            "instance": f.instance,
-            "size": str(self.msg_size),
-            "etrn_domain": self.etrn_name or "",
-            "stress": "yes" if f.stress else "",
-            "sasl_method": f.sasl_method or "",
-            "sasl_username": f.sasl_username or "",
-            "sasl_sender": f.sasl_sender or "",
-            "ccert_subject": f.tls_ccert_subject if trusted else "",
-            "ccert_issuer": f.tls_ccert_issuer if trusted else "",
-            "ccert_fingerprint": f.tls_ccert_fingerprint if f.tls_active else "",
-            "ccert_pubkey_fingerprint": f.tls_ccert_pkey_fingerprint if f.tls_active else "",
-            "encryption_protocol": f.tls_protocol if f.tls_active else "",
-            "encryption_cipher": f.tls_cipher if f.tls_active else "",
-            "encryption_keysize": str(f.tls_cipher_bits if f.tls_active else 0),
-            "policy_context": self.checks.policy_context,
-        }
-
-    def _policy(self, server: str, reply_name: str, reply_class: str,
-                def_acl: str | None) -> int:
-        action: str | None = None
-        if self.checks.policy is None:
-            self._warn(f"check_policy_service {server}: no policy client is available")
-        else:
-            try:
-                action = self.checks.policy(self.policy_attributes())
-            except Exception as err:  # noqa: BLE001 - any client failure is a soft failure
-                self._warn(f"problem talking to server {server}: {err}")
-                action = None
-        if action is None:
-            action = self.checks.policy_default
-        return self._table_result(server, action, "policy query", reply_name, reply_class,
-                                  def_acl)
-
 
 __all__ = [
     "KNOWN_RESTRICTIONS",
@@ -1260,7 +1209,6 @@ __all__ = [
     "Decision",
     "LogEntry",
     "MessageActions",
-    "PolicyUnavailable",
     "SmtpdChecks",
     "SmtpdSession",
 ]

@@ -47,7 +47,7 @@ from enum import Enum
 from .smtpd_data import BdatReader, DotReader
 from .smtpd_syntax import (XCLIENT_NAMES, XFORWARD_NAMES, SyntaxProblem, normalize_address,
                            parse_attributes, parse_mail_params, parse_rcpt_params, parse_vrfy,
-                           split_path)
+                           path_token, split_path)
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class Limits:
     forbidden_commands: tuple[str, ...] = ("CONNECT", "GET", "POST")
     forbid_bogus_commands: bool = True  # the default's regexp:{{/^[^A-Z]/ Bogus}}
     enforce_tls: bool = False  # smtpd_tls_security_level=encrypt: 530 before STARTTLS
+    ask_unknown: bool = False  # an unknown command is an event (milters see it)
     # Extensions that are available when no EHLO reply said otherwise (a
     # HELO session, or EHLO accepted without a keyword list). None: Postfix's
     # defaults (DEFAULT_EXTENSIONS, no STARTTLS/AUTH/XCLIENT/XFORWARD).
@@ -161,6 +162,7 @@ class MailFrom(Event):
     smtputf8: bool = False
     auth: str | None = None  # xtext-decoded, "<>" for none
     params: dict[str, str] = field(default_factory=dict)  # others, upper-cased keys
+    args: list[str] = field(default_factory=list)  # as typed: the path, then each parameter
 
 
 @dataclass
@@ -169,6 +171,19 @@ class RcptTo(Event):
     notify: frozenset[str] = frozenset()  # SUCCESS, FAILURE, DELAY or NEVER
     orcpt: str | None = None  # "rfc822;addr" xtext-decoded
     params: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)  # as typed: the path, then each parameter
+
+
+@dataclass
+class UnknownCommand(Event):
+    """A command the core does not know (with ``ask_unknown``); answer with
+    :meth:`ServerConnection.reject` (Postfix: 500 5.5.2 Error: command not
+    recognized, unless a milter says otherwise)."""
+
+    line: str = ""
+
+
+UNKNOWN_REPLY = Reply(500, "5.5.2", "Error: command not recognized")
 
 
 @dataclass
@@ -648,6 +663,10 @@ class ServerConnection:
                             junk=True, error=False, pipelined=pending)
                 self._close(REASON_FORBIDDEN)
                 return
+            if lim.ask_unknown:
+                # a milter sees it first; the service answers (default: 500)
+                self._pause(UnknownCommand(verb="UNKNOWN", pipelined=pending, line=text))
+                return
             self._error(verb, _r(500, "5.5.2", "Error: command not recognized"), junk=True,
                         pipelined=pending)
             return
@@ -730,7 +749,8 @@ class ServerConnection:
             return
         self._pause(MailFrom(verb=verb, pipelined=pending, address=address, size=p.size,
                              body=p.body, ret=p.ret, envid=p.envid,
-                             smtputf8=p.smtputf8, auth=p.auth))
+                             smtputf8=p.smtputf8, auth=p.auth,
+                             args=[path_token(arg), *split[1].split()]))
 
     @staticmethod
     def _path_arg(rest: str, keyword: str) -> str | None:
@@ -777,7 +797,8 @@ class ServerConnection:
                         pipelined=pending)
             return
         self._pause(RcptTo(verb=verb, pipelined=pending, address=address,
-                           notify=p.notify, orcpt=p.orcpt))
+                           notify=p.notify, orcpt=p.orcpt,
+                           args=[path_token(arg), *split[1].split()]))
 
     def _no_recipients(self, verb: str) -> Reply | None:
         if self.recipients:

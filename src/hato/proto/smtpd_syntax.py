@@ -108,6 +108,11 @@ def _has_bracket(text: str) -> bool:
     return _find_close(text, 0, "<") >= 0 or _find_close(text, 0, ">") >= 0
 
 
+def path_token(arg: str) -> str:
+    """The path as the client typed it (``<a@b>``), for milters."""
+    return arg[:max(_token_end(arg), 0)]
+
+
 def split_path(arg: str, strict: bool) -> tuple[str, str, bool] | None:
     """Split ``<path> params`` (text after ``FROM:``/``TO:``, left-stripped).
 

@@ -558,6 +558,11 @@ class CleanupState:
     def _bcc(self, address: str) -> None:
         """cleanup_addr_bcc(): an automatic BCC recipient, without DSN
         notifications (NOTIFY=NEVER) or ORCPT."""
+        self.add_recipient(address, NOTIFY_BITS["NEVER"], "")
+
+    def add_recipient(self, address: str, notify: int, orcpt: str) -> None:
+        """cleanup_addr_bcc_dsn(): a recipient that cleanup adds (BCC) or a
+        milter adds, with its DSN NOTIFY bits (0: the default) and ORCPT."""
         rw = self.svc.rewriter
         map_ok = bool(self.flags & CleanupFlag.MAP_OK)
         try:
@@ -565,7 +570,7 @@ class CleanupState:
         except TableRetry as err:
             self._lookup_failed(err, "recipient address mapping")
             return
-        self._out_recipient("", NOTIFY_BITS["NEVER"], clean, clean)
+        self._out_recipient(orcpt, notify, clean, clean)
 
     def _out_recipient(self, orcpt: str, notify: int, orig: str, recip: str) -> None:
         """cleanup_out_recipient(): virtual alias expansion and duplicate
@@ -726,6 +731,11 @@ class CleanupState:
                 self._bcc(addr)
         if self.recip is None and not self.errs:
             self.errs |= CleanupStatus.RCPT
+
+    def result(self) -> CleanupResult:
+        """The verdict as it stands (after :meth:`finish`; a milter may add
+        to it)."""
+        return self._result()
 
     def _result(self) -> CleanupResult:
         status = self.errs

@@ -44,6 +44,8 @@ class Injection:
         self.env: Envelope | None = None
         self._initial: list[Recipient] = []
         self._pending: list[tuple[str, bytes]] | None = []
+        self.result: CleanupResult | None = None
+        self.edit = None  # the MilterMessage, once a milter looks at the message
         self.done = False
 
     def _out(self, rec_type: str, data: bytes) -> None:
@@ -92,24 +94,59 @@ class Injection:
             self.abort()
             raise
 
+    def end_content(self) -> CleanupResult:
+        """The end of the content: cleanup's verdict, nothing committed yet.
+        A milter may now inspect and change the message
+        (:meth:`milter_message`) before :meth:`commit`."""
+        assert self.state is not None and self.env is not None, "start() first"
+        if self.result is None:
+            try:
+                self.result = self.state.finish()
+            except BaseException:
+                self.abort()
+                raise
+        return self.result
+
+    def milter_message(self, *, header_checks=None):
+        """The message as milters see and change it
+        (:class:`~hato.queue.milter_edit.MilterMessage`); after
+        :meth:`end_content` accepted it."""
+        from .milter_edit import MilterMessage
+
+        assert self.result is not None and self.result.ok, "end_content() first"
+        if self.edit is None:
+            self.edit = MilterMessage(self, header_checks=header_checks)
+        return self.edit
+
     def finish(self, *, hold: bool = False, filter: str | None = None,
                redirect: str | None = None, discard: bool = False) -> Injected:
         """End the content; commit (fsync) when cleanup accepted the message.
         *hold*, *filter*, *redirect* and *discard* are smtpd's access(5)
         actions, added to what header/body checks decided."""
-        assert self.state is not None and self.env is not None, "start() first"
+        self.end_content()
+        return self.commit(hold=hold, filter=filter, redirect=redirect, discard=discard)
+
+    def commit(self, *, hold: bool = False, filter: str | None = None,
+               redirect: str | None = None, discard: bool = False) -> Injected:
+        """Commit what :meth:`end_content` accepted (with a milter's changes)."""
+        assert self.result is not None and self.env is not None, "end_content() first"
         try:
-            result = self.state.finish()
+            if self.edit is not None and self.result.ok:
+                self.edit.finish()  # writes the changed message; may decide more
+            elif self.state is not None:
+                self.result = self.state.result()  # a milter may have decided more
+            result = self.result
             env = self.env
             if not result.ok or result.discard or discard:
                 self.abort()
                 if result.ok:
                     result.discard = True
                 return Injected(result, None)
-            known = {id(r) for r in self._initial}
-            for rcpt in result.recipients:
-                if id(rcpt) not in known:
-                    self.writer.add_recipient(rcpt)
+            if self.edit is None or not self.edit.rewritten:
+                known = {id(r) for r in self._initial}
+                for rcpt in result.recipients:
+                    if id(rcpt) not in known:
+                        self.writer.add_recipient(rcpt)
             if not env.recipients:
                 self.abort()
                 return Injected(result, None)

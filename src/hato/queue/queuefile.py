@@ -187,6 +187,50 @@ class QueueWriter:
         else:
             self._extracted.append(rcpt)
 
+    def written_content(self, chunk_size: int = _BLOCK) -> Iterator[bytes]:
+        """The content written so far, read back from the file before the
+        commit (a milter inspects the message as it will be queued)."""
+        self._check("envelope", "content")
+        if self._state == "envelope":
+            return
+        try:
+            self._flush()
+            pos, end = self._data_offset, self._pos
+            rest = b""
+            while pos < end:
+                data = self.store.ops.pread(self._fd, min(chunk_size, end - pos), pos)
+                if not data:
+                    raise OSError(errno.EIO, "queue file ends inside the content")
+                pos += len(data)
+                buf = rest + data if rest else data
+                out: list[bytes] = []
+                used = R.decode_content(buf, 0, out, final=pos >= end)
+                rest = buf[used:]
+                if out:
+                    yield b"".join(out)
+        except R.RecordError as e:
+            raise self._fail(OSError(errno.EIO, e.reason), "read back") from None
+        except OSError as e:
+            raise self._fail(e, "read back") from e
+
+    def restart(self, env: Envelope) -> None:
+        """Empty the file and start again with *env*: the message is written
+        anew (as a milter changed it) under the same queue id, for the
+        file is the same. Then :meth:`write_content` and :meth:`commit`."""
+        self._check("envelope", "content")
+        try:
+            self._buf.clear()
+            self.store.ops.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+        except OSError as e:
+            raise self._fail(e, "rewrite") from e
+        self._pos = 0
+        self._data_offset = 0
+        self._content_length = 0
+        self._extracted = []
+        self._state = "new"
+        self.write_envelope(env)
+
     def commit(self) -> str:
         """Make the message durable and visible under its queue id; return
         the id. Only after this returns may the message be acknowledged.

@@ -21,12 +21,13 @@ import asyncio
 import errno
 import os
 
+from ..io.cleanup_milter import NonSmtpdMilters
 from ..io.ipc import notify, serve_requests
 from ..policy.address import log_form
 from ..proto.attr import Attrs
 from ..queue.bounce import send_bounce
 from ..queue.cleanup import Cleanup
-from ..queue.inject import clean_into_queue
+from ..queue.inject import Injection
 from ..queue.store import MAILDROP, CorruptQueueFile, NoSuchMessage, QueueStore
 from ..tables.base import TableRetry
 
@@ -43,6 +44,9 @@ class Pickup:
         self.qmgr = os.path.join(self.s.str("queue_directory"), "public", "qmgr")
         wakeup, _ = ctx.service.wakeup()
         self.interval = float(wakeup or 60)
+        milters = NonSmtpdMilters(self.s, self.log)
+        self.milters = milters if milters.active else None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def _logger(self, level: str, text: str) -> None:
         {"warning": self.log.warning, "error": self.log.error}.get(level, self.log.info)(text)
@@ -69,8 +73,9 @@ class Pickup:
             attrs = env.attributes
             uid = st.st_uid
             try:
-                result = clean_into_queue(
-                    self.cleanup, store, qf.content(), log=lambda level, text: None,
+                inj = Injection(self.cleanup, store)
+                inj.start(
+                    log=lambda level, text: None,
                     attributes={"rewrite_context": "local", "uid": str(uid),
                                 **({"verify": "yes"} if attrs.get("verify") == "yes"
                                    else {})},
@@ -79,6 +84,18 @@ class Pickup:
                     userid=uid, submit_time=st.st_mtime, pickup_id=None,
                     full_name=env.full_name or None,
                     extract_recipients=attrs.get("extract_recipients") == "yes")
+                for chunk in qf.content():
+                    inj.feed(chunk)
+                if inj.end_content().ok and self.milters is not None \
+                        and attrs.get("verify") != "yes" and self.loop is not None:
+                    # non_smtpd_milters: the chain runs in the service's loop
+                    try:
+                        asyncio.run_coroutine_threadsafe(self.milters.inspect(inj),
+                                                         self.loop).result()
+                    except BaseException:
+                        inj.abort()
+                        raise
+                result = inj.commit()
             except TableRetry as err:
                 self.log.warning(f"{maildrop_id}: {err}; will try again")
                 return False
@@ -139,7 +156,7 @@ class Pickup:
         return None
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         for sock in self.ctx.listeners:
             loop.create_task(serve_requests(sock, self._request, self.ctx.stop,
                                             self.log.warning))

@@ -265,3 +265,32 @@ def test_check_does_not_ask_for_postscreen_cache_to_exist(tmp_path):
              GOOD_MASTER)
     r = hato_inprocess("-c", str(d), "check")
     assert "postscreen_cache" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("line, message", [
+    ("smtpd_milters = { inet:127.0.0.1:8891, color=red }",
+     'smtpd_milters: unknown option: "color = red"'),
+    ("non_smtpd_milters = { inet:127.0.0.1:8891, default_action=bounce }",
+     "unknown milter default action 'bounce'"),
+    ("smtpd_milters = foo:bar", "invalid transport name: foo in Milter service: foo:bar"),
+    ("milter_protocol = 7", "milter_protocol: bad protocol information: 7"),
+    ("milter_default_action = maybe", "unknown milter default action 'maybe'"),
+    ("smtpd_milters = { inet:127.0.0.1:8891", "smtpd_milters:"),
+])
+def test_check_names_bad_milter_settings(tmp_path, line, message):
+    d = make(tmp_path, "myhostname = a.example\nalias_maps =\ncompatibility_level = 3.6\n"
+                       f"{line}\n", GOOD_MASTER)
+    r = hato_inprocess("-c", str(d), "check")
+    assert r.returncode == 1, r.stderr
+    assert f"{d}/main.cf, line 4: " in r.stderr and message in r.stderr, r.stderr
+
+
+def test_check_accepts_the_reference_milter_settings(tmp_path):
+    d = make(tmp_path, "myhostname = a.example\nalias_maps =\ncompatibility_level = 3.6\n"
+                       "smtpd_milters = inet:127.0.0.1:8891, { unix:/run/x.sock, "
+                       "default_action=accept, connect_timeout=10s }\n"
+                       "non_smtpd_milters = $smtpd_milters\nmilter_protocol = 6\n",
+             GOOD_MASTER + "submission inet n - n - - smtpd\n"
+                           "  -o milter_macro_daemon_name=ORIGINATING\n")
+    r = hato_inprocess("-c", str(d), "check")
+    assert "milter" not in r.stderr, r.stderr

@@ -29,6 +29,7 @@ import pytest
 from hato.config.errors import ConfigError
 from hato.policy.dnsquery import StaticDns
 from hato.policy.smtpd_check import ClientFacts, SmtpdChecks
+from hato.policy.smtpd_policy import PolicyAnswer, PolicyService
 
 from .conftest import make_settings
 
@@ -37,16 +38,20 @@ CASES = sorted(GOLDEN.glob("*.in"))
 
 
 class _Policy:
+    """A policy client that answers from a script (NONE: the server is down)."""
+
     def __init__(self) -> None:
         self.answers: list[str | None] = []
-        self.requests: list[dict[str, str]] = []
+        self.requests: list[list[tuple[str, str]]] = []
 
-    def __call__(self, attrs: dict[str, str]) -> str:
+    def __call__(self, service: PolicyService, attrs: list[tuple[str, str]]) -> PolicyAnswer:
         self.requests.append(attrs)
         answer = self.answers.pop(0) if self.answers else "DUNNO"
         if answer is None:
-            raise OSError("connection refused")
-        return answer
+            why = f"problem talking to server {service.server}: Connection refused"
+            return PolicyAnswer(None, [f"connect to {service.server}: Connection refused",
+                                       why, why])
+        return PolicyAnswer(answer)
 
 
 def run_script(text: str, tmp: str) -> str:
@@ -103,7 +108,7 @@ def run_script(text: str, tmp: str) -> str:
             assert sess is not None, "client first"
             if cmd in ("helo", "ehlo"):
                 sess.facts.protocol = "ESMTP" if cmd == "ehlo" else "SMTP"
-                decision = sess.helo(args[0])
+                decision = sess.helo(args[0], ehlo=cmd == "ehlo")
             elif cmd == "mail":
                 decision = sess.mail(_addr(args[0]))
             elif cmd == "rcpt":

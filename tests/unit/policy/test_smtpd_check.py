@@ -17,6 +17,7 @@ from hato.policy.smtpd_access import (
 )
 from hato.policy.smtpd_check import ClientFacts, Decision, SmtpdChecks
 from hato.policy.smtpd_dnsbl import TemplateError, expand_rbl_template, reverse_address
+from hato.policy.smtpd_policy import PolicyAnswer
 from hato.proto.smtpd import Reply
 
 from .conftest import make_settings
@@ -636,9 +637,9 @@ def test_etrn_and_vrfy() -> None:
 def test_policy_service() -> None:
     seen: list[dict[str, str]] = []
 
-    def policy(attrs: dict[str, str]) -> str:
-        seen.append(attrs)
-        return "REJECT go away"
+    def policy(service, attrs) -> PolicyAnswer:
+        seen.append(dict(attrs))
+        return PolicyAnswer("REJECT go away")
 
     main = "smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:9999\n"
     d = rcpt(main, policy=policy)
