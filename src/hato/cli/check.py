@@ -214,6 +214,15 @@ def check_services(cfg: Config, report: Report) -> None:
         elif info[0] is Status.PLANNED:
             report.warn(f"{where}: service {svc.key}: daemon {svc.command} ({info[1]}) is "
                         f"{Status.PLANNED.value} in hato")
+        if svc.command == "spawn":
+            from ..config.mastercf import daemon_options
+            from ..services.spawn import parse_command, resolve_user
+
+            try:
+                user, _argv = parse_command(svc.args[daemon_options(svc.args)[1]:])
+                resolve_user(user, cfg.settings().str("mail_owner"))
+            except ConfigError as err:
+                report.error(f"{where}: service {svc.key}: spawn: {err.message}")
 
 
 RESTRICTION_PARAMS = (

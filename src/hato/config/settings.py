@@ -116,6 +116,13 @@ class Config:
         """Per-transport parameters for the delivery services in master.cf."""
         out: dict[str, Param] = {}
         for svc in self.master.services:
+            if svc.command == "spawn":  # spawn(8): only its command time limit
+                name = f"{svc.name}_time_limit"
+                if name not in PARAMS and name not in out:
+                    out[name] = Param(name, _SUFFIX_KIND["time_limit"], "$command_time_limit",
+                                      f"time limit for the {svc.name} service's command",
+                                      unit="s")
+                continue
             if svc.command not in DELIVERY_COMMANDS:
                 continue
             suffixes = dict(TRANSPORT_SUFFIXES)

@@ -48,7 +48,7 @@ DAEMONS: dict[str, tuple[Status, str]] = {
     "dnsblog": (Status.FOLDED, "postscreen's DNSBL lookups, made inside postscreen"),
     "tlsproxy": (Status.FOLDED, "STARTTLS in postscreen's SMTP engine, done inside postscreen"),
     "postlogd": (Status.PLANNED, "logging to a file"),
-    "spawn": (Status.PLANNED, "runs a command per connection"),
+    "spawn": (Status.RUNS, "runs a command per connection (policy servers)"),
 }
 
 

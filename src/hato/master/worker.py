@@ -56,6 +56,7 @@ MODULES = {
     "postscreen": "postscreen",
     "smtp": "smtp",
     "lmtp": "smtp",
+    "spawn": "spawn",
 }
 
 
