@@ -4,10 +4,11 @@ Every line looks like Postfix's, so pflogsumm and people's grep habits work:
 
     Nov 29 07:21:46 mail postfix/smtpd[1234]: connect from host[192.0.2.1]
 
-The program name is ``$syslog_name/<daemon>``. Records go through a bounded
-in-memory queue to one background writer thread (``logging``'s QueueHandler
-and QueueListener), so a stalled syslog or a slow disk never stalls mail;
-when the queue is full, records are dropped and counted, and the count is
+The program name is ``$syslog_name/<daemon>``. Lines go through a bounded
+in-memory deque to one background writer thread that writes them in
+batches, so a stalled syslog or a slow disk never stalls mail and a busy
+process pays neither ``logging``'s machinery nor a thread wake-up per line;
+when the deque is full, lines are dropped and counted, and the count is
 logged once the writer catches up.
 
 Levels map to Postfix's prefixes: WARNING → ``warning:``, ERROR →
@@ -16,11 +17,11 @@ Levels map to Postfix's prefixes: WARNING → ``warning:``, ERROR →
 
 from __future__ import annotations
 
+import collections
 import logging
-import logging.handlers
 import os
-import queue
 import socket
+import sys
 import threading
 import time
 
@@ -37,6 +38,8 @@ FACILITIES = {
 SEVERITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
             logging.CRITICAL: 2, PANIC: 2}
 QUEUE_SIZE = 10000
+#: the writer's pause after each batch (the most a line waits behind a busy writer)
+BATCH_PAUSE = 0.005
 
 
 def syslog_timestamp(when: float) -> str:
@@ -75,11 +78,14 @@ class PostfixFormatter(logging.Formatter):
         self.utf8 = utf8
 
     def format(self, record: logging.LogRecord) -> str:
-        text = PREFIX.get(record.levelno, "") + record.getMessage()
+        text = record.getMessage()
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        text = printable(text.replace("\n", " | "), self.utf8)
-        return f"{self.program}[{record.process}]: {text}"
+        return self.line(record.levelno, text, record.process)
+
+    def line(self, level: int, text: str, pid: int | None) -> str:
+        text = printable((PREFIX.get(level, "") + text).replace("\n", " | "), self.utf8)
+        return f"{self.program}[{pid}]: {text}"
 
 
 class MaillogFileHandler(logging.Handler):
@@ -128,6 +134,28 @@ class MaillogFileHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
+    def write_batch(self, batch: list[tuple[int, float, str]]) -> None:
+        """Lines (level, time, text) from the writer, in one append."""
+        fmt = self.formatter
+        assert isinstance(fmt, PostfixFormatter)
+        pid = os.getpid()
+        stamps: dict[int, str] = {}
+        out = []
+        for level, when, text in batch:
+            sec = int(when)
+            stamp = stamps.get(sec)
+            if stamp is None:
+                stamp = stamps[sec] = syslog_timestamp(when)
+            out.append(f"{stamp} {self.hostname} {fmt.line(level, text, pid)}\n")
+        data = "".join(out).encode("utf-8", "replace")
+        try:
+            fd = self._open()
+            while data:
+                n = os.write(fd, data)
+                data = data[n:]
+        except OSError as err:
+            sys.stderr.write(f"maillog: cannot write {self.path}: {err}\n")
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -145,9 +173,18 @@ class SyslogHandler(logging.Handler):
         self._sock: socket.socket | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        pri = self.facility * 8 + SEVERITY.get(record.levelno, 6)
-        data = f"<{pri}>{syslog_timestamp(record.created)} {self.format(record)}".encode(
-            "utf-8", "replace")
+        self._send(record.levelno, record.created, self.format(record))
+
+    def write_batch(self, batch: list[tuple[int, float, str]]) -> None:
+        fmt = self.formatter
+        assert isinstance(fmt, PostfixFormatter)
+        pid = os.getpid()
+        for level, when, text in batch:
+            self._send(level, when, fmt.line(level, text, pid))
+
+    def _send(self, level: int, when: float, line: str) -> None:
+        pri = self.facility * 8 + SEVERITY.get(level, 6)
+        data = f"<{pri}>{syslog_timestamp(when)} {line}".encode("utf-8", "replace")
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -166,30 +203,77 @@ class SyslogHandler(logging.Handler):
         super().close()
 
 
-class _DroppingQueueHandler(logging.handlers.QueueHandler):
-    def __init__(self, q: queue.Queue):
-        super().__init__(q)
+class _Writer(threading.Thread):
+    """The one background writer of a process: takes the formatted lines
+    the producers append to a deque (no lock, no logging machinery on the
+    hot path) and writes them in batches, so a stalled syslog or a slow disk
+    never stalls mail. It sleeps on an event that producers set only when
+    it is asleep. Beyond QUEUE_SIZE waiting lines, new ones are dropped and
+    counted."""
+
+    def __init__(self, target: logging.Handler):
+        super().__init__(name="maillog-writer", daemon=True)
+        self.target = target
+        self.lines: collections.deque[tuple[int, float, str]] = collections.deque()
         self.dropped = 0
-        self._lock = threading.Lock()
+        self.sleeping = False
+        self.wake = threading.Event()
+        self.stopping = False
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def put(self, level: int, text: str) -> None:
+        if len(self.lines) >= QUEUE_SIZE:
+            self.dropped += 1
+            return
+        self.lines.append((level, time.time(), text))
+        if self.sleeping:
+            self.wake.set()
+
+    def run(self) -> None:
+        lines = self.lines
+        while True:
+            if not lines:
+                if self.stopping:
+                    return
+                self.sleeping = True
+                if not lines and not self.stopping:  # (re-checked: see put())
+                    self.wake.wait()
+                self.sleeping = False
+                self.wake.clear()
+                continue
+            batch = []
+            while lines and len(batch) < 512:
+                batch.append(lines.popleft())
+            try:
+                self.target.write_batch(batch)  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - the log must never take the process down
+                pass
+            if not self.stopping:
+                # Let the next lines gather: producers do not wake a writer
+                # that is not asleep, so a busy process pays no wake-up per line.
+                time.sleep(BATCH_PAUSE)
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        self.join(10)
+
+
+class _DequeHandler(logging.Handler):
+    """Python logging (library warnings, exceptions with tracebacks) into the
+    writer: the message and traceback formatted now, in the caller."""
+
+    def __init__(self, writer: _Writer):
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            with self._lock:
-                self.dropped += 1
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        # Format the message now (arguments may change later), keep the level.
-        record.msg = record.getMessage()
-        record.args = None
-        return record
-
-
-class _Listener(logging.handlers.QueueListener):
-    def enqueue_sentinel(self) -> None:
-        # At close we may wait for room: everything queued is written first.
-        self.queue.put(self._sentinel)
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            self.writer.put(record.levelno, text)
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
 
 
 class MailLog:
@@ -204,57 +288,65 @@ class MailLog:
             target: logging.Handler = MaillogFileHandler(maillog_file, self.hostname)
         else:
             target = SyslogHandler(syslog_facility)
-        target.setFormatter(PostfixFormatter(self.program, utf8))
+        formatter = PostfixFormatter(self.program, utf8)
+        target.setFormatter(formatter)
         self._target = target
-        self._queue: queue.Queue = queue.Queue(QUEUE_SIZE)
-        self._qhandler = _DroppingQueueHandler(self._queue)
-        self._listener = _Listener(self._queue, target)
-        self._listener.start()
+        self._writer = _Writer(target)
+        self._writer.start()
+        self._stderr = logging.StreamHandler() if stderr else None
+        if self._stderr is not None:
+            self._stderr.setFormatter(formatter)
+        self._handler = _DequeHandler(self._writer)
         self.logger = logging.getLogger(f"hato.{daemon or 'main'}.{id(self)}")
         self.logger.propagate = False
         self.logger.setLevel(logging.INFO)
-        self.logger.addHandler(self._qhandler)
-        if stderr:
-            err = logging.StreamHandler()
-            err.setFormatter(PostfixFormatter(self.program, utf8))
-            self.logger.addHandler(err)
+        self.logger.addHandler(self._handler)
+        if self._stderr is not None:
+            self.logger.addHandler(self._stderr)
+
+    def _put(self, level: int, text: str) -> None:
+        self._writer.put(level, text)
+        if self._stderr is not None:
+            self._stderr.handle(self.logger.makeRecord(self.logger.name, level, "", 0, text,
+                                                       None, None))
 
     def info(self, text: str) -> None:
-        self._report_drops()
-        self.logger.info(text)
+        if self._writer.dropped:
+            self._report_drops()
+        self._put(logging.INFO, text)
 
     def warning(self, text: str) -> None:
-        self.logger.warning(text)
+        self._put(logging.WARNING, text)
 
     def error(self, text: str) -> None:
-        self.logger.error(text)
+        self._put(logging.ERROR, text)
 
     def fatal(self, text: str) -> None:
-        self.logger.critical(text)
+        self._put(logging.CRITICAL, text)
 
     def exception(self, text: str) -> None:
         self.logger.error(text, exc_info=True)
 
     def _report_drops(self) -> None:
-        if self._qhandler.dropped and self._queue.qsize() < QUEUE_SIZE // 2:
-            with self._qhandler._lock:
-                n, self._qhandler.dropped = self._qhandler.dropped, 0
-            self.logger.warning(f"log queue was full: {n} records dropped")
+        w = self._writer
+        if w.dropped and len(w.lines) < QUEUE_SIZE // 2:
+            n, w.dropped = w.dropped, 0
+            self._put(logging.WARNING, f"log queue was full: {n} records dropped")
 
     def adopt(self, name: str = "hato") -> None:
         """Send the records of Python's logger *name* (warnings of library
         code such as the DNS resolver) to this log, under this daemon's
         name, as Postfix's own msg_warn() lines."""
         logger = logging.getLogger(name)
-        logger.addHandler(self._qhandler)
+        logger.addHandler(self._handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
 
     def close(self) -> None:
-        """Flush what is queued and stop the writer thread."""
-        self._listener.stop()
+        """Write what is waiting and stop the writer thread."""
+        self._writer.stop()
         self._target.close()
-        self.logger.removeHandler(self._qhandler)
+        self.logger.removeHandler(self._handler)
 
     @classmethod
     def from_settings(cls, settings, daemon: str, **kw) -> "MailLog":

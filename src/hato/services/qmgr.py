@@ -222,26 +222,62 @@ class QueueManager:
         hi = self.s.time("maximal_backoff_time")
         return float(min(max(lo, now - arrival), hi))
 
-    async def _deliver_message(self, queue_id: str, src: str) -> None:
+    def _take_in(self, queue_id: str, src: str):
+        """In a worker thread, the file work of taking a message in (one
+        hand-off per message): move it to active/ and open it; then
+        whether postsuper asked for it to expire, and if not, the old defer
+        log is removed (this attempt writes the reasons anew: mailq shows
+        the last ones, as Postfix's qmgr does). (None, None) when it went
+        away meanwhile (postsuper -d or -h); (None, error) when corrupt."""
         store = self.store
         try:
-            await asyncio.to_thread(store.move, queue_id, src, ACTIVE)
+            store.move(queue_id, src, ACTIVE)
         except (NoSuchMessage, FileNotFoundError):
-            return
+            return None, None
         try:
-            qf = await asyncio.to_thread(store.open, ACTIVE, queue_id)
+            qf = store.open(ACTIVE, queue_id)
         except NoSuchMessage:
-            return  # gone between the move and the open: postsuper -d or -h
+            return None, None
         except CorruptQueueFile as err:
-            self.log.warning(f"{queue_id}: {err}; moved to the corrupt queue")
-            await asyncio.to_thread(store.quarantine, ACTIVE, queue_id)
+            store.quarantine(ACTIVE, queue_id)
+            return None, err
+        try:
+            expire = qf.forced_expire
+            if not expire:
+                store.remove_log("defer", queue_id)
+        except BaseException:
+            qf.close()
+            raise
+        return qf, expire
+
+    async def _deliver_message(self, queue_id: str, src: str) -> None:
+        qf, outcome = await asyncio.to_thread(self._take_in, queue_id, src)
+        if qf is None:
+            if outcome is not None:
+                self.log.warning(f"{queue_id}: {outcome}; moved to the corrupt queue")
             return
         try:
-            await self._deliver_open(qf, queue_id, src)
+            await self._deliver_open(qf, queue_id, src, bool(outcome))
         finally:
             qf.close()
 
-    async def _deliver_open(self, qf, queue_id: str, src: str) -> None:
+    def _resolve_all(self, resolver, env) -> list:
+        """Each recipient's Resolution (or the TableRetry of its lookup), in
+        one worker-thread hand-off; None for those already done."""
+        out: list = []
+        for rcpt in env.recipients:
+            if rcpt.done:
+                out.append(None)
+                continue
+            # header_checks REDIRECT sends the message to one address instead.
+            target = env.attributes.get("redirect") or rcpt.address
+            try:
+                out.append(resolver.resolve(target, env.sender))
+            except TableRetry as err:
+                out.append(err)
+        return out
+
+    async def _deliver_open(self, qf, queue_id: str, src: str, expire: bool = False) -> None:
         env = qf.envelope
         active_time = time.time()
         if src == INCOMING:
@@ -251,12 +287,9 @@ class QueueManager:
         groups: dict[tuple[str, str], list[RcptRequest]] = defaultdict(list)
         results: dict[int, RcptStatus] = {}
         requests: dict[int, RcptRequest] = {}
-        if await asyncio.to_thread(lambda: qf.forced_expire):
+        if expire:
             await asyncio.to_thread(self._force_expire, qf, queue_id, env, active_time)
             return
-        # This attempt writes the reasons anew (Postfix's qmgr removes the
-        # defer log when it takes a message in): mailq shows the last ones.
-        await asyncio.to_thread(self.store.remove_log, "defer", queue_id)
         # An address verification probe takes the address_verify_* routes
         # and no content filter, and is never delivered (_finish_probe).
         probe = env.attributes.get("probe") == "yes"
@@ -265,16 +298,14 @@ class QueueManager:
             if self._probe_resolver is None:
                 self._probe_resolver = await asyncio.to_thread(Resolver, self.s, verify=True)
             resolver = self._probe_resolver
+        resolved = await asyncio.to_thread(self._resolve_all, resolver, env)
         for i, rcpt in enumerate(env.recipients):
-            if rcpt.done:
+            res = resolved[i]
+            if res is None:
                 continue
-            # header_checks REDIRECT sends the message to one address instead.
-            target = env.attributes.get("redirect") or rcpt.address
-            try:
-                res = await asyncio.to_thread(resolver.resolve, target, env.sender)
-            except TableRetry as err:
+            if isinstance(res, TableRetry):
                 results[i] = RcptStatus(i, DEFERRED, "4.3.0", f"address resolver failure: "
-                                                              f"{err.reason}")
+                                                              f"{res.reason}")
                 requests[i] = RcptRequest(i, rcpt.address, rcpt.orig_address)
                 continue
             rr = RcptRequest(i, res.recipient, rcpt.orig_address or rcpt.address,

@@ -70,19 +70,19 @@ def test_syslog_datagrams(tmp_path):
 
 def test_a_stalled_writer_never_blocks_the_caller(tmp_path, monkeypatch):
     release = threading.Event()
-    original = MaillogFileHandler.emit
+    original = MaillogFileHandler.write_batch
 
-    def stalled(self, record):
+    def stalled(self, batch):
         release.wait(10)
-        original(self, record)
+        original(self, batch)
 
-    monkeypatch.setattr(MaillogFileHandler, "emit", stalled)
+    monkeypatch.setattr(MaillogFileHandler, "write_batch", stalled)
     monkeypatch.setattr("hato.io.maillog.QUEUE_SIZE", 50)
     path = tmp_path / "maillog"
     log = MailLog(syslog_name="postfix", daemon="smtpd", maillog_file=str(path), hostname="h")
     for i in range(500):  # far more than the queue holds: must not block
         log.info(f"line {i}")
-    assert log._qhandler.dropped > 0
+    assert log._writer.dropped > 0
     release.set()
     log.close()
     text = path.read_text()
