@@ -116,8 +116,25 @@ def die_with_master() -> None:
         sys.exit(1)
 
 
+def raise_open_file_limit() -> None:
+    """The soft limit on open files up to the hard limit: one smtpd or
+    postscreen worker holds thousands of client connections (Postfix's
+    processes hold one each)."""
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass  # the limit stays as it is
+
+
 def main(argv: list[str]) -> int:
     die_with_master()
+    raise_open_file_limit()
     if len(argv) != 2:
         print("usage: python -m hato.master.worker SERVICE TYPE", file=sys.stderr)
         return 2
