@@ -212,13 +212,9 @@ class Milter:
 
     def _drop(self) -> None:
         if self._writer is not None:
-            try:
-                sock = self._writer.get_extra_info("socket")
-                if sock is not None:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._writer.close()
+            # abort(): closed at once, whatever is unsent (any event loop;
+            # uvloop's transport sockets cannot be shut down directly)
+            self._writer.transport.abort()
         self._reader = self._writer = None
 
     def _set_error(self, reply: str | None) -> str | None:
