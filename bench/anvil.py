@@ -52,7 +52,6 @@ import asyncio
 import datetime
 import os
 import re
-import resource
 import shutil
 import socket
 import statistics
@@ -65,38 +64,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common
 from common import (
-    preflight,
     CLK_TCK,
     POSTCONF,
     BenchError,
     Engine,
     Hato,
     Postfix,
+    banner,
+    client_cpu,
+    cpu_delta,
     cpu_ticks,
+    create_mirror,
     ensure_system_user,
     free_port,
     hato_command,
     ignore_signals,
-    must,
+    log_since,
+    log_size,
+    preflight,
     raise_on_signals,
     run,
     stat_fields,
     stop_all,
     tail,
     wait_until,
-)
-from smtp_accept import (
-    POSTALIAS,
-    banner,
-    cpu_delta,
-    log_since,
-    log_size,
-    machine_facts,
-    md_table,
-    mirrored_main_cf,
-    text_table,
-    troubles,
 )
 
 PROG = "anvil.py"
@@ -306,18 +299,13 @@ async def churn(port: int, sessions: int, clients: int, timeout: float) -> tuple
     tasks = [asyncio.ensure_future(client()) for _ in range(clients)]
     try:
         await asyncio.wait_for(asyncio.gather(*tasks), timeout * max(1, sessions / clients))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         errors.append(f"the round did not finish ({ok[0]} of {sessions} sessions done)")
     return time.perf_counter() - t0, ok[0], errors
 
 
 def run_churn(port: int, sessions: int, clients: int, timeout: float) -> tuple[float, int, list[str]]:
     return asyncio.run(churn(port, sessions, clients, timeout))
-
-
-def client_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 # -- measuring one engine ----------------------------------------------------------------
@@ -418,13 +406,7 @@ def set_up(hato: Hato, postfix: Postfix, hato_redis: Hato, redis_url: str) -> No
     hato.create(hato.port, SETTINGS, only_inet=f"127.0.0.1:{hato.port}")
     hato_redis.create(hato_redis.port, [*SETTINGS, f"hato_anvil_backend = redis:{redis_url}"],
                       only_inet=f"127.0.0.1:{hato_redis.port}")
-    postfix.root.mkdir()
-    (postfix.root / "mail").mkdir()
-    for name in ("aliases", "vmailbox"):
-        text = (hato.root / name).read_text().replace(str(hato.root), str(postfix.root))
-        (postfix.root / name).write_text(text)
-    postfix.create(mirrored_main_cf(hato, postfix), smtpd_inet=f"127.0.0.1:{postfix.port}")
-    must([POSTALIAS, "-c", str(postfix.conf), str(postfix.root / "aliases")], "postalias")
+    create_mirror(hato, postfix)
 
 
 # -- report ------------------------------------------------------------------------------
@@ -497,7 +479,7 @@ def report(res, peaks, breakdown, args, facts, command, load, trouble) -> None:
     ratios = ratio_lines(res, breakdown)
     print(f"\n{args.sessions} sessions per round, {args.rounds} rounds, {args.clients} client "
           f"sockets; load average {' -> '.join(load)}")
-    print(text_table(HEAD, table))
+    print(common.text_table(HEAD, table))
     print()
     print("\n".join(ratios))
     print(f"""
@@ -522,15 +504,11 @@ reaped); anvil's is its process alone, per request (2 per session: connect and
 disconnect); the last column is the highest peak that anvil's own statistics
 lines logged (evidence that it counted).
 
-{md_table(HEAD, table)}
+{common.md_table(HEAD, table)}
 
 {chr(10).join("* " + line for line in ratios)}
 """ + (("\nLog lines that need a look:\n\n" + "\n".join(f"    {t}" for t in trouble) + "\n")
        if trouble else ""))
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 # -- main --------------------------------------------------------------------------------
@@ -588,8 +566,8 @@ def main() -> int:
                             redis if e is hato_redis else None)
             print(f"{e.name}: {args.warmup} warm-up sessions; anvil counts: {lines[-1]}",
                   flush=True)
-        facts = machine_facts(hato)
-        load = [loadavg()]
+        facts = common.machine_facts(hato)
+        load = [common.loadavg()]
         res: dict[str, list[Round]] = {e.name: [] for e in engines}
         breakdown: dict[str, dict[str, float]] = {e.name: {} for e in engines}
         for r in range(args.rounds):
@@ -608,14 +586,14 @@ def main() -> int:
                       f"{rd.anvil_cpu / (rd.sessions * REQUESTS_PER_SESSION) * 1e6:4.0f} "
                       f"µs/request, client {rd.client_cpu / rd.sessions * 1000:.2f} "
                       f"ms/session{extra}", flush=True)
-        load.append(loadavg())
+        load.append(common.loadavg())
         time.sleep(6)   # one more statistics report covering the last rounds
         peaks = {e.name: stats_peaks(e) for e in engines}
-        report(res, peaks, breakdown, args, facts, command, load, troubles(engines))
+        report(res, peaks, breakdown, args, facts, command, load, common.troubles(engines))
         return 0
     except (BenchError, OSError, subprocess.SubprocessError) as err:
         print(f"{PROG}: {err}", file=sys.stderr)
-        for line in troubles(engines):
+        for line in common.troubles(engines):
             print(f"{PROG}: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:

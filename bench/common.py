@@ -2,14 +2,19 @@
 running commands, reading /proc, and private instances of both (set up,
 started, sampled, stopped, and nothing left behind).
 
-Not a benchmark itself; flow.py and smtp_accept.py import it. Everything
-here runs as root: both instances are started by root and drop to their
-mail owners, as a real installation does.
+Not a benchmark itself; run.py and the single-scenario scripts import it:
+the instances, the SMTP load helpers (smtp-source, drain, banners), the
+sampler of memory, sink connections and load, and the report helpers
+(tables, machine facts). Everything here runs as root: both instances are
+started by root and drop to their mail owners, as a real installation does.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+import platform
 import re
 import resource
 import shlex
@@ -18,12 +23,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNER, GROUP = "hato", "hatodrop"
 POSTFIX, POSTCONF = "/usr/sbin/postfix", "/usr/sbin/postconf"
+SMTP_SOURCE, POSTALIAS = "/usr/sbin/smtp-source", "/usr/sbin/postalias"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -204,6 +211,7 @@ class Engine:
         self.env = {k: v for k, v in os.environ.items() if k != "MAIL_CONFIG"}
         self.peak: dict[int, int] = {}      # pid -> highest VmHWM seen, kB
         self.peak_rss = 0                   # highest sum of VmRSS in one sample, kB
+        self.rss_samples: list[int] = []    # every sampled sum of VmRSS, kB
         self.seen: dict[int, list[str]] = {}    # pid -> [start time] from /proc/PID/stat
         self.port = 0                       # its smtpd's port on 127.0.0.1, if it has one
 
@@ -222,6 +230,8 @@ class Engine:
                 total += kb.get("VmRSS", 0)
                 self.seen.setdefault(p, stat_fields(p)[19:20])
         self.peak_rss = max(self.peak_rss, total)
+        if total:
+            self.rss_samples.append(total)
 
     def cpu_seconds(self) -> float:
         """CPU time of the whole instance: every process under its master,
@@ -384,6 +394,38 @@ maillog_file_prefixes = {r}
         must([POSTFIX, "-c", str(self.conf), "check"], "postfix check", self.maillog)
 
 
+def guarded(prog: str, body, cleanup) -> int:
+    """Run *body()* for a benchmark's exit status: SIGTERM and SIGHUP stop it
+    like Ctrl-C; a BenchError, OSError or failed command is said and gives 1,
+    an interruption 128 + the signal; *cleanup()* runs at the end in every
+    case, with those signals ignored."""
+    raise_on_signals()
+    try:
+        return body()
+    except (BenchError, OSError, subprocess.SubprocessError) as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as stop:
+        print(f"{prog}: interrupted, cleaning up", file=sys.stderr)
+        return 128 + (stop.args[0] if stop.args else signal.SIGINT)
+    finally:
+        ignore_signals()
+        cleanup()
+
+
+def count(d: Path) -> int:
+    """Files in directory *d* (a Maildir's new/), 0 when it is missing."""
+    try:
+        return len(os.listdir(d))
+    except FileNotFoundError:
+        return 0
+
+
+def clear(d: Path) -> None:
+    for name in os.listdir(d) if d.exists() else ():
+        os.unlink(d / name)
+
+
 def stop_all(engines: list[Engine], prog: str) -> None:
     for e in engines:
         try:
@@ -393,10 +435,12 @@ def stop_all(engines: list[Engine], prog: str) -> None:
 
 
 
-def preflight(prog: str, script: str, why_root: str, tools: dict[str, str]) -> str | None:
+def preflight(prog: str, script: str, why_root: str, tools: dict[str, str],
+              nofile: int = 4096) -> str | None:
     """What every benchmark checks before it starts: that it runs as root
     (*why_root* says why), that the Debian tools it runs are there (path →
-    package), and a file-descriptor limit of 4096 for the sessions. The
+    package), and a file-descriptor limit of *nofile* for the sessions
+    (root may raise the hard limit too; the instances inherit it). The
     command line to record in the results, or None after saying why the
     benchmark cannot run."""
     if os.geteuid() != 0:
@@ -408,6 +452,259 @@ def preflight(prog: str, script: str, why_root: str, tools: dict[str, str]) -> s
                   file=sys.stderr)
             return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 4096 <= hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
+    if soft != resource.RLIM_INFINITY and soft < nofile:
+        if hard != resource.RLIM_INFINITY and hard < nofile:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+            except (ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        else:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
     return shlex.join(["python3", script, *sys.argv[1:]])
+
+
+def create_mirror(hato: Hato, postfix: Postfix, edit=None) -> None:
+    """The Postfix instance of a pair, made after hato's: copies of hato's
+    aliases and vmailbox files with its own paths, hato's main.cf mirrored
+    (*edit* may change that text), its stock ``smtp inet`` entry on
+    127.0.0.1:postfix.port, its Maildirs owned by the mail owner as hato's."""
+    postfix.root.mkdir()
+    (postfix.root / "mail").mkdir()
+    shutil.chown(postfix.root / "mail", OWNER, GROUP)
+    for name in ("aliases", "vmailbox"):
+        text = (hato.root / name).read_text().replace(str(hato.root), str(postfix.root))
+        (postfix.root / name).write_text(text)
+    main_cf = mirrored_main_cf(hato, postfix)
+    postfix.create(edit(main_cf) if edit else main_cf,
+                   smtpd_inet=f"127.0.0.1:{postfix.port}")
+    must([POSTALIAS, "-c", str(postfix.conf), str(postfix.root / "aliases")], "postalias")
+
+
+#: set by Postfix.create already, or belonging to the instance (its owner and paths)
+OWN = {"compatibility_level", "queue_directory", "data_directory", "mail_owner",
+       "setgid_group", "maillog_file", "inet_interfaces", "inet_protocols", "myhostname"}
+
+
+def mirrored_main_cf(hato: Hato, postfix: Postfix) -> str:
+    """hato's main.cf (hato init's and the bench's settings) for Postfix: its
+    other parameters, with the instance's paths changed to the Postfix one's."""
+    out, keep = [], False
+    for line in (hato.root / "main.cf").read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line[0].isspace():   # else a continuation of the line before
+            keep = line.split("=", 1)[0].strip() not in OWN
+        if keep:
+            out.append(line.replace(str(hato.root), str(postfix.root)) + "\n")
+    return "".join(out)
+
+
+# -- SMTP load ----------------------------------------------------------------------------
+
+def log_size(e: Engine) -> int:
+    try:
+        return e.maillog.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def log_since(e: Engine, offset: int) -> str:
+    try:
+        with open(e.maillog, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def banner(port: int, timeout: float = 30) -> str:
+    """The first reply line of a new session, retried until the port answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                data = b""
+                while b"\n" not in data:
+                    chunk = s.recv(512)
+                    if not chunk:
+                        break
+                    data += chunk
+                s.sendall(b"QUIT\r\n")
+                return data.decode(errors="replace").strip()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def smtp_source(e: Engine, messages: int, sessions: int, size: int, *, recipient: str,
+                timeout: float, reuse: bool = False, sender: str = "bench@client.test",
+                helo: str = "client.test") -> float:
+    """Run Postfix's smtp-source against the engine's smtpd (a new connection
+    per message unless *reuse*); the time.monotonic() at which it exited. It
+    aborts on any reply but the expected one: then BenchError."""
+    cmd = [SMTP_SOURCE, "-4", "-s", str(sessions), "-m", str(messages), "-l", str(size),
+           "-M", helo, "-f", sender, "-t", recipient, *(["-d"] if reuse else []),
+           f"127.0.0.1:{e.port}"]
+    try:
+        r = run(cmd, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{e.name}: smtp-source did not finish within {timeout:.0f} s\n"
+                         f"--- last lines of {e.maillog}:\n{tail(e.maillog)}") from None
+    done = time.monotonic()
+    if r.returncode:
+        raise BenchError(f"{e.name}: smtp-source exited {r.returncode}: {shlex.join(cmd)}\n"
+                         f"{(r.stdout + r.stderr).decode(errors='replace').strip()[-2000:]}\n"
+                         f"--- last lines of {e.maillog}:\n{tail(e.maillog, 30)}")
+    return done
+
+
+def drain(e: Engine, offset: int, expected: int, timeout: float) -> int:
+    """Wait until the queue is empty (every acknowledged message delivered or
+    discarded); return how many deliveries the log shows since *offset*."""
+    deadline = time.monotonic() + timeout
+    empty_since = None
+    while True:
+        sent = log_since(e, offset).count("status=sent")
+        if e.queue_files() == 0:
+            empty_since = empty_since or time.monotonic()
+            # the log may trail the queue a little
+            if sent >= expected or time.monotonic() - empty_since > 5:
+                return sent
+        else:
+            empty_since = None
+        if time.monotonic() > deadline:
+            raise BenchError(f"{e.name}: {e.queue_files()} messages still queued after "
+                             f"{timeout:.0f} s\n--- last lines of {e.maillog}:\n"
+                             f"{tail(e.maillog, 30)}")
+        time.sleep(0.05)
+
+
+def client_cpu() -> float:
+    """CPU seconds of this process (the bench's own clients) so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Sampler(threading.Thread):
+    """While a round runs: the engine's memory every 0.25 s and, when a
+    sink is watched too, the connections open to it every 0.05 s; the
+    machine's 1-minute load average every second, all along."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.lock = threading.Lock()
+        self.engine: Engine | None = None
+        self.sink = None            # anything with open_connections()
+        self.peak = 0
+        self.tick = 0
+        self.loads: list[float] = []
+        self.halt = threading.Event()
+
+    def watch(self, e: Engine, sink=None) -> None:
+        with self.lock:
+            self.engine, self.sink, self.peak = e, sink, 0
+
+    def unwatch(self) -> int:
+        """Stop watching; the most connections seen open to the sink."""
+        with self.lock:
+            self.engine = self.sink = None
+            return self.peak
+
+    def run(self) -> None:
+        while not self.halt.wait(0.05):
+            self.tick += 1
+            with self.lock:
+                if self.sink is not None:
+                    self.peak = max(self.peak, self.sink.open_connections())
+                if self.engine is not None and self.tick % 5 == 0:
+                    self.engine.sample()
+            if self.tick % 20 == 0:
+                with contextlib.suppress(OSError):     # EMFILE while idle sessions fill the table
+                    self.loads.append(float(loadavg().split()[0]))
+
+
+# -- reports ------------------------------------------------------------------------------
+
+#: log lines that say something went wrong (beyond the expected start-up notes)
+TROUBLE = re.compile(r"warning|error|fatal|panic|traceback|exception", re.IGNORECASE)
+EXPECTED = re.compile(r"is not run by this version of hato|not implemented yet in hato")
+
+
+def troubles(engines: list[Engine], limit: int = 20) -> list[str]:
+    out = []
+    for e in engines:
+        lines = [ln for ln in log_since(e, 0).splitlines()
+                 if TROUBLE.search(ln) and not EXPECTED.search(ln)]
+        out += [f"{e.name}: {ln}" for ln in lines[:limit]]
+        if len(lines) > limit:
+            out.append(f"{e.name}: ... and {len(lines) - limit} more")
+    return out
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
+    return values
+
+
+def size_name(size: int) -> str:
+    return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after.keys() | before.keys()}
+
+
+def text_table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(c) for c in col) for col in zip(head, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) for c, w in zip(cells, widths))
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def machine_facts(hato: Hato) -> dict[str, str]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().split()[1]
+    fs = "?"
+    best = ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        dev, mnt, kind = line.split()[:3]
+        if "/tmp/".startswith(mnt.rstrip("/") + "/") and len(mnt) >= len(best):
+            best, fs = mnt, f"{kind} ({dev})"
+    pf = run([POSTCONF, "-dh", "mail_version"]).stdout.decode().strip()
+    return {"nproc": str(os.cpu_count()), "cpu": cpu,
+            "memory": f"{int(mem) / 1024 / 1024:.1f} GiB", "kernel": platform.release(),
+            "/tmp": fs, "postfix": pf or "?", "hato": hato_version(hato)}
+
+
+def hato_version(hato: Hato) -> str:
+    """hato's version and the source tree's commit (the venv installs src/ editable)."""
+    cmd = hato.command
+    python = str(Path(cmd[0]).parent / "python") if cmd[0].endswith("/hato") else cmd[0]
+    version = run([python, "-c", "import importlib.metadata as m; print(m.version('hato'))"],
+                  env=hato.env).stdout.decode().strip() or "?"
+    git = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).stdout.decode().strip()
+    dirty = run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no",
+                 "src"]).stdout.strip()
+    return f"hato {version}" + (f" (git {git}{' + uncommitted changes in src/' if dirty else ''})"
+                                 if git else "")

@@ -38,6 +38,8 @@ from common import (
     OWNER,
     BenchError,
     Engine,
+    clear,
+    count,
     ensure_system_user,
     free_port,
     hato_command,
@@ -113,18 +115,6 @@ def message(domain: str, i: int, size: int) -> bytes:
         body.append(line[-left:] if left < len(line) else line)
         left -= len(body[-1])
     return (head + "".join(body)).encode()
-
-
-def count(d: Path) -> int:
-    try:
-        return len(os.listdir(d))
-    except FileNotFoundError:
-        return 0
-
-
-def clear(d: Path) -> None:
-    for name in os.listdir(d) if d.exists() else ():
-        os.unlink(d / name)
 
 
 def check_delivery(engine: Engine) -> None:

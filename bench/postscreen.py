@@ -63,7 +63,6 @@ import asyncio
 import datetime
 import os
 import re
-import resource
 import shutil
 import socket
 import statistics
@@ -76,8 +75,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common
 from common import (
-    preflight,
     CLK_TCK,
     POSTCONF,
     POSTFIX,
@@ -85,28 +84,23 @@ from common import (
     Engine,
     Hato,
     Postfix,
+    banner,
+    client_cpu,
+    cpu_delta,
+    create_mirror,
     ensure_system_user,
     free_port,
     hato_command,
     ignore_signals,
+    log_since,
+    log_size,
     must,
+    preflight,
     raise_on_signals,
     stat_fields,
     stop_all,
     tail,
     wait_until,
-)
-from smtp_accept import (
-    POSTALIAS,
-    banner,
-    cpu_delta,
-    log_since,
-    log_size,
-    machine_facts,
-    md_table,
-    mirrored_main_cf,
-    text_table,
-    troubles,
 )
 
 PROG = "postscreen.py"
@@ -180,12 +174,7 @@ def set_up(hato: PsHato, postfix: PsPostfix) -> None:
     if n != 1:
         raise BenchError(f"{master}: no single `127.0.0.1:{hato.port} inet … smtpd` entry")
     master.write_text(text)
-    postfix.root.mkdir()
-    (postfix.root / "mail").mkdir()
-    for name in ("aliases", "vmailbox"):
-        text = (hato.root / name).read_text().replace(str(hato.root), str(postfix.root))
-        (postfix.root / name).write_text(text)
-    postfix.create(mirrored_main_cf(hato, postfix), smtpd_inet=f"127.0.0.1:{postfix.port}")
+    create_mirror(hato, postfix)
     master = postfix.conf / "master.cf"
     text, n = re.subn(rf"(?m)^127\.0\.0\.1:{postfix.port}\s+inet\s.*smtpd\n",
                       lambda _m: MASTER.format(ps=postfix.port, direct=postfix.direct,
@@ -195,8 +184,6 @@ def set_up(hato: PsHato, postfix: PsPostfix) -> None:
         raise BenchError(f"{master}: no single `127.0.0.1:{postfix.port} inet … smtpd` entry")
     master.write_text(text)
     must([POSTFIX, "-c", str(postfix.conf), "check"], "postfix check", postfix.maillog)
-    must([POSTALIAS, "-c", str(postfix.conf), str(postfix.root / "aliases")], "postalias")
-
 
 
 # -- the client ----------------------------------------------------------------------------
@@ -312,7 +299,7 @@ async def churn(port: int, sessions: int, sources: list[str], timeout: float,
     try:
         await asyncio.wait_for(asyncio.gather(*tasks),
                                timeout * max(1, sessions / len(sources)))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         errors.append(f"the round did not finish ({ok[0]} of {sessions} sessions done)")
     return time.perf_counter() - t0, ok[0], errors, latency
 
@@ -356,7 +343,7 @@ async def first_pass(port: int, sources: list[str], timeout: float,
                     return f"{src}: EHLO {ehlo!r}, QUIT {quit_!r}"
             finally:
                 writer.close()
-        except (OSError, SessionError, asyncio.TimeoutError) as err:
+        except (TimeoutError, OSError, SessionError) as err:
             return f"{src}: {type(err).__name__}: {err}"
         return None
     return [e for e in await asyncio.gather(*(one(i, s) for i, s in enumerate(sources))) if e]
@@ -388,11 +375,6 @@ def probe_once(port: int, src: str, timeout: float) -> float:
         if not rest.startswith(b"221"):
             raise SessionError(f"QUIT answered with {rest[:200]!r}")
         return t
-
-
-def client_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 # -- measuring -----------------------------------------------------------------------------
@@ -613,9 +595,9 @@ def report(res, lat, breakdown, args, facts, command, load, trouble) -> None:
     ratios = ratio_lines(res, lat, breakdown)
     print(f"\n{args.sessions} sessions per round, {args.rounds} rounds, {args.clients} client "
           f"sockets (one source address each); load average {' -> '.join(load)}")
-    print(text_table(HEAD, table))
+    print(common.text_table(HEAD, table))
     print(f"\nidle hand-off latency, connect → 220, {args.probe} sequential sessions each:")
-    print(text_table(PROBE_HEAD, ptable))
+    print(common.text_table(PROBE_HEAD, ptable))
     print()
     print("\n".join(ratios))
     print(f"""
@@ -645,20 +627,16 @@ children it reaped); postscreen's is its process alone; connect→220 is from
 connect() to the complete 220 line, every session of the rounds (so it
 includes queueing behind {args.clients} clients).
 
-{md_table(HEAD, table)}
+{common.md_table(HEAD, table)}
 
 Idle hand-off latency (connect → 220, one session at a time, the four
 alternating):
 
-{md_table(PROBE_HEAD, ptable)}
+{common.md_table(PROBE_HEAD, ptable)}
 
 {chr(10).join("* " + line for line in ratios)}
 """ + (("\nLog lines that need a look:\n\n" + "\n".join(f"    {t}" for t in trouble) + "\n")
        if trouble else ""))
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -721,8 +699,8 @@ def main() -> int:
             warm_up(e, sources, args.warmup, args.timeout, args.stagger, args.ramp)
             print(f"{e.name}: {len(sources)} clients PASS NEW, then PASS OLD (in its log); "
                   f"{args.warmup} warm-up sessions per port", flush=True)
-        facts = machine_facts(hato)
-        load = [loadavg()]
+        facts = common.machine_facts(hato)
+        load = [common.loadavg()]
         runs = [(e, path) for path in PATHS for e in engines]
         res: dict[tuple[str, str], list[Round]] = {(e.name, p): [] for e, p in runs}
         breakdown: dict[tuple[str, str], dict[str, float]] = {(e.name, p): {} for e, p in runs}
@@ -744,12 +722,12 @@ def main() -> int:
                       f"{p99(lat) * 1000:.1f} ms", flush=True)
         print(f"idle hand-off latency: {args.probe} sessions per engine and path", flush=True)
         lat = probe(engines, sources, args.probe, args.timeout)
-        load.append(loadavg())
-        report(res, lat, breakdown, args, facts, command, load, troubles(engines))
+        load.append(common.loadavg())
+        report(res, lat, breakdown, args, facts, command, load, common.troubles(engines))
         return 0
     except (BenchError, OSError, subprocess.SubprocessError) as err:
         print(f"{PROG}: {err}", file=sys.stderr)
-        for line in troubles(engines):
+        for line in common.troubles(engines):
             print(f"{PROG}: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:

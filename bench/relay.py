@@ -56,7 +56,6 @@ import argparse
 import datetime
 import os
 import re
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -69,43 +68,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common
 from common import (
-    preflight,
+    SMTP_SOURCE,
     BenchError,
     Engine,
     Hato,
     Postfix,
+    Sampler,
+    banner,
+    cpu_delta,
+    create_mirror,
     ensure_system_user,
     free_port,
     hato_command,
     ignore_signals,
-    must,
+    int_list,
+    log_since,
+    log_size,
+    preflight,
     raise_on_signals,
-    run,
+    size_name,
+    smtp_source,
     stop_all,
     tail,
     wait_until,
 )
-from smtp_accept import (
-    POSTALIAS,
-    SMTP_SOURCE,
-    banner,
-    cpu_delta,
-    int_list,
-    loadavg,
-    log_since,
-    log_size,
-    machine_facts,
-    md_table,
-    mirrored_main_cf,
-    peak_lines,
-    size_name,
-    text_table,
-    troubles,
-)
-from smtp_accept import (
-    Results as AcceptResults,
-)
+from smtp_accept import Results as AcceptResults
+from smtp_accept import peak_lines
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 PROG = "relay.py"
@@ -233,23 +223,6 @@ class Round:
     peak_open: int          # most connections open to the sink at once (sampled)
 
 
-def source(e: Engine, messages: int, sessions: int, size: int, timeout: float) -> float:
-    """Run smtp-source against the engine's smtpd; the monotonic time it exited."""
-    cmd = [SMTP_SOURCE, "-4", "-s", str(sessions), "-m", str(messages), "-l", str(size),
-           "-M", HELO, "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{e.port}"]
-    try:
-        r = run(cmd, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{e.name}: smtp-source did not finish within {timeout:.0f} s\n"
-                         f"--- last lines of {e.maillog}:\n{tail(e.maillog)}") from None
-    done = time.monotonic()
-    if r.returncode:
-        raise BenchError(f"{e.name}: smtp-source exited {r.returncode}: {shlex.join(cmd)}\n"
-                         f"{(r.stdout + r.stderr).decode(errors='replace').strip()[-2000:]}\n"
-                         f"--- last lines of {e.maillog}:\n{tail(e.maillog, 30)}")
-    return done
-
-
 def settle(e: Engine, sink: Sink, offset: int, expected: int, timeout: float) -> int:
     """Wait until the queue is empty, the log shows *expected* deliveries
     since *offset* and no connection to the sink is open; return the
@@ -278,7 +251,7 @@ def one_round(e: Engine, sink: Sink, messages: int, sessions: int, size: int,
     cpu0 = e.cpu_seconds()
     sampler.watch(e, sink)
     t0 = time.monotonic()
-    accepted = source(e, messages, sessions, size, timeout)
+    accepted = smtp_source(e, messages, sessions, size, recipient=RECIPIENT, timeout=timeout)
     reached = sink.wait_mesg(mesg0 + messages, max(1.0, timeout - (time.monotonic() - t0)))
     if reached is None:
         raise BenchError(f"{e.name}: the sink counted {sink.counters()[2] - mesg0} of "
@@ -305,7 +278,7 @@ def verify(e: Engine, sink: Sink, warmup: int, timeout: float) -> None:
         raise BenchError(f"{e.name} greeted with {first!r}\n{tail(e.maillog)}")
     offset = log_size(e)
     mesg0 = sink.counters()[2]
-    source(e, 1, 1, 1024, timeout)
+    smtp_source(e, 1, 1, 1024, recipient=RECIPIENT, timeout=timeout)
     if sink.wait_mesg(mesg0 + 1, 60) is None:
         raise BenchError(f"{e.name} accepted a message but its sink did not receive it "
                          f"within 60 s\n--- last lines of {e.maillog}:\n{tail(e.maillog, 30)}")
@@ -318,43 +291,11 @@ def verify(e: Engine, sink: Sink, warmup: int, timeout: float) -> None:
     if warmup:
         offset = log_size(e)
         mesg0 = sink.counters()[2]
-        source(e, warmup, min(10, warmup), 1024, timeout)
+        smtp_source(e, warmup, min(10, warmup), 1024, recipient=RECIPIENT, timeout=timeout)
         if sink.wait_mesg(mesg0 + warmup, timeout) is None:
             raise BenchError(f"{e.name}: the sink got {sink.counters()[2] - mesg0} of "
                              f"{warmup} warm-up messages\n{tail(e.maillog, 30)}")
         settle(e, sink, offset, warmup, timeout)
-
-
-class Sampler(threading.Thread):
-    """While a round runs: the number of connections open to the sink every
-    0.05 s, the engine's memory every 0.25 s."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.lock = threading.Lock()
-        self.engine: Engine | None = None
-        self.sink: Sink | None = None
-        self.peak = 0
-        self.tick = 0
-        self.halt = threading.Event()
-
-    def watch(self, e: Engine, sink: Sink) -> None:
-        with self.lock:
-            self.engine, self.sink, self.peak = e, sink, 0
-
-    def unwatch(self) -> int:
-        with self.lock:
-            self.engine = self.sink = None
-            return self.peak
-
-    def run(self) -> None:
-        while not self.halt.wait(0.05):
-            with self.lock:
-                if self.sink is not None:
-                    self.peak = max(self.peak, self.sink.open_connections())
-                    self.tick += 1
-                    if self.tick % 5 == 0:
-                        self.engine.sample()
 
 
 # -- setup -----------------------------------------------------------------------------
@@ -364,17 +305,13 @@ def set_up(hato: Hato, postfix: Postfix, sinks: dict[str, Sink]) -> None:
     main.cf, its own paths and its own sink."""
     relay = {name: f"relayhost = [127.0.0.1]:{s.port}" for name, s in sinks.items()}
     hato.create(hato.port, SETTINGS + [relay["hato"]], only_inet=f"127.0.0.1:{hato.port}")
-    postfix.root.mkdir()
-    (postfix.root / "mail").mkdir()
-    for name in ("aliases", "vmailbox"):
-        text = (hato.root / name).read_text().replace(str(hato.root), str(postfix.root))
-        (postfix.root / name).write_text(text)
-    main_cf = mirrored_main_cf(hato, postfix)
-    main_cf, n = re.subn(r"(?m)^relayhost\s*=.*$", relay["postfix"], main_cf)
-    if n != 1:
-        raise BenchError(f"hato's main.cf has {n} relayhost lines, expected 1")
-    postfix.create(main_cf, smtpd_inet=f"127.0.0.1:{postfix.port}")
-    must([POSTALIAS, "-c", str(postfix.conf), str(postfix.root / "aliases")], "postalias")
+
+    def own_sink(main_cf: str) -> str:
+        main_cf, n = re.subn(r"(?m)^relayhost\s*=.*$", relay["postfix"], main_cf)
+        if n != 1:
+            raise BenchError(f"hato's main.cf has {n} relayhost lines, expected 1")
+        return main_cf
+    create_mirror(hato, postfix, own_sink)
 
 
 # -- report ----------------------------------------------------------------------------
@@ -448,9 +385,9 @@ def report(res: Results, args, facts: dict[str, str], command: str,
            trouble: list[str]) -> None:
     print(f"\n{args.messages} messages per round, {args.rounds} rounds; ratio above 1: "
           f"hato is faster; load average {' -> '.join(res.load)}")
-    print(text_table(THROUGHPUT_HEAD, throughput_rows(res, args)))
+    print(common.text_table(THROUGHPUT_HEAD, throughput_rows(res, args)))
     print()
-    print(text_table(REUSE_HEAD, reuse_rows(res, args)))
+    print(common.text_table(REUSE_HEAD, reuse_rows(res, args)))
     print()
     lines = peak_lines(res.extra)
     print("\n".join(lines))
@@ -473,13 +410,13 @@ sink had received them all (its `-c` counter); accepted: until smtp-source
 exited. Ratios are of the medians (above 1: hato is faster). CPU is the
 whole instance's per message, smtpd to the last delivery.
 
-{md_table(THROUGHPUT_HEAD, throughput_rows(res, args))}
+{common.md_table(THROUGHPUT_HEAD, throughput_rows(res, args))}
 
 Connections the relays opened to the sink (the sink's count of ended
 sessions per round, after all had closed) and the most open at once
 (sampled every 0.05 s):
 
-{md_table(REUSE_HEAD, reuse_rows(res, args))}
+{common.md_table(REUSE_HEAD, reuse_rows(res, args))}
 
 {chr(10).join("* " + line for line in lines)}
 """ + (("\nLog lines that need a look:\n\n" + "\n".join(f"    {t}" for t in trouble) + "\n")
@@ -540,9 +477,9 @@ def main() -> int:
             e.start()
             verify(e, sinks[e.name], args.warmup, args.timeout)
             print(f"{e.name}: relayed 1 + {args.warmup} messages to its sink", flush=True)
-        facts = machine_facts(hato)
+        facts = common.machine_facts(hato)
         sampler.start()
-        res = Results(load=[loadavg()])
+        res = Results(load=[common.loadavg()])
         cpu_before = {e.name: e.cpu_by_process() for e in engines}
         for size in args.sizes:
             for n in args.sessions:
@@ -557,17 +494,17 @@ def main() -> int:
                               f"/s)  {rd.cpu / rd.messages * 1000:6.2f} ms CPU/msg  "
                               f"{rd.sessions} sink sessions, max {rd.peak_open} open",
                               flush=True)
-        res.load.append(loadavg())
+        res.load.append(common.loadavg())
         for e in engines:
             res.extra.cpu[e.name] = cpu_delta(cpu_before[e.name], e.cpu_by_process())
             e.sample()
             res.extra.peak_rss[e.name] = e.peak_rss
             res.extra.hwm[e.name] = (sum(e.peak.values()), len(e.peak))
-        report(res, args, facts, command, troubles(engines))
+        report(res, args, facts, command, common.troubles(engines))
         return 0
     except (BenchError, OSError, subprocess.SubprocessError) as err:
         print(f"{PROG}: {err}", file=sys.stderr)
-        for line in troubles(engines):
+        for line in common.troubles(engines):
             print(f"{PROG}: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:

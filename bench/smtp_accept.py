@@ -45,43 +45,45 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
-import re
 import selectors
-import shlex
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common
 from common import (
-    preflight,
-    POSTCONF,
-    ROOT,
+    SMTP_SOURCE,
     BenchError,
     Engine,
     Hato,
     Postfix,
+    Sampler,
+    banner,
+    cpu_delta,
+    create_mirror,
+    drain,
     ensure_system_user,
     free_port,
     hato_command,
     ignore_signals,
-    must,
+    int_list,
+    log_size,
+    preflight,
     raise_on_signals,
-    run,
+    size_name,
+    smtp_source,
     stop_all,
     tail,
 )
 
-SMTP_SOURCE, POSTALIAS = "/usr/sbin/smtp-source", "/usr/sbin/postalias"
 PROG = "smtp_accept.py"
 SENDER, RECIPIENT, HELO = "bench@client.test", "bench@discard.test", "client.test"
 GIB2_KB = 2 * 1024 * 1024
@@ -97,88 +99,8 @@ SETTINGS = [
     "smtpd_peername_lookup = no",
 ]
 
-#: log lines that say something went wrong (beyond the expected start-up notes)
-TROUBLE = re.compile(r"warning|error|fatal|panic|traceback|exception", re.IGNORECASE)
-EXPECTED = re.compile(r"is not run by this version of hato|not implemented yet in hato")
-
 
 # -- one engine ----------------------------------------------------------------------
-
-def log_size(e: Engine) -> int:
-    try:
-        return e.maillog.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def log_since(e: Engine, offset: int) -> str:
-    try:
-        with open(e.maillog, "rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
-def banner(port: int, timeout: float = 30) -> str:
-    """The first reply line of a new session, retried until the port answers."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-                data = b""
-                while b"\n" not in data:
-                    chunk = s.recv(512)
-                    if not chunk:
-                        break
-                    data += chunk
-                s.sendall(b"QUIT\r\n")
-                return data.decode(errors="replace").strip()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def smtp_source(e: Engine, messages: int, sessions: int, size: int, reuse: bool,
-                timeout: float) -> float:
-    """Run smtp-source against the engine; seconds until it exited."""
-    cmd = [SMTP_SOURCE, "-4", "-s", str(sessions), "-m", str(messages), "-l", str(size),
-           "-M", HELO, "-f", SENDER, "-t", RECIPIENT, *(["-d"] if reuse else []),
-           f"127.0.0.1:{e.port}"]
-    t0 = time.perf_counter()
-    try:
-        r = run(cmd, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{e.name}: smtp-source did not finish within {timeout:.0f} s\n"
-                         f"--- last lines of {e.maillog}:\n{tail(e.maillog)}") from None
-    elapsed = time.perf_counter() - t0
-    if r.returncode:
-        raise BenchError(f"{e.name}: smtp-source exited {r.returncode}: {shlex.join(cmd)}\n"
-                         f"{(r.stdout + r.stderr).decode(errors='replace').strip()[-2000:]}\n"
-                         f"--- last lines of {e.maillog}:\n{tail(e.maillog, 30)}")
-    return elapsed
-
-
-def drain(e: Engine, offset: int, expected: int, timeout: float) -> int:
-    """Wait until the queue is empty (every acknowledged message discarded);
-    return how many deliveries the log shows since *offset*."""
-    deadline = time.monotonic() + timeout
-    empty_since = None
-    while True:
-        sent = log_since(e, offset).count("status=sent")
-        if e.queue_files() == 0:
-            empty_since = empty_since or time.monotonic()
-            # the log may trail the queue a little
-            if sent >= expected or time.monotonic() - empty_since > 5:
-                return sent
-        else:
-            empty_since = None
-        if time.monotonic() > deadline:
-            raise BenchError(f"{e.name}: {e.queue_files()} messages still queued after "
-                             f"{timeout:.0f} s\n--- last lines of {e.maillog}:\n"
-                             f"{tail(e.maillog, 30)}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -191,7 +113,9 @@ class Round:
 def one_round(e: Engine, messages: int, sessions: int, size: int, args) -> Round:
     offset = log_size(e)
     cpu0 = e.cpu_seconds()
-    elapsed = smtp_source(e, messages, sessions, size, args.reuse, args.timeout)
+    t0 = time.monotonic()
+    elapsed = smtp_source(e, messages, sessions, size, recipient=RECIPIENT, reuse=args.reuse,
+                          timeout=args.timeout) - t0
     sent = drain(e, offset, messages, args.timeout)
     cpu = e.cpu_seconds() - cpu0
     if sent != messages:
@@ -206,7 +130,7 @@ def warm_up(e: Engine, timeout: float) -> None:
     if not first.startswith("220"):
         raise BenchError(f"{e.name} greeted with {first!r}\n{tail(e.maillog)}")
     offset = log_size(e)
-    smtp_source(e, 5, 1, 1024, False, timeout)
+    smtp_source(e, 5, 1, 1024, recipient=RECIPIENT, timeout=timeout)
     sent = drain(e, offset, 5, 60)
     if sent < 5:
         raise BenchError(f"{e.name} accepted 5 messages but logged {sent} deliveries\n"
@@ -289,64 +213,7 @@ def make_engines(work: Path, args) -> tuple[Hato, Postfix]:
 def set_up(hato: Hato, postfix: Postfix) -> None:
     """hato init's instance with SETTINGS; Postfix with the same main.cf."""
     hato.create(hato.port, SETTINGS, only_inet=f"127.0.0.1:{hato.port}")
-    postfix.root.mkdir()
-    (postfix.root / "mail").mkdir()
-    for name in ("aliases", "vmailbox"):
-        text = (hato.root / name).read_text().replace(str(hato.root), str(postfix.root))
-        (postfix.root / name).write_text(text)
-    postfix.create(mirrored_main_cf(hato, postfix), smtpd_inet=f"127.0.0.1:{postfix.port}")
-    must([POSTALIAS, "-c", str(postfix.conf), str(postfix.root / "aliases")], "postalias")
-
-
-#: set by common.Postfix already, or belonging to the instance (its owner and paths)
-OWN = {"compatibility_level", "queue_directory", "data_directory", "mail_owner",
-       "setgid_group", "maillog_file", "inet_interfaces", "inet_protocols", "myhostname"}
-
-
-def mirrored_main_cf(hato: Hato, postfix: Postfix) -> str:
-    """hato's main.cf (hato init's and SETTINGS) for Postfix: its other
-    parameters, with the instance's paths changed to the Postfix instance's."""
-    out, keep = [], False
-    for line in (hato.root / "main.cf").read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if not line[0].isspace():   # else a continuation of the line before
-            keep = line.split("=", 1)[0].strip() not in OWN
-        if keep:
-            out.append(line.replace(str(hato.root), str(postfix.root)) + "\n")
-    return "".join(out)
-
-
-def machine_facts(hato: Hato) -> dict[str, str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = Path("/proc/meminfo").read_text().split()[1]
-    fs = "?"
-    best = ""
-    for line in Path("/proc/mounts").read_text().splitlines():
-        dev, mnt, kind = line.split()[:3]
-        if "/tmp/".startswith(mnt.rstrip("/") + "/") and len(mnt) >= len(best):
-            best, fs = mnt, f"{kind} ({dev})"
-    pf = run([POSTCONF, "-dh", "mail_version"]).stdout.decode().strip()
-    return {"nproc": str(os.cpu_count()), "cpu": cpu,
-            "memory": f"{int(mem) / 1024 / 1024:.1f} GiB", "kernel": platform.release(),
-            "/tmp": fs, "postfix": pf or "?", "hato": hato_version(hato)}
-
-
-def hato_version(hato: Hato) -> str:
-    """hato's version and the source tree's commit (the venv installs src/ editable)."""
-    cmd = hato.command
-    python = str(Path(cmd[0]).parent / "python") if cmd[0].endswith("/hato") else cmd[0]
-    version = run([python, "-c", "import importlib.metadata as m; print(m.version('hato'))"],
-                  env=hato.env).stdout.decode().strip() or "?"
-    git = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).stdout.decode().strip()
-    dirty = run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no",
-                 "src"]).stdout.strip()
-    return f"hato {version}" + (f" (git {git}{' + uncommitted changes in src/' if dirty else ''})"
-                                 if git else "")
+    create_mirror(hato, postfix)
 
 
 # -- report ----------------------------------------------------------------------------
@@ -367,10 +234,6 @@ def rates(rs: list[Round]) -> list[float]:
 
 def cpu_ms(rs: list[Round]) -> float:
     return statistics.median(r.cpu / r.messages for r in rs) * 1000
-
-
-def size_name(size: int) -> str:
-    return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
 
 
 def throughput_rows(res: Results, args) -> list[list[str]]:
@@ -410,20 +273,6 @@ def memory_rows(res: Results) -> list[list[str]]:
     return rows
 
 
-def text_table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(c) for c in col) for col in zip(head, *rows)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) for c, w in zip(cells, widths))
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def md_table(head: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def peak_lines(res: Results) -> list[str]:
     out = []
     for name, kb in res.peak_rss.items():
@@ -443,23 +292,19 @@ def peak_lines(res: Results) -> list[str]:
     return out
 
 
-def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: after.get(k, 0) - before.get(k, 0) for k in after.keys() | before.keys()}
-
-
 def report(res: Results, args, facts: dict[str, str], command: str, trouble: list[str]) -> None:
     mode = "one connection per message" if not args.reuse else "sessions reused (-d)"
     print(f"\n{args.messages} messages per round, {args.rounds} rounds, {mode}; "
           f"ratio above 1: hato is faster; load average {' -> '.join(res.load)}")
-    print(text_table(THROUGHPUT_HEAD, throughput_rows(res, args)))
+    print(common.text_table(THROUGHPUT_HEAD, throughput_rows(res, args)))
     print()
     print("\n".join(peak_lines(res)))
     if res.idle:
         print()
-        print(text_table(MEMORY_HEAD, memory_rows(res)))
+        print(common.text_table(MEMORY_HEAD, memory_rows(res)))
     idle = ("" if not res.idle else
             "\nIdle sessions (each held until its 220 banner), the instance's memory "
-            "before and with them:\n\n" + md_table(MEMORY_HEAD, memory_rows(res)) + "\n")
+            "before and with them:\n\n" + common.md_table(MEMORY_HEAD, memory_rows(res)) + "\n")
     today = datetime.date.today().isoformat()
     print(f"""
 --- Markdown for bench/RESULTS.md ---
@@ -476,52 +321,14 @@ msg/s counts messages acknowledged (250 once the queue file is durable) per
 second; the ratio is of the medians (above 1: hato is faster); CPU is the whole
 instance's per message, the drain of the queue (discard) included.
 
-{md_table(THROUGHPUT_HEAD, throughput_rows(res, args))}
+{common.md_table(THROUGHPUT_HEAD, throughput_rows(res, args))}
 
 {chr(10).join("* " + line for line in peak_lines(res))}
 {idle}""" + (("\nLog lines that need a look:\n\n" + "\n".join(f"    {t}" for t in trouble) + "\n")
        if trouble else ""))
 
 
-def troubles(engines: list[Engine], limit: int = 20) -> list[str]:
-    out = []
-    for e in engines:
-        lines = [ln for ln in log_since(e, 0).splitlines()
-                 if TROUBLE.search(ln) and not EXPECTED.search(ln)]
-        out += [f"{e.name}: {ln}" for ln in lines[:limit]]
-        if len(lines) > limit:
-            out.append(f"{e.name}: ... and {len(lines) - limit} more")
-    return out
-
-
 # -- main ------------------------------------------------------------------------------
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-class Sampler(threading.Thread):
-    """Samples the memory of the engine being measured, every 0.25 s."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.engine: Engine | None = None
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.wait(0.25):
-            if (e := self.engine) is not None:
-                e.sample()
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
-    return values
 
 
 def main() -> int:
@@ -565,23 +372,23 @@ def main() -> int:
             print(f"starting {e.name}, smtpd on 127.0.0.1:{e.port}", flush=True)
             e.start()
             warm_up(e, args.timeout)
-        facts = machine_facts(hato)
+        facts = common.machine_facts(hato)
         sampler.start()
-        res = Results(load=[loadavg()])
+        res = Results(load=[common.loadavg()])
         cpu_before = {e.name: e.cpu_by_process() for e in engines}
         for size in args.sizes:
             for n in args.sessions:
                 for r in range(args.rounds):
                     for e in (engines if r % 2 == 0 else engines[::-1]):
-                        sampler.engine = e
+                        sampler.watch(e)
                         rd = one_round(e, args.messages, n, size, args)
-                        sampler.engine = None
+                        sampler.unwatch()
                         res.rounds.setdefault((e.name, size, n), []).append(rd)
                         print(f"{size_name(size):>6}, {n:>3} sessions, round {r + 1}: "
                               f"{e.name:<8} {rd.seconds:7.2f} s {rd.messages / rd.seconds:8.1f}"
                               f" msg/s  {rd.cpu / rd.messages * 1000:6.2f} ms CPU/msg",
                               flush=True)
-        res.load.append(loadavg())
+        res.load.append(common.loadavg())
         for e in engines:
             res.cpu[e.name] = cpu_delta(cpu_before[e.name], e.cpu_by_process())
             e.sample()
@@ -594,11 +401,11 @@ def main() -> int:
                 e.start()
                 banner(e.port)
                 res.idle[e.name] = idle_sessions(e, args.idle, args.timeout)
-        report(res, args, facts, command, troubles(engines))
+        report(res, args, facts, command, common.troubles(engines))
         return 0
     except (BenchError, OSError, subprocess.SubprocessError) as err:
         print(f"{PROG}: {err}", file=sys.stderr)
-        for line in troubles(engines):
+        for line in common.troubles(engines):
             print(f"{PROG}: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:

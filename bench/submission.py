@@ -38,7 +38,6 @@ import argparse
 import datetime
 import os
 import re
-import resource
 import shutil
 import signal
 import smtplib
@@ -54,38 +53,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common
 from common import (
-    preflight,
     CLK_TCK,
     ROOT,
     BenchError,
     Engine,
     Hato,
     Postfix,
+    banner,
+    client_cpu,
     cpu_ticks,
+    create_mirror,
     descendants,
+    drain,
     ensure_system_user,
     free_port,
     hato_command,
     ignore_signals,
+    int_list,
+    log_since,
+    log_size,
     must,
+    preflight,
     raise_on_signals,
     run,
     stop_all,
     tail,
     wait_until,
-)
-from smtp_accept import (
-    POSTALIAS,
-    banner,
-    drain,
-    log_since,
-    log_size,
-    machine_facts,
-    md_table,
-    mirrored_main_cf,
-    text_table,
-    troubles,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -217,16 +212,10 @@ def set_up(work: Path, hato: Hato, postfix: Postfix, mux: Path) -> None:
     hato.create(hato.port, settings(work, hato.root), only_inet=f"127.0.0.1:{hato.port}")
     add_submission_options(hato.root / "master.cf", f"127.0.0.1:{hato.port}")
     smtpd_conf(hato.root, mux)
-    postfix.root.mkdir()
-    (postfix.root / "mail").mkdir()
-    for name in ("aliases", "vmailbox"):
-        text = (hato.root / name).read_text().replace(str(hato.root), str(postfix.root))
-        (postfix.root / name).write_text(text)
-    postfix.create(mirrored_main_cf(hato, postfix), smtpd_inet=f"127.0.0.1:{postfix.port}")
+    create_mirror(hato, postfix)
     add_submission_options(postfix.conf / "master.cf", f"127.0.0.1:{postfix.port}")
     smtpd_conf(postfix.root, mux)
     smtpd_conf(postfix.conf, mux)   # $config_directory/sasl, where Debian's Postfix looks
-    must([POSTALIAS, "-c", str(postfix.conf), str(postfix.root / "aliases")], "postalias")
 
 
 # -- the client ------------------------------------------------------------------------
@@ -288,11 +277,6 @@ class Round:
     cpu: float          # the instance's CPU seconds, drain included
     sasl_cpu: float     # saslauthd's
     client_cpu: float   # this process's (the client threads)
-
-
-def client_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def one_round(e: Engine, sasl: Saslauthd, n: int, concurrency: int, password: str,
@@ -361,15 +345,11 @@ def rows(res: dict[tuple[str, int], list[Round]], concurrency: list[int]) -> lis
     return out
 
 
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def report(res, args, facts, command, load, trouble) -> None:
     table = rows(res, args.concurrency)
     print(f"\n{args.sessions} sessions per round, {args.rounds} rounds; ratio above 1: "
           f"hato is faster; load average {' -> '.join(load)}")
-    print(text_table(HEAD, table))
+    print(common.text_table(HEAD, table))
     print(f"""
 --- Markdown for bench/RESULTS.md ---
 ## submission — `{command}`
@@ -389,19 +369,9 @@ medians (above 1: hato is faster); CPU per session is the whole instance's (ever
 process under its master, with the children it reaped, the discard of the
 message included), saslauthd's is the shared daemon's during that engine's rounds.
 
-{md_table(HEAD, table)}
+{common.md_table(HEAD, table)}
 """ + (("\nLog lines that need a look:\n\n" + "\n".join(f"    {t}" for t in trouble) + "\n")
        if trouble else ""))
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
-    return values
 
 
 def main() -> int:
@@ -454,8 +424,8 @@ def main() -> int:
             print(f"starting {e.name}, submission on 127.0.0.1:{e.port}", flush=True)
             e.start()
             warm_up(e, sasl, password, message, args.timeout)
-        facts = machine_facts(hato)
-        load = [loadavg()]
+        facts = common.machine_facts(hato)
+        load = [common.loadavg()]
         res: dict[tuple[str, int], list[Round]] = {}
         for c in args.concurrency:
             for r in range(args.rounds):
@@ -467,12 +437,12 @@ def main() -> int:
                           f"{rd.cpu / rd.sessions * 1000:6.1f} ms CPU/session "
                           f"(saslauthd {rd.sasl_cpu / rd.sessions * 1000:.1f}, client "
                           f"{rd.client_cpu / rd.sessions * 1000:.1f})", flush=True)
-        load.append(loadavg())
-        report(res, args, facts, command, load, troubles(engines))
+        load.append(common.loadavg())
+        report(res, args, facts, command, load, common.troubles(engines))
         return 0
     except (BenchError, OSError, subprocess.SubprocessError) as err:
         print(f"{PROG}: {err}", file=sys.stderr)
-        for line in troubles(engines):
+        for line in common.troubles(engines):
             print(f"{PROG}: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:
