@@ -137,7 +137,10 @@ def _mkdir_open(parent_fd: int, name: str, where: str, *, uid: int | None, gid: 
     try:
         os.mkdir(name, _DIR_MODE, dir_fd=parent_fd)
     except FileExistsError:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        if privileged:
+            _wait_for_owner(fd, uid)
+        return fd
     # Never follow a symlink someone put in place of the new directory.
     fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
     try:
@@ -148,6 +151,16 @@ def _mkdir_open(parent_fd: int, name: str, where: str, *, uid: int | None, gid: 
     except BaseException:
         os.close(fd)
         raise
+
+
+def _wait_for_owner(fd: int, uid: int | None, tries: int = 50) -> None:
+    """A directory another delivery has just made may not be the
+    recipient's yet (it is made, then given away): wait a moment for that,
+    rather than find it unwritable (two first deliveries to one Maildir)."""
+    for _ in range(tries):
+        if os.fstat(fd).st_uid == uid:
+            return
+        time.sleep(0.02)
 
 
 def _open_dir(path: str, *, uid: int | None, gid: int | None, privileged: bool) -> int:
