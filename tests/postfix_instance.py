@@ -114,6 +114,7 @@ class Envelope:
     sender: str | None = None
     rcpts: list[str] = field(default_factory=list)
     removed: bool = False
+    nrcpt: int = 0  # qmgr's count: as many to=<> lines are due
 
 
 def envelope_from_log(log: str, qid: str) -> Envelope:
@@ -122,9 +123,10 @@ def envelope_from_log(log: str, qid: str) -> Envelope:
     ``to=<>`` lines (one per recipient; ``orig_to`` is ignored)."""
     env = Envelope(qid)
     q = re.escape(qid)
-    m = re.search(rf" {q}: from=<(.*?)>, size=\d+, nrcpt=\d+ \(queue active\)", log)
+    m = re.search(rf" {q}: from=<(.*?)>, size=\d+, nrcpt=(\d+) \(queue active\)", log)
     if m:
         env.sender = m.group(1)
+        env.nrcpt = int(m.group(2))
     env.rcpts = sorted(re.findall(rf" {q}: to=<(.*?)>,", log))
     env.removed = re.search(rf" {q}: removed\s*$", log, re.MULTILINE) is not None
     return env
@@ -338,6 +340,8 @@ def wait_envelope(log_text, qid: str, timeout: float = 15) -> Envelope:
     deadline = time.monotonic() + timeout
     while True:
         env = envelope_from_log(log_text(), qid)
-        if env.removed or time.monotonic() > deadline:
+        # Done when qmgr removed it and every recipient's status line is
+        # there: the delivery agent's lines may reach the log after qmgr's.
+        if env.removed and len(env.rcpts) >= env.nrcpt or time.monotonic() > deadline:
             return env
         time.sleep(0.02)
