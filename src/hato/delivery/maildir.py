@@ -133,7 +133,15 @@ def _mkdir_open(parent_fd: int, name: str, where: str, *, uid: int | None, gid: 
         return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
     except FileNotFoundError:
         pass
-    _check_writable(parent_fd, where, uid, gid, privileged)
+    try:
+        _check_writable(parent_fd, where, uid, gid, privileged)
+    except _Failure:
+        if not privileged:
+            raise
+        # The parent may be one another delivery has just made and not yet
+        # given to the recipient (two first deliveries at once).
+        _wait_for_owner(parent_fd, uid)
+        _check_writable(parent_fd, where, uid, gid, privileged)
     try:
         os.mkdir(name, _DIR_MODE, dir_fd=parent_fd)
     except FileExistsError:

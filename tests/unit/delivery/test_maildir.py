@@ -287,43 +287,36 @@ def test_size_limit(tmp_path):
 
 
 def test_first_deliveries_racing_to_create_the_maildir(user_dir, recipient_ids, monkeypatch):
-    """Two deliveries that both find the Maildir missing: the one whose
-    mkdir loses finds a directory not yet given to the recipient, and waits
-    for it instead of failing (seen with concurrent virtual deliveries)."""
+    """Two first deliveries into a Maildir that does not exist yet, the
+    second starting while the first has made a directory but not yet given
+    it to the recipient: the second waits for that instead of finding the
+    directory unwritable (seen with concurrent virtual deliveries). Both the
+    Maildir itself and a missing parent are raced for."""
     uid, gid = recipient_ids
-    real_mkdir = os.mkdir
-    gate = threading.Barrier(2)
-
-    def slow_mkdir(name, mode=0o777, *, dir_fd=None):
-        try:
-            gate.wait(5)  # both deliveries reach mkdir together
-        except threading.BrokenBarrierError:
-            pass
-        real_mkdir(name, mode, dir_fd=dir_fd)
-
     real_fchown = os.fchown
 
     def slow_fchown(fd, owner, group):
-        time.sleep(0.3)  # the winner gives the new directory away late
+        time.sleep(0.3)  # the first delivery gives each new directory away late
         real_fchown(fd, owner, group)
 
-    monkeypatch.setattr(maildir_mod.os, "mkdir", slow_mkdir)
     monkeypatch.setattr(maildir_mod.os, "fchown", slow_fchown)
-    errors: list[BaseException] = []
-    names: list[str] = []
+    for target in (user_dir / "Maildir", user_dir / "parent" / "Maildir"):
+        errors: list[BaseException] = []
+        names: list[str] = []
 
-    def one() -> None:
-        try:
-            names.append(deliver_maildir(user_dir / "Maildir", [MESSAGE], uid=uid, gid=gid,
-                                         hostname="h"))
-        except BaseException as err:  # noqa: BLE001
-            errors.append(err)
+        def one() -> None:
+            try:
+                names.append(deliver_maildir(target, [MESSAGE], uid=uid, gid=gid,
+                                             hostname="h"))
+            except BaseException as err:  # noqa: BLE001
+                errors.append(err)
 
-    threads = [threading.Thread(target=one) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == [], errors
-    assert len(names) == 2
-    assert (user_dir / "Maildir").stat().st_uid == expected_owner(recipient_ids)
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        threads[0].start()
+        time.sleep(0.1)
+        threads[1].start()
+        for t in threads:
+            t.join(30)
+        assert errors == [], (target, errors)
+        assert len(names) == 2
+        assert target.stat().st_uid == expected_owner(recipient_ids)
