@@ -30,19 +30,10 @@ from tests.conftest import require_tool
 from tests.differential.test_postscreen_verdicts import Port53DnsServer
 
 from .instance import Instance, hato_command, hato_env, smtp_ready
+from .test_t30_policy import POLICYD_SPF, SPF_CONF
 
 pytestmark = pytest.mark.integration
 
-POLICYD_SPF = "/usr/bin/policyd-spf"
-SPF_CONF = """\
-debugLevel = 1
-TestOnly = 1
-HELO_reject = Fail
-Mail_From_reject = Fail
-PermError_reject = False
-TempError_Defer = False
-skip_addresses = 192.0.2.255/32
-"""
 ZONES = {"fail.t35.test": {"TXT": ["v=spf1 ip4:192.0.2.1 -all"]},
          "pass.t35.test": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]}}
 
