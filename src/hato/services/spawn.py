@@ -28,6 +28,7 @@ import os
 import pwd
 import signal
 import socket
+import subprocess
 
 from ..config.errors import ConfigError
 from ..config.mastercf import daemon_options
@@ -147,35 +148,44 @@ class Spawn:
             kw = {}
             if self.uid is not None:
                 kw = {"user": self.uid, "group": self.gid, "extra_groups": []}
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *self.argv, stdin=conn.fileno(), stdout=conn.fileno(),
-                    stderr=conn.fileno(), env=self.env, cwd="/", start_new_session=True,
-                    **kw)
-            except OSError as err:
-                self.log.warning(f"{command}: cannot run: {err.strerror or err}")
-                return
+            # subprocess.Popen, not the event loop's subprocess support: it
+            # takes user=/group= on every loop (uvloop's does not).
+            proc = subprocess.Popen(self.argv, stdin=conn.fileno(), stdout=conn.fileno(),
+                                    stderr=conn.fileno(), env=self.env, cwd="/",
+                                    start_new_session=True, **kw)
+        except (OSError, subprocess.SubprocessError) as err:
+            self.log.warning(f"{command}: cannot run: {getattr(err, 'strerror', None) or err}")
+            return
         finally:
             conn.close()  # the command has the connection now
         try:
-            status = await asyncio.wait_for(proc.wait(), self.time_limit)
-        except asyncio.TimeoutError:
-            self.log.warning(f"{command}: process id {proc.pid}: command time limit exceeded")
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            status = await proc.wait()
+            status = await asyncio.to_thread(self._wait, proc)
         except asyncio.CancelledError:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except OSError:
-                pass
+            _kill(proc, signal.SIGTERM)
             raise
+        if status is None:
+            self.log.warning(f"{command}: process id {proc.pid}: command time limit exceeded")
+            _kill(proc, signal.SIGKILL)
+            status = await asyncio.to_thread(proc.wait)
         if status > 0:
             self.log.warning(f"command {command} exit status {status}")
         elif status < 0:
             self.log.warning(f"command {command} killed by signal {-status}")
+
+    def _wait(self, proc: subprocess.Popen) -> int | None:
+        """The exit status, or None when the time limit passed first."""
+        try:
+            return proc.wait(self.time_limit)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def _kill(proc: subprocess.Popen, sig: int) -> None:
+    """*sig* to the command and everything it started (its own session)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except OSError:
+        pass
 
 
 async def serve(ctx) -> int:
