@@ -205,6 +205,12 @@ def test_connect_reject_greeting(site):
         assert s.recv(200).startswith(b"250")  # HELO is never refused after CONNECT
         s.sendall(b"MAIL FROM:<joe@client.test>\r\n")
         assert s.recv(200).startswith(b"550 5.7.1")
+        # VRFY and ETRN have no event of their own: they get the milter's
+        # standing reply (Postfix's milter_other_event())
+        s.sendall(b"VRFY ann@example.com\r\n")
+        assert s.recv(200).startswith(b"550 5.7.1 Command rejected")
+        s.sendall(b"ETRN example.com\r\n")
+        assert s.recv(200).startswith(b"550 5.7.1 Command rejected")
     site.inst.wait_log("milter-reject: CONNECT from localhost[127.0.0.1]: "
                        "550 5.7.1 Command rejected;")
 

@@ -107,7 +107,20 @@ class CommandHandlers:
         self.recipients.append(Recipient(rcpt, notify=ev.notify, orcpt=ev.orcpt or ""))
         self.conn.accept()
 
+    def _milter_refusal(self, codes: str = "45") -> P.Reply | None:
+        """The reply a milter now gives to every command (after it refused
+        the connection): Postfix's milter_other_event(), for VRFY, ETRN and
+        STARTTLS."""
+        if self.milters is None:
+            return None
+        reply = self.milters.other()
+        return reply if reply is not None and str(reply.code)[0] in codes else None
+
     async def _vrfy(self, ev: P.Vrfy) -> None:
+        refused = self._milter_refusal()
+        if refused is not None:
+            self.conn.reject(refused)
+            return
         arg = ev.argument.strip()
         address = A.unquote_822_local(arg.strip("<>"))
         reply = await self._decide(self.checks.vrfy, "VRFY", address, rcpt=address)
@@ -117,6 +130,10 @@ class CommandHandlers:
         self.conn.accept(P.Reply(252, "2.0.0", arg))
 
     async def _etrn(self, ev: P.Etrn) -> None:
+        refused = self._milter_refusal()
+        if refused is not None:
+            self.conn.reject(refused)
+            return
         domain = ev.argument.strip()
         site = domain.lstrip("@#")
         reply = await self._decide(self.checks.etrn, "ETRN", site)

@@ -101,6 +101,10 @@ class TlsAuth:
                               f"{facts.summary()}")
 
     async def _starttls(self) -> None:
+        refused = self._milter_refusal("5")  # Postfix: only a milter's 5xx refuses it
+        if refused is not None:
+            self.conn.reject(refused)
+            return
         # Stop reading before the 220 goes out: the client's ClientHello
         # must reach the TLS layer, not the plaintext stream.
         self.writer.transport.pause_reading()
