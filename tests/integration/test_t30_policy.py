@@ -214,10 +214,13 @@ def site():
                 settings.append(f"t30_{name} = "
                                 + restrictions.replace("PORT", str(where.get(name, 0))))
                 # maxproc 1: one worker; its one session is "all busy", so
-                # the stress-mode error limit (1) is pinned to the normal one
+                # the stress-mode error limit (1) and timeout (10s: a slow
+                # policy exchange on a loaded machine) are pinned to the
+                # normal ones
                 f.write(f"127.0.0.1:{ports[name]} inet n - n - {maxproc} smtpd\n"
                         f"  -o syslog_name=postfix/{name}\n"
                         f"  -o smtpd_hard_error_limit=20\n"
+                        f"  -o smtpd_timeout=300s\n"
                         f"  -o smtpd_recipient_restrictions=$t30_{name}\n")
         inst.postconf(*settings)
         inst.start()
