@@ -98,15 +98,16 @@ class Client:
                         await self._connect()
                     assert self._writer is not None and self._reader is not None
                     self._writer.write(encode(req))
-                    await self._writer.drain()
-                    while True:
-                        msg = self._parser.next_message()
-                        if msg is not None:
-                            return msg
-                        data = await asyncio.wait_for(self._reader.read(65536), self.timeout)
-                        if not data:
-                            raise ConnectionResetError("service closed the connection")
-                        self._parser.receive_data(data)
+                    async with asyncio.timeout(self.timeout):
+                        await self._writer.drain()
+                        while True:
+                            msg = self._parser.next_message()
+                            if msg is not None:
+                                return msg
+                            data = await self._reader.read(65536)
+                            if not data:
+                                raise ConnectionResetError("service closed the connection")
+                            self._parser.receive_data(data)
                 except (OSError, asyncio.TimeoutError, AttrError):
                     self.close()
                     if attempt == 2:

@@ -17,6 +17,7 @@ Levels map to Postfix's prefixes: WARNING → ``warning:``, ERROR →
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import os
@@ -216,6 +217,7 @@ class _Writer(threading.Thread):
         self.lines: collections.deque[tuple[int, float, str]] = collections.deque()
         self.dropped = 0
         self.sleeping = False
+        self.wake_soon = None  # the loop whose turn ends with a wake-up
         self.gate = threading.Lock()
         self.gate.acquire()  # held: the writer waits by acquiring it again
         self.stopping = False
@@ -225,6 +227,19 @@ class _Writer(threading.Thread):
             self.dropped += 1
             return
         self.lines.append((level, time.time(), text))
+        if self.sleeping:
+            loop = asyncio._get_running_loop()
+            if loop is None:
+                self._wake()
+            elif self.wake_soon is not loop:
+                # In an event loop, once the callbacks of this turn have
+                # run: the lines of one turn cost one wake-up (a thread
+                # switch), not one each.
+                self.wake_soon = loop
+                loop.call_soon(self._wake_now)
+
+    def _wake_now(self) -> None:
+        self.wake_soon = None
         if self.sleeping:
             self._wake()
 

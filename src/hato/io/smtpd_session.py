@@ -178,16 +178,7 @@ class SessionServer:
             conn.limits = dataclasses.replace(conn.limits, hard_error_limit=hard,
                                               junk_command_limit=junk)
             session.deadline = min(session.deadline, session.request_began + self.timeout)
-            timer = session.wait_timer
-            if timer is None or timer.expired():
-                continue
-            cut = session.wait_began + self.timeout
-            when = timer.when()
-            if when is None or cut < when:
-                try:
-                    timer.reschedule(cut)
-                except RuntimeError:  # expiring right now
-                    pass
+            session.shorten_wait(self.timeout)
 
     # -- accepting -------------------------------------------------------------------------
 
@@ -383,6 +374,13 @@ class Session(TlsAuth, MessageIntake, CommandHandlers):
         self.anvil: SessionLimits | None = None
         self.milters: SessionMilters | None = None
         self.transactions = 0  # MAIL commands accepted: the policy "instance" sequence
+        # the wait for the client in progress (see _waiting)
+        self.wait_began = 0.0
+        self.wait_deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._task: asyncio.Task | None = None
+        self._timed_out = False
         self._new_transaction()
 
     def _new_transaction(self) -> None:
@@ -550,22 +548,21 @@ class Session(TlsAuth, MessageIntake, CommandHandlers):
         if self.conn.error_count >= self.server.soft_error_limit and out[:1] in b"45" \
                 and self.server.error_sleep:
             await asyncio.sleep(self.server.error_sleep)
-        self.writer.write(out)
+        writer = self.writer
+        writer.write(out)
+        if not writer.transport.get_write_buffer_size():
+            return  # all sent: nothing to wait for (the usual case)
         # A timeout raises TimeoutError (an OSError): the connection is lost.
         self.wait_began = asyncio.get_running_loop().time()
-        try:
-            async with asyncio.timeout_at(self.wait_began + self.server.timeout) as timer:
-                self.wait_timer = timer  # set_stress() may shorten it
-                await self.writer.drain()
-        finally:
-            self.wait_timer = None
+        await self._waiting(writer.drain(), self.wait_began + self.server.timeout)
 
     async def _read(self) -> bytes | None:
         """Bytes from the client; b"" at EOF; None on timeout. With
         smtpd_per_request_deadline the time limit is for the whole request
         (a slow-drip client is cut off at smtpd_timeout), extended while
         message content arrives by one second per smtpd_min_data_rate bytes.
-        The wait is an asyncio.timeout() that set_stress() may shorten."""
+        The wait is watched by the session's timer, which set_stress() may
+        bring forward."""
         srv = self.server
         wait = srv.timeout
         if srv.per_request_deadline:
@@ -574,16 +571,68 @@ class Session(TlsAuth, MessageIntake, CommandHandlers):
                 return None
         self.wait_began = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout_at(self.wait_began + wait) as timer:
-                self.wait_timer = timer
-                data = await self.reader.read(READ_SIZE)
+            data = await self._waiting(self.reader.read(READ_SIZE), self.wait_began + wait)
         except TimeoutError:
             return None
-        finally:
-            self.wait_timer = None
         if srv.per_request_deadline and self.conn.last_command in ("DATA", "BDAT"):
             self.deadline += len(data) / srv.min_data_rate
         return data
+
+    # -- the session's timer -------------------------------------------------------------
+    #
+    # One timer per session instead of one per read or write: the timer is
+    # armed at the deadline of the wait in progress and, when it fires
+    # before a later wait's deadline, moves itself there. A session waiting
+    # for its client (seconds to minutes) costs no timer work per command.
+
+    async def _waiting(self, awaitable, deadline: float):
+        """Await *awaitable*; TimeoutError once the loop's clock passes
+        *deadline* (loop time) first."""
+        self.wait_deadline = deadline
+        self._task = asyncio.current_task()
+        if self._timer is None or self._timer_at > deadline:
+            self._arm(deadline)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if self._timed_out:
+                self._timed_out = False
+                task = asyncio.current_task()
+                if task is not None and task.uncancel() == 0:
+                    raise TimeoutError from None
+            raise
+        finally:
+            self.wait_deadline = None
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        deadline = self.wait_deadline
+        if deadline is None:
+            return  # not waiting: the next wait arms the timer again
+        if asyncio.get_running_loop().time() < deadline:
+            self._arm(deadline)
+            return
+        if self._task is not None and not self._task.done():
+            self._timed_out = True
+            self._task.cancel()
+
+    def shorten_wait(self, timeout: float) -> None:
+        """Cut the wait in progress to *timeout* seconds from when it began
+        (stress mode: never lengthened)."""
+        if self.wait_deadline is None or self._timed_out:
+            return
+        cut = self.wait_began + timeout
+        if cut < self.wait_deadline:
+            self.wait_deadline = cut
+            if self._timer is None or self._timer_at > cut:
+                self._arm(cut)
 
     async def _loop(self) -> str:
         srv = self.server
@@ -597,11 +646,12 @@ class Session(TlsAuth, MessageIntake, CommandHandlers):
         conn, srv = self.conn, self.server
         # The limits that stress mode changes may have changed since the
         # session was made.
-        conn.limits = dataclasses.replace(conn.limits,
-                                          hard_error_limit=srv.limits.hard_error_limit,
-                                          junk_command_limit=srv.limits.junk_command_limit)
-        self.wait_timer: asyncio.Timeout | None = None
-        self.wait_began = 0.0
+        lim = srv.limits
+        if (conn.limits.hard_error_limit != lim.hard_error_limit
+                or conn.limits.junk_command_limit != lim.junk_command_limit):
+            conn.limits = dataclasses.replace(conn.limits,
+                                              hard_error_limit=lim.hard_error_limit,
+                                              junk_command_limit=lim.junk_command_limit)
         self.request_began = time.monotonic()
         self.deadline = self.request_began + srv.timeout
         while True:
@@ -677,6 +727,9 @@ class Session(TlsAuth, MessageIntake, CommandHandlers):
     async def close(self) -> None:
         """Close the connection. After a failed TLS handshake the stream's
         protocol is no longer the transport's, so nothing waits for it."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.anvil is not None:
             self.anvil.disconnect()
         if self.milters is not None:

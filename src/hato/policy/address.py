@@ -24,6 +24,8 @@ and ``sendmail -t``'s reading of an address list).
 
 from __future__ import annotations
 
+import re
+
 import ipaddress
 from collections.abc import Iterator
 
@@ -223,24 +225,39 @@ def last(tp: Tok) -> Tok:
 # -- tokenizer and parser (tok822_parse.c) ----------------------------------------------
 
 
+_BLANKS = str.maketrans("\t\r\n", "   ")
+#: a run of characters that _collect() takes as they are
+_ATOM_RUN = re.compile("[^\\\\" + re.escape(_SPACE_TAB_CR_LF + OPCHARS) + "]+")
+_STOP_RUNS: dict[str, re.Pattern[str]] = {}
+#: tok822_quote_atom(): an atom with one of these must be quoted
+_QUOTE_ATOM = re.compile("[\\x00-\\x20\\x7f" + re.escape(OPCHARS) + "]")
+
+
 def _collect(text: str, i: int, stop: str | None) -> tuple[str, int]:
     """COLLECT(): characters up to one in *stop* (None: a blank or an
     operator), a backslash quoting the next character; CR, LF and TAB
     become blanks."""
+    if stop is None:
+        run = _ATOM_RUN
+    else:
+        run = _STOP_RUNS.get(stop)
+        if run is None:
+            run = _STOP_RUNS[stop] = re.compile("[^\\\\" + re.escape(stop) + "]+")
     out: list[str] = []
     n = len(text)
     while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 1
+        m = run.match(text, i)
+        if m is not None:
+            out.append(m.group().translate(_BLANKS) if stop is not None else m.group())
+            i = m.end()
             if i >= n:
                 break
-            c = text[i]
-        elif stop is not None:
-            if c in stop:
-                break
-        elif c in _SPACE_TAB_CR_LF or c in OPCHARS:
+        if text[i] != "\\":
+            break  # a stop character
+        i += 1
+        if i >= n:
             break
+        c = text[i]
         out.append(" " if c in _SPACE_TAB_CR_LF else c)
         i += 1
     return "".join(out), i
@@ -301,7 +318,7 @@ def scan(text: str, limit: int = 0) -> Tok | None:
             value, i = _collect(text, i - 1, None)
             tp = Tok(ATOM, value)
             # tok822_quote_atom(): an atom that needs quoting becomes a string.
-            if any(ch == " " or _iscntrl(ch) or ch in OPCHARS for ch in value):
+            if _QUOTE_ATOM.search(value):
                 tp.type = QSTRING
         if head is None:
             head = tail = tp

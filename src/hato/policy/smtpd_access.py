@@ -326,6 +326,7 @@ class SessionState:
         sender_rcptmap_checked: bool
         recipient_rcptmap_checked: bool
         _resolved: dict[str, Any]
+        _rewritten: dict[str, str]
 
         @property
         def namaddr(self) -> str: ...

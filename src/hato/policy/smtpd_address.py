@@ -41,8 +41,7 @@ class AddressChecks(SessionState):
         if res is None:
             resolver = self.checks.resolver
             try:
-                rewritten = rewrite_internal(addr, resolver.local, resolver.rules) \
-                    if addr else addr
+                rewritten = self._rewrite(addr)
                 res = resolver.resolve(rewritten, self.sender or "")
             except TableRetry:
                 self._dict_retry(addr)
@@ -89,11 +88,18 @@ class AddressChecks(SessionState):
             self.recipient_rcptmap_checked = True
         return self._rcpt_maps(recipient, NAME_RECIPIENT)
 
+    def _rewrite(self, addr: str) -> str:
+        """rewrite_internal() of *addr*, once per session."""
+        rewritten = self._rewritten.get(addr)
+        if rewritten is None:
+            resolver = self.checks.resolver
+            rewritten = rewrite_internal(addr, resolver.local, resolver.rules) if addr else addr
+            self._rewritten[addr] = rewritten
+        return rewritten
+
     def _rcpt_maps(self, address: str, reply_class: str) -> int:
         self._resolve(address)
-        resolver = self.checks.resolver
-        rewritten = rewrite_internal(address, resolver.local, resolver.rules) \
-            if address else address
+        rewritten = self._rewrite(address)
         try:
             check = self.checks.validator.check(rewritten, self.sender or "",
                                                 reply_class=reply_class)

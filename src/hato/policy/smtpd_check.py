@@ -513,6 +513,7 @@ class SmtpdSession(AccessTableChecks, AddressChecks, DnsxlChecks, PolicyChecks):
         self._helo: str | None = None  # the HELO name being evaluated
         self._policy_nesting = 0  # check_policy_service default actions in progress
         self._resolved: dict[str, Resolution] = {}
+        self._rewritten: dict[str, str] = {}  # address -> rewrite_internal() of it
         self.dnsxl = DnsxlCache(checks.dns, self._warn)
 
     # -- the public API

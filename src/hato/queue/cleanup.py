@@ -51,6 +51,7 @@ with the submission.
 from __future__ import annotations
 
 import time as _time
+import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -423,6 +424,11 @@ def _dsn_notify(r: str | Recipient) -> tuple[str, str, int, str]:
     return r, r, 0, ""
 
 
+# The bits as plain ints, for CleanupState's hot paths.
+_F = types.SimpleNamespace(**{m.name: int(m) for m in CleanupFlag})
+_S = types.SimpleNamespace(**{m.name: int(m) for m in CleanupStatus})
+
+
 class CleanupState:
     """One message going through cleanup (Postfix's CLEANUP_STATE)."""
 
@@ -436,9 +442,10 @@ class CleanupState:
         self.log_lines: list[tuple[str, str]] = []
         self._log_sink = log
         flags = service.default_flags if sub.flags is None else sub.flags
-        self.flags = CleanupFlag(flags)
-        self.errs = CleanupStatus.OK
-        self.err_mask = MASK_INCOMPLETE if self.flags & CleanupFlag.BOUNCE else ~0
+        # plain ints: IntFlag arithmetic runs Python code for each operation
+        self.flags = int(flags)
+        self.errs = 0
+        self.err_mask = int(MASK_INCOMPLETE) if self.flags & _F.BOUNCE else ~0
         self.reason: str | None = None
         self.filter: str | None = None
         self.redirect: str | None = None
@@ -466,7 +473,7 @@ class CleanupState:
         self._skip_body_checks = False
 
         report = 0
-        if self.flags & CleanupFlag.FILTER and not service.disable_mime:
+        if self.flags & _F.FILTER and not service.disable_mime:
             if service.strict_8bitmime or service.strict_7bit_headers:
                 report |= MIME_ERR_8BIT_IN_HEADER
             if service.strict_8bitmime or service.strict_8bit_body:
@@ -507,28 +514,28 @@ class CleanupState:
     @property
     def out_ok(self) -> bool:
         """CLEANUP_OUT_OK(): output still makes sense."""
-        return not (self.errs & self.err_mask) and not self.flags & CleanupFlag.DISCARD
+        return not (self.errs & self.err_mask) and not self.flags & _F.DISCARD
 
     def _lookup_failed(self, err: TableRetry, what: str) -> None:
         if isinstance(err, LookupDefer):
             self._warn(err.text)
-            self.errs |= CleanupStatus.WRITE if err.retry else CleanupStatus.DEFER
+            self.errs |= _S.WRITE if err.retry else _S.DEFER
             if err.dsn_reason:
                 self.reason = err.dsn_reason
         else:
             self._warn(f"{what} lookup problem -- message not accepted, try again later")
-            self.errs |= CleanupStatus.WRITE
+            self.errs |= _S.WRITE
 
     # -- envelope ------------------------------------------------------------------------
 
     def _envelope_sender(self, sender: str) -> str:
-        map_ok = bool(self.flags & CleanupFlag.MAP_OK)
+        map_ok = bool(self.flags & _F.MAP_OK)
         try:
             clean = self.svc.rewriter.sender(sender, map_ok=map_ok, warn=self._warn)
         except TableRetry as err:
             self._lookup_failed(err, "sender address mapping")
             clean = self.svc.rewriter.rewrite(sender) if sender else ""
-        if self.flags & CleanupFlag.BCC_OK and clean and self.svc.sender_bcc_maps is not None:
+        if self.flags & _F.BCC_OK and clean and self.svc.sender_bcc_maps is not None:
             self._bcc_lookup(self.svc.sender_bcc_maps, clean)
         return clean
 
@@ -542,7 +549,7 @@ class CleanupState:
             self._bcc(found.value)
 
     def _envelope_recipient(self, rcpt: str, orig: str, notify: int, orcpt: str) -> None:
-        map_ok = bool(self.flags & CleanupFlag.MAP_OK)
+        map_ok = bool(self.flags & _F.MAP_OK)
         rw = self.svc.rewriter
         try:
             clean = rw.recipient(rcpt, map_ok=map_ok, warn=self._warn)
@@ -552,7 +559,7 @@ class CleanupState:
         # Without a DSN ORCPT from the client, the rewritten recipient is it.
         self._out_recipient(orcpt or f"rfc822;{clean}", notify, orig, clean)
         self.recip = clean
-        if self.flags & CleanupFlag.BCC_OK and clean and self.svc.recipient_bcc_maps is not None:
+        if self.flags & _F.BCC_OK and clean and self.svc.recipient_bcc_maps is not None:
             self._bcc_lookup(self.svc.recipient_bcc_maps, clean)
 
     def _bcc(self, address: str) -> None:
@@ -564,7 +571,7 @@ class CleanupState:
         """cleanup_addr_bcc_dsn(): a recipient that cleanup adds (BCC) or a
         milter adds, with its DSN NOTIFY bits (0: the default) and ORCPT."""
         rw = self.svc.rewriter
-        map_ok = bool(self.flags & CleanupFlag.MAP_OK)
+        map_ok = bool(self.flags & _F.MAP_OK)
         try:
             clean = rw.recipient(address, map_ok=map_ok, warn=self._warn)
         except TableRetry as err:
@@ -575,7 +582,7 @@ class CleanupState:
     def _out_recipient(self, orcpt: str, notify: int, orig: str, recip: str) -> None:
         """cleanup_out_recipient(): virtual alias expansion and duplicate
         elimination; recipients are kept in :attr:`recipients`."""
-        if self.flags & CleanupFlag.MAP_OK and self.svc.rewriter.virtual_alias_maps is not None:
+        if self.flags & _F.MAP_OK and self.svc.rewriter.virtual_alias_maps is not None:
             try:
                 addrs = self.svc.rewriter.expand_virtual(recip)
             except TableRetry as err:
@@ -633,7 +640,7 @@ class CleanupState:
         svc = self.svc
         if not self.FAST_BODY or self.mime.report & MIME_ERR_8BIT_IN_7BIT_BODY:
             return True
-        return bool(self.flags & CleanupFlag.FILTER
+        return bool(self.flags & _F.FILTER
                     and (svc.reject_chars or svc.strip_chars
                          or svc.checks.body_checks is not None))
 
@@ -690,13 +697,13 @@ class CleanupState:
         svc = self.svc
         if svc.replace_stray and b"\r" in data:
             data = data.replace(b"\r", b" ")
-        if (self.flags & CleanupFlag.FILTER and svc.reject_chars
+        if (self.flags & _F.FILTER and svc.reject_chars
                 and any(c in svc.reject_chars for c in data)):
             self._act(CONTENT, data.decode("utf-8", "surrogateescape"),
                       parse_action("REJECT disallowed character", CONTENT, "character reject"),
                       "character reject")
             return
-        if self.flags & CleanupFlag.FILTER and svc.strip_chars:
+        if self.flags & _F.FILTER and svc.strip_chars:
             data = bytes(c for c in data if c not in svc.strip_chars)
         self.mime.update(rec_type, data)
 
@@ -715,7 +722,7 @@ class CleanupState:
             self.mime.update(None, b"")
             errs = self.mime.err_flags & ~MIME_ERR_TRUNC_HEADER & self.mime.report
             if errs and self.reason is None:
-                self.errs |= CleanupStatus.CONT
+                self.errs |= _S.CONT
                 self.reason = "5.6.0 " + mime_error_text(errs)
             self._extracted()
         return self._result()
@@ -724,13 +731,13 @@ class CleanupState:
         if self.sub.extract_recipients:
             for addr in (self.xrcpt_resent if self.xresent else self.xrcpt):
                 self._envelope_recipient(addr, addr, 0, "")
-        if self.flags & CleanupFlag.BCC_OK and self.recip is not None and self.svc.always_bcc:
+        if self.flags & _F.BCC_OK and self.recip is not None and self.svc.always_bcc:
             self._bcc(self.svc.always_bcc)
         if self.hbc_rcpt and self.out_ok and self.recip is not None:
             for addr in self.hbc_rcpt:
                 self._bcc(addr)
         if self.recip is None and not self.errs:
-            self.errs |= CleanupStatus.RCPT
+            self.errs |= _S.RCPT
 
     def result(self) -> CleanupResult:
         """The verdict as it stands (after :meth:`finish`; a milter may add
@@ -738,14 +745,14 @@ class CleanupState:
         return self._result()
 
     def _result(self) -> CleanupResult:
-        status = self.errs
-        bounce = bool(self.flags & CleanupFlag.BOUNCE and status
+        status = CleanupStatus(self.errs)
+        bounce = bool(self.flags & _F.BOUNCE and status
                       and not status & MASK_CANT_BOUNCE)
         return CleanupResult(
             queue_id=self.qid, status=status, reason=self.reason, sender=self.sender,
             recipients=list(self.recipients), message_id=self.message_id,
-            hold=bool(self.flags & CleanupFlag.HOLD),
-            discard=bool(self.flags & CleanupFlag.DISCARD), filter=self.filter,
+            hold=bool(self.flags & _F.HOLD),
+            discard=bool(self.flags & _F.DISCARD), filter=self.filter,
             redirect=self.redirect, encoding=self._body_encoding(), size=self.size,
             hop_count=self.hop_count, bounce=bounce, log=list(self.log_lines))
 
@@ -779,7 +786,7 @@ class CleanupState:
         limit = self.svc.size_limit
         if limit and self.size + size > limit:
             self._warn("queue file size limit exceeded")
-            self.errs |= CleanupStatus.SIZE
+            self.errs |= _S.SIZE
             return
         self.size += size
         if not self.eight_bit and not data.isascii():
@@ -859,8 +866,8 @@ class CleanupState:
 
         if cmd == "REJECT":
             self.reason = action.reason
-            self.errs |= CleanupStatus.DEFER if action.defer else CleanupStatus.CONT
-            self.flags &= ~CleanupFlag.FILTER
+            self.errs |= _S.DEFER if action.defer else _S.CONT
+            self.flags &= ~_F.FILTER
             logit()
         elif cmd in ("WARN", "INFO"):
             logit()
@@ -869,15 +876,15 @@ class CleanupState:
             logit()
         elif cmd == "PASS":
             logit()
-            self.flags &= ~CleanupFlag.FILTER
+            self.flags &= ~_F.FILTER
         elif cmd == "DISCARD":
             logit()
-            self.flags |= CleanupFlag.DISCARD
-            self.flags &= ~CleanupFlag.FILTER
+            self.flags |= _F.DISCARD
+            self.flags &= ~_F.FILTER
         elif cmd == "HOLD":
-            if not self.flags & (CleanupFlag.HOLD | CleanupFlag.DISCARD):
+            if not self.flags & (_F.HOLD | _F.DISCARD):
                 logit()
-                self.flags |= CleanupFlag.HOLD
+                self.flags |= _F.HOLD
         elif cmd == "PREPEND":
             logit()
             if context == HEADER:
@@ -890,7 +897,7 @@ class CleanupState:
         elif cmd == "REDIRECT":
             self.redirect = action.text
             logit()
-            self.flags &= ~CleanupFlag.FILTER
+            self.flags &= ~_F.FILTER
         elif cmd == "BCC":
             self.hbc_rcpt.append(action.text)
             logit()
@@ -917,7 +924,7 @@ class CleanupState:
                 target = self.xrcpt_resent
                 self.xresent = True
             target.extend(A.parse_address_list(text[len(info.name) + 1:]))
-        if self.flags & CleanupFlag.FILTER:
+        if self.flags & _F.FILTER:
             checks = self.svc.checks.tables_for(klass)
             if checks is not None:
                 try:
@@ -925,7 +932,7 @@ class CleanupState:
                 except TableRetry:
                     self._warn(f"{checks.title} map lookup problem -- "
                                f"message not accepted, try again later")
-                    self.errs |= CleanupStatus.WRITE
+                    self.errs |= _S.WRITE
                     action = None
                 if action is not None:
                     result = self._act(HEADER, text, action, checks.title)
@@ -954,7 +961,7 @@ class CleanupState:
             self._log(INFO, f"{self.qid}: resent-message-id={value}")
         elif info.type == "received" and self.hop_count >= self.svc.hopcount_limit:
             self._warn("message rejected: hopcount exceeded")
-            self.errs |= CleanupStatus.HOPS
+            self.errs |= _S.HOPS
         if not self.out_ok:
             return
         if info.flags & OPT_RR:
@@ -970,7 +977,7 @@ class CleanupState:
         name_len = len(info.name)
         tree = A.parse(text[name_len + 1:], self.svc.token_limit)
         did_rewrite = False
-        map_ok = bool(self.flags & CleanupFlag.MAP_OK)
+        map_ok = bool(self.flags & _F.MAP_OK)
         for node in A.grep(tree, A.ADDR):
             try:
                 did_rewrite |= self.svc.rewriter.header_address(
@@ -1043,7 +1050,7 @@ class CleanupState:
         if not self.out_ok:
             return
         checks = self.svc.checks
-        if self.flags & CleanupFlag.FILTER and checks.body_checks is not None:
+        if self.flags & _F.FILTER and checks.body_checks is not None:
             limit = checks.body_checks_size_limit
             if limit == 0 or offset < limit:
                 line = data.decode("utf-8", "surrogateescape")
@@ -1052,7 +1059,7 @@ class CleanupState:
                 except TableRetry:
                     self._warn(f"{checks.body_checks.title} map lookup problem -- "
                                f"message not accepted, try again later")
-                    self.errs |= CleanupStatus.WRITE
+                    self.errs |= _S.WRITE
                     action = None
                 if action is not None:
                     result = self._act(BODY, line, action, checks.body_checks.title)

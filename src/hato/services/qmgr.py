@@ -51,6 +51,7 @@ import asyncio
 import os
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 from ..config.errors import ConfigError
 from ..delivery.request import (
@@ -63,6 +64,7 @@ from ..delivery.request import (
     decode_statuses,
     format_delay,
 )
+from ..io.batch import Batcher, Failed
 from ..io.ipc import ClientPool, serve_requests
 from ..io.verify_client import VerifyUpdater
 from ..policy.address import log_form
@@ -71,6 +73,7 @@ from ..policy.resolve import Resolver, parse_transport
 from ..proto.attr import Attrs
 from ..queue.bounce import send_bounce, send_notice, send_verify_report
 from ..queue.store import ACTIVE, INCOMING, MESSAGE_QUEUES, CorruptQueueFile, NoSuchMessage
+from ..queue.errors import best_effort, wrap_os_error
 from ..queue.store import QueueStore
 from ..queue.store import DEFERRED as DEFERRED_Q
 from ..tables.base import TableRetry
@@ -98,6 +101,10 @@ class QueueManager:
         self.dest_limits: dict[tuple[str, str], asyncio.Semaphore] = {}
         self.dest_jobs: dict[tuple[str, str], int] = {}  # deliveries waiting or under way
         self.last_deferred_scan = 0.0
+        # file work goes to a thread in batches: one hand-off (and one fsync
+        # of active/) for the messages taken in together
+        self._intake = Batcher(self._take_in)
+        self._finishing = Batcher(self._finish_all)
 
     # -- configuration helpers ------------------------------------------------------
 
@@ -222,18 +229,51 @@ class QueueManager:
         hi = self.s.time("maximal_backoff_time")
         return float(min(max(lo, now - arrival), hi))
 
-    def _take_in(self, queue_id: str, src: str):
-        """In a worker thread, the file work of taking a message in (one
-        hand-off per message): move it to active/ and open it; then
-        whether postsuper asked for it to expire, and if not, the old defer
-        log is removed (this attempt writes the reasons anew: mailq shows
-        the last ones, as Postfix's qmgr does). (None, None) when it went
-        away meanwhile (postsuper -d or -h); (None, error) when corrupt."""
+    def _take_in(self, items: Sequence[tuple[str, str]]) -> list:
+        """In a worker thread, the file work of taking messages in, for a
+        batch of (queue id, source queue) at once (one hand-off, see
+        :class:`Batcher`): move each to active/, then one fsync of
+        active/ for all of them; then open each, see whether postsuper
+        asked for it to expire, and if not, remove the old defer log (this
+        attempt writes the reasons anew: mailq shows the last ones, as
+        Postfix's qmgr does) and resolve its recipients. Per message:
+        (file, resolutions); (file, True) when it is to expire; (None, None)
+        when it went away meanwhile (postsuper -d or -h); (None, error) when
+        corrupt; Failed(error) when the move failed."""
         store = self.store
-        try:
-            store.move(queue_id, src, ACTIVE)
-        except (NoSuchMessage, FileNotFoundError):
-            return None, None
+        out: list = [None] * len(items)
+        moved: dict[str, list[tuple[int, str, str]]] = defaultdict(list)  # dir -> moves
+        for i, (queue_id, src) in enumerate(items):
+            try:
+                old = store.path(src, queue_id)
+                store.move(queue_id, src, ACTIVE, sync=False)
+            except (NoSuchMessage, FileNotFoundError):
+                out[i] = (None, None)
+                continue
+            except Exception as err:  # noqa: BLE001 - that message's submitter gets it
+                out[i] = Failed(err)
+                continue
+            new = store.path(ACTIVE, queue_id)
+            moved[os.path.dirname(new)].append((i, old, new))
+        for directory, moves in moved.items():
+            try:
+                store.sync_dir(directory)
+            except OSError as e:
+                # As QueueStore.move(): the moves are undone and refused.
+                for i, old, new in moves:
+                    best_effort(store.ops.rename_noreplace, new, old)
+                    out[i] = Failed(wrap_os_error(e, f"move {items[i][0]} from {items[i][1]} "
+                                                     f"to {ACTIVE}: fsync"))
+                continue
+            for i, _old, _new in moves:
+                try:
+                    out[i] = self._open_active(items[i][0])
+                except Exception as err:  # noqa: BLE001
+                    out[i] = Failed(err)
+        return out
+
+    def _open_active(self, queue_id: str):
+        store = self.store
         try:
             qf = store.open(ACTIVE, queue_id)
         except NoSuchMessage:
@@ -245,19 +285,25 @@ class QueueManager:
             expire = qf.forced_expire
             if not expire:
                 store.remove_log("defer", queue_id)
+                if qf.envelope.attributes.get("probe") != "yes":
+                    # the usual case: resolved in the same hand-off
+                    return qf, self._resolve_all(self.resolver, qf.envelope)
         except BaseException:
             qf.close()
             raise
         return qf, expire
 
     async def _deliver_message(self, queue_id: str, src: str) -> None:
-        qf, outcome = await asyncio.to_thread(self._take_in, queue_id, src)
+        qf, outcome = await self._intake.submit((queue_id, src))
         if qf is None:
             if outcome is not None:
                 self.log.warning(f"{queue_id}: {outcome}; moved to the corrupt queue")
             return
         try:
-            await self._deliver_open(qf, queue_id, src, bool(outcome))
+            if isinstance(outcome, list):
+                await self._deliver_open(qf, queue_id, src, resolved=outcome)
+            else:
+                await self._deliver_open(qf, queue_id, src, bool(outcome))
         finally:
             qf.close()
 
@@ -277,7 +323,10 @@ class QueueManager:
                 out.append(err)
         return out
 
-    async def _deliver_open(self, qf, queue_id: str, src: str, expire: bool = False) -> None:
+    async def _deliver_open(self, qf, queue_id: str, src: str, expire: bool = False, *,
+                            resolved: list | None = None) -> None:
+        """Deliver an open message: *resolved* are its recipients'
+        resolutions when _take_in() made them already."""
         env = qf.envelope
         active_time = time.time()
         if src == INCOMING:
@@ -298,7 +347,8 @@ class QueueManager:
             if self._probe_resolver is None:
                 self._probe_resolver = await asyncio.to_thread(Resolver, self.s, verify=True)
             resolver = self._probe_resolver
-        resolved = await asyncio.to_thread(self._resolve_all, resolver, env)
+        if resolved is None:
+            resolved = await asyncio.to_thread(self._resolve_all, resolver, env)
         for i, rcpt in enumerate(env.recipients):
             res = resolved[i]
             if res is None:
@@ -370,7 +420,7 @@ class QueueManager:
         if probe:
             await self._finish_probe(qf, queue_id, env, results, requests, active_time)
             return
-        await asyncio.to_thread(self._finish, qf, queue_id, env, results, requests)
+        await self._finishing.submit((qf, queue_id, env, results, requests))
 
     async def _finish_probe(self, qf, queue_id: str, env, results: dict[int, RcptStatus],
                             requests: dict[int, RcptRequest], active_time: float) -> None:
@@ -454,6 +504,16 @@ class QueueManager:
         self.log.info(f"{queue_id}: from=<{log_form(env.sender, self.external)}>, "
                       f"status=expired, returned to sender")
         self._finish(qf, queue_id, env, results, requests, forced=True)
+
+    def _finish_all(self, items: Sequence[tuple]) -> list:
+        """_finish() for a batch of messages (one hand-off)."""
+        out: list = []
+        for item in items:
+            try:
+                out.append(self._finish(*item))
+            except Exception as err:  # noqa: BLE001 - that message's submitter gets it
+                out.append(Failed(err))
+        return out
 
     def _finish(self, qf, queue_id: str, env, results: dict[int, RcptStatus],
                 requests: dict[int, RcptRequest], forced: bool = False) -> None:
