@@ -203,21 +203,31 @@ class SyslogHandler(logging.Handler):
 
 
 class _Writer(threading.Thread):
-    """The one background writer of a process: takes the lines the
-    producers append to a deque (no lock, no logging machinery on the hot
-    path) and writes what has gathered in one go, so a stalled syslog or a
-    slow disk never stalls mail. A producer wakes the writer only when it
-    is asleep, by releasing a plain lock (a C call; ``threading.Event``
-    would run Python code for each line). Beyond QUEUE_SIZE waiting lines,
-    new ones are dropped and counted."""
+    """The one writer of a process's log lines. Producers append lines to a
+    deque (no lock, no logging machinery on the hot path); what has
+    gathered is written in one go:
 
-    def __init__(self, target: logging.Handler):
+    * by the event loop that logged them, at the end of its turn, when the
+      log is a local file (``maillog_file``): one append per turn, and no
+      thread switch;
+    * otherwise by this background thread, so that a stalled syslog never
+      stalls mail: lines logged in an event loop wake it once per turn of
+      the loop, lines logged elsewhere (worker threads, commands) at once.
+
+    A producer wakes the thread only when it is asleep, by releasing a
+    plain lock (a C call; ``threading.Event`` would run Python code for
+    each line). Beyond QUEUE_SIZE waiting lines, new ones are dropped and
+    counted."""
+
+    def __init__(self, target: logging.Handler, direct: bool = False):
         super().__init__(name="maillog-writer", daemon=True)
         self.target = target
+        self.direct = direct  # event loops write their lines themselves
         self.lines: collections.deque[tuple[int, float, str]] = collections.deque()
         self.dropped = 0
         self.sleeping = False
-        self.wake_soon = None  # the loop whose turn ends with a wake-up
+        self.turn_end = None  # the loop whose turn ends with a write or a wake-up
+        self.write_lock = threading.Lock()  # one writer at a time: lines stay in order
         self.gate = threading.Lock()
         self.gate.acquire()  # held: the writer waits by acquiring it again
         self.stopping = False
@@ -227,20 +237,19 @@ class _Writer(threading.Thread):
             self.dropped += 1
             return
         self.lines.append((level, time.time(), text))
-        if self.sleeping:
-            loop = asyncio._get_running_loop()
-            if loop is None:
-                self._wake()
-            elif self.wake_soon is not loop:
-                # In an event loop, once the callbacks of this turn have
-                # run: the lines of one turn cost one wake-up (a thread
-                # switch), not one each.
-                self.wake_soon = loop
-                loop.call_soon(self._wake_now)
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            if self.turn_end is not loop:
+                self.turn_end = loop
+                loop.call_soon(self._end_of_turn)
+        elif self.sleeping:
+            self._wake()
 
-    def _wake_now(self) -> None:
-        self.wake_soon = None
-        if self.sleeping:
+    def _end_of_turn(self) -> None:
+        self.turn_end = None
+        if self.direct:
+            self.drain()
+        elif self.sleeping:
             self._wake()
 
     def _wake(self) -> None:
@@ -248,6 +257,19 @@ class _Writer(threading.Thread):
             self.gate.release()
         except RuntimeError:
             pass  # another producer woke it already
+
+    def drain(self) -> None:
+        """Write every waiting line."""
+        lines = self.lines
+        with self.write_lock:
+            while lines:
+                batch = []
+                while lines and len(batch) < 512:
+                    batch.append(lines.popleft())
+                try:
+                    self.target.write_batch(batch)  # type: ignore[attr-defined]
+                except Exception:  # noqa: BLE001 - the log must never take the process down
+                    pass
 
     def run(self) -> None:
         lines = self.lines
@@ -260,13 +282,7 @@ class _Writer(threading.Thread):
                     self.gate.acquire()
                 self.sleeping = False
                 continue
-            batch = []
-            while lines and len(batch) < 512:
-                batch.append(lines.popleft())
-            try:
-                self.target.write_batch(batch)  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - the log must never take the process down
-                pass
+            self.drain()
 
     def stop(self) -> None:
         self.stopping = True
@@ -307,7 +323,7 @@ class MailLog:
         formatter = PostfixFormatter(self.program, utf8)
         target.setFormatter(formatter)
         self._target = target
-        self._writer = _Writer(target)
+        self._writer = _Writer(target, direct=isinstance(target, MaillogFileHandler))
         self._writer.start()
         self._stderr = logging.StreamHandler() if stderr else None
         if self._stderr is not None:

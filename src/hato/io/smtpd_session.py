@@ -550,7 +550,8 @@ class Session(TlsAuth, MessageIntake, CommandHandlers):
             await asyncio.sleep(self.server.error_sleep)
         writer = self.writer
         writer.write(out)
-        if not writer.transport.get_write_buffer_size():
+        transport = getattr(writer, "transport", None)  # (sendmail -bs writes to a pipe)
+        if transport is not None and not transport.get_write_buffer_size():
             return  # all sent: nothing to wait for (the usual case)
         # A timeout raises TimeoutError (an OSError): the connection is lost.
         self.wait_began = asyncio.get_running_loop().time()

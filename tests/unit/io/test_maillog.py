@@ -94,3 +94,52 @@ def test_missing_syslog_is_not_an_error(tmp_path):
     rec = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
     handler.emit(rec)  # dropped silently: there is nobody to tell
     handler.close()
+
+
+def test_lines_logged_in_an_event_loop_are_written_at_the_end_of_its_turn(tmp_path):
+    """A file log: the loop writes its own lines once its turn ends (no
+    thread switch), in order with lines that worker threads log."""
+    import asyncio
+
+    path = tmp_path / "maillog"
+    log = MailLog(syslog_name="postfix", daemon="smtpd", maillog_file=str(path),
+                  hostname="mail.example.com")
+
+    async def main():
+        log.info("one")
+        log.info("two")
+        assert "one" not in path.read_text()  # not yet: the turn goes on
+        await asyncio.sleep(0)
+        after_turn = path.read_text()
+        await asyncio.to_thread(log.info, "three (a worker thread)")
+        for _ in range(200):  # the writer thread writes that one
+            if "three" in path.read_text():
+                break
+            await asyncio.sleep(0.01)
+        log.info("four")
+        await asyncio.sleep(0)
+        return after_turn
+
+    after_turn = asyncio.run(main())
+    assert ": one\n" in after_turn and ": two\n" in after_turn
+    assert log._writer.is_alive()
+    texts = [line.split(": ", 1)[1] for line in path.read_text().splitlines()]
+    assert texts == ["one", "two", "three (a worker thread)", "four"]
+    log.close()
+
+
+def test_lines_of_a_loop_that_stopped_mid_turn_are_not_lost(tmp_path):
+    import asyncio
+
+    path = tmp_path / "maillog"
+    log = MailLog(syslog_name="postfix", daemon="pickup", maillog_file=str(path),
+                  hostname="mail.example.com")
+    loop = asyncio.new_event_loop()
+    loop.call_soon(log.info, "logged in the last turn")
+    loop.call_soon(loop.stop)
+    loop.run_forever()  # stops before the end-of-turn callback runs
+    loop.close()
+    log.info("logged after the loop")  # no loop: the thread writes both
+    log.close()
+    texts = [line.split(": ", 1)[1] for line in path.read_text().splitlines()]
+    assert texts == ["logged in the last turn", "logged after the loop"]
