@@ -170,6 +170,11 @@ class Instance:
 
     # -- observation -----------------------------------------------------------------
 
+    def pids(self) -> dict[int, str]:
+        """pid -> role ("master" or the worker's service) of this instance's
+        processes now."""
+        return instance_pids(str(self.root))
+
     def log_text(self) -> str:
         try:
             return self.maillog.read_text(errors="replace")
@@ -195,3 +200,28 @@ class Instance:
                 if files:
                     return False
         return True
+
+
+def instance_pids(root: str) -> dict[int, str]:
+    """pid -> role ("master" or the worker's service) of the instance in
+    *root*: its workers carry MAIL_CONFIG=root; the master's pid is in its
+    pid file."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"MAIL_CONFIG={root}".encode() in env and b"hato.master.worker" in argv:
+            found[int(entry)] = argv[argv.index(b"hato.master.worker") + 1].decode()
+    pidfile = os.path.join(root, "queue", "pid", "master.pid")
+    try:
+        found[int(open(pidfile).read())] = "master"
+    except (OSError, ValueError):
+        pass
+    return found

@@ -14,32 +14,11 @@ import time
 
 import pytest
 
+from .instance import instance_pids
+
 pytestmark = pytest.mark.integration
 
 N = 40
-
-
-def instance_pids(root: str) -> dict[int, str]:
-    """pid -> role ("master" or the worker's service) of this instance."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        if f"MAIL_CONFIG={root}".encode() in env and b"hato.master.worker" in argv:
-            found[int(entry)] = argv[argv.index(b"hato.master.worker") + 1].decode()
-    pidfile = os.path.join(root, "queue", "pid", "master.pid")
-    try:
-        found[int(open(pidfile).read())] = "master"
-    except (OSError, ValueError):
-        pass
-    return found
 
 
 def test_kill_minus_nine_loses_nothing(instance):

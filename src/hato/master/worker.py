@@ -6,7 +6,11 @@ The configuration directory comes in MAIL_CONFIG and the listening sockets
 as inherited file descriptors named in HATO_LISTEN_FDS. The worker reads its
 Settings (main.cf ∪ the entry's ``-o`` overrides), opens its log, drops
 privileges to mail_owner when started by root (unless master.cf's unpriv
-column says ``n``), and runs the service module's ``serve(ctx)``.
+column says ``n``), and runs the service module's ``serve(ctx)``. A module
+that must read files only root may read (smtpd's TLS private keys) does so
+in an optional ``pre_jail_init(ctx)``, called with root's privileges before
+they are dropped, as Postfix's daemons do; what it prepares goes into
+``ctx.prepared``.
 
 Stress mode: the worker computes its Settings twice, as they are and with
 ``stress=yes`` (``ctx.settings``, ``ctx.stress_settings``). Its status
@@ -23,7 +27,6 @@ the only subscriber so far.
 from __future__ import annotations
 
 import asyncio
-import grp
 import importlib
 import os
 import pwd
@@ -78,6 +81,9 @@ class WorkerContext:
     stress_settings: Settings | None = None
     #: The channel to master: busy sessions up, stress on/off down.
     status: WorkerStatus = field(default_factory=WorkerStatus)
+    #: What the service's ``pre_jail_init(ctx)`` prepared with root's
+    #: privileges, before the worker dropped them (Postfix's name).
+    prepared: object = None
 
     @property
     def queue_directory(self) -> str:
@@ -89,12 +95,28 @@ class WorkerContext:
 
 
 def drop_privileges(settings: Settings) -> None:
-    owner = settings.str("mail_owner")
-    group = settings.str("setgid_group")
-    pw = pwd.getpwnam(owner)
-    os.setgroups([grp.getgrnam(group).gr_gid])
-    os.setgid(pw.pw_gid)
-    os.setuid(pw.pw_uid)
+    """Become mail_owner for good, as Postfix's daemons do (chroot_uid()):
+    its uid and primary gid as real, effective and saved ids, and the
+    supplementary groups /etc/group gives it (initgroups) — so that an
+    administrator can let the services read a file through a group, as
+    Debian's ``adduser postfix sasl`` does — and nothing of root's: not its
+    groups, not setgid_group (which only owns maildrop/ and public/), no
+    capabilities (a process whose uids all leave 0 loses them)."""
+    pw = pwd.getpwnam(settings.str("mail_owner"))
+    os.initgroups(pw.pw_name, pw.pw_gid)
+    os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
+    os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+    if os.getresuid() != (pw.pw_uid,) * 3 or os.getresgid() != (pw.pw_gid,) * 3:
+        raise SystemExit(f"hato worker: cannot drop privileges to {pw.pw_name}")
+
+
+def give_up_root(settings: Settings) -> None:
+    """drop_privileges(), then die_with_master() again: the kernel forgets
+    the parent-death signal when the credentials change, and a worker that
+    outlived a killed master would keep its listening sockets from the
+    master that replaces it."""
+    drop_privileges(settings)
+    die_with_master()
 
 
 def die_with_master() -> None:
@@ -168,11 +190,16 @@ def main(argv: list[str]) -> int:
         import uvloop  # optional: a pure speed-up when installed
     except ImportError:
         uvloop = None
-    if os.geteuid() == 0 and svc.unprivileged():
-        drop_privileges(settings)
     ctx = WorkerContext(config, svc, settings, log, listeners,
                         stress_settings=config.settings(svc, stress=True),
                         status=WorkerStatus.from_env())
+    # As Postfix's pre_jail_init(): a service reads what only root may read
+    # (smtpd's TLS private keys, mode 0600 root) before privileges go.
+    pre_jail_init = getattr(module, "pre_jail_init", None)
+    if pre_jail_init is not None:
+        pre_jail_init(ctx)
+    if os.geteuid() == 0 and svc.unprivileged():
+        give_up_root(settings)
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()
