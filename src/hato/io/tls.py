@@ -181,6 +181,10 @@ def _base_context(s: Settings, mandatory: bool, sni_name: str = "") -> ssl.SSLCo
         except (ValueError, ssl.SSLError) as err:
             raise ConfigError(f"smtpd_tls_eecdh_grade: {err}") from None
     ctx.options |= ssl.OP_NO_COMPRESSION
+    # No client-initiated renegotiation (TLS 1.2): each one costs the server
+    # a handshake, and a flood of them a core. OpenSSL 3 refuses it by
+    # default; older libraries allow it unless told.
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     return ctx
 
 

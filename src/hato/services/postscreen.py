@@ -509,6 +509,11 @@ class Postscreen:
             reject=Verdict("enforce", "enforce", reject) if reject is not None else None)
         channel = Channel(sock)
         data = early
+        # postscreen_command_time_limit bounds the reading of a whole
+        # command, as in Postfix: the clock starts when the engine has
+        # answered and does not restart with every byte that trickles in.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.command_time_limit
         while True:
             if data:
                 engine.receive_data(data)
@@ -517,6 +522,7 @@ class Postscreen:
             out = engine.data_to_send()
             if out:
                 await channel.send(out)
+                deadline = loop.time() + self.command_time_limit
             if engine.closed:
                 return engine
             if engine.starttls_pending:
@@ -529,10 +535,11 @@ class Postscreen:
                     self.log.info(f"Anonymous TLS connection established from {who}: "
                                   f"{channel.tls_summary()}")
                 engine.starttls_done()
+                deadline = loop.time() + self.command_time_limit
                 data = b""
                 continue
             try:
-                data = await channel.recv(self.command_time_limit)
+                data = await channel.recv(max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
                 engine.command_time_limit()
                 data = b""

@@ -206,3 +206,15 @@ def test_sni_maps_choose_the_certificate(tmp_path, ca):
 
     assert asyncio.run(go("other.example")) == "other.example"
     assert asyncio.run(go("mx1.example.com")) == "mx1.example.com"
+
+
+def test_client_renegotiation_is_off(ca):
+    from hato.io.tls import tls_policy
+
+    from ..policy.conftest import make_settings
+
+    issued = ca.issue("mx1.example.com")
+    policy = tls_policy(make_settings(f"smtpd_tls_security_level = may\n"
+                                      f"smtpd_tls_cert_file = {issued.cert}\n"
+                                      f"smtpd_tls_key_file = {issued.key}\n"))
+    assert policy.context.options & ssl.OP_NO_RENEGOTIATION
