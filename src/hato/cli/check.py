@@ -24,7 +24,12 @@ It reads main.cf and master.cf and reports, each with file and line:
   smtpd_sasl_type or security options, smtpd.conf problems (missing file,
   unsupported pwcheck_method or auxprop plugin, CRAM-MD5 via saslauthd) —
   with file and line;
-* missing or unsafe paths, unknown mail_owner/setgid_group when run as root.
+* missing or unsafe paths, unknown mail_owner/setgid_group when run as root;
+* unsafe owners and modes (:func:`hato.master.layout.permission_problems`,
+  with postfix-script's wording: ``not owned by root: PATH``, ``group or
+  other writable: PATH``, ``not owned by MAIL_OWNER: PATH``, ``not owned
+  by group SETGID_GROUP: PATH``) — warnings; ``hato set-permissions``
+  repairs them.
 
 Exit status 0 when there are no errors, 1 otherwise.
 """
@@ -34,7 +39,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import stat
 
 from ..config.errors import ConfigError
 from ..config.expand import Expander
@@ -536,16 +540,9 @@ def check_sasl(cfg: Config, report: Report) -> None:
 
 
 def check_paths(cfg: Config, report: Report) -> None:
-    for fname in ("main.cf", "master.cf"):
-        path = os.path.join(cfg.config_dir, fname)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            if fname == "master.cf":
-                report.warn(f"{path}: file not found; no services are defined")
-            continue
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            report.warn(f"{path}: group or other writable")
+    path = os.path.join(cfg.config_dir, "master.cf")
+    if not os.path.exists(path):
+        report.warn(f"{path}: file not found; no services are defined")
     settings = cfg.settings()
     for name in ("queue_directory", "data_directory"):
         try:
@@ -572,6 +569,21 @@ def check_paths(cfg: Config, report: Report) -> None:
             grp.getgrnam(group)
         except KeyError:
             report.error(f"setgid_group = {group}: unknown group; create it or set setgid_group")
+    check_permissions(cfg, report)
+
+
+def check_permissions(cfg: Config, report: Report) -> None:
+    """Unsafe owners and modes of the configuration, queue and data
+    directories, in postfix-script's words (``not owned by root: PATH``);
+    ``hato set-permissions`` repairs them."""
+    from ..master.layout import permission_problems
+
+    try:
+        problems = permission_problems(cfg.settings(), cfg.config_dir)
+    except (KeyError, ConfigError, OSError):
+        return  # an unknown mail_owner or setgid_group, a bad path: reported above
+    for text in problems:
+        report.warn(text)
 
 
 def check_expansions(cfg: Config, report: Report) -> None:

@@ -177,3 +177,40 @@ flush_main = make("flush")
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(start_fg_main(sys.argv[1:]))
+
+
+def cmd_set_permissions(msgs: Messages, config_dir: str | None) -> int:
+    from ..master.layout import Owners, set_permissions
+
+    cfg = load_config(config_dir, process_name="postfix-script")
+    settings = cfg.settings()
+    if os.geteuid() == 0:
+        try:
+            Owners.from_settings(settings)
+        except KeyError:
+            msgs.fatal(f"unknown mail_owner {settings.str('mail_owner')} or setgid_group "
+                       f"{settings.str('setgid_group')}; see 'hato check'")
+    try:
+        set_permissions(settings, cfg.config_dir)
+    except OSError as err:
+        msgs.fatal(f"set-permissions: {err}")
+    return 0
+
+
+def set_permissions_main(argv: list[str]) -> int:
+    """``hato [-c DIR] set-permissions``: Postfix's ``postfix
+    set-permissions`` (its plain form): give the configuration, queue and
+    data directories the owners and modes ``hato check`` expects."""
+
+    def body(msgs: Messages, args: list[str]) -> int:
+        opts, rest = parse_options(args, "c:v")
+        config_dir = None
+        for opt, val in opts:
+            if opt == "-c":
+                config_dir = val
+        if rest:
+            msgs.fatal("usage: hato [-c config_dir] set-permissions "
+                       f"(the form '{' '.join(rest)}' is not supported)")
+        return cmd_set_permissions(msgs, config_dir)
+
+    return run("hato", body, argv)

@@ -39,6 +39,7 @@ def _not_yet(name: str, issue: str) -> Command:
 COMMANDS: dict[str, Command] = {
     "postconf": _lazy("postconf"),
     "check": _lazy("check"),
+    "set-permissions": _lazy("control", "set_permissions_main"),
     "init": _lazy("init"),
     "postmap": _lazy("postmap", "postmap_main"),
     "postalias": _lazy("postmap", "postalias_main"),
@@ -72,6 +73,7 @@ USAGE = """\
 usage: hato [-c config_dir] [-v] command [args...]
 
 instance:  init DIR | start | stop | abort | reload | status | check | flush
+           set-permissions
 tools:     postconf postmap postalias newaliases sendmail mailq postqueue
            postsuper postcat qshape postlog postmulti saslauthd saslpasswd
            sasldblistusers maildirmake

@@ -299,12 +299,13 @@ def new_main_cf(cluster: Cluster, new: Instance) -> str:
 
 
 def set_permissions(msgs: Messages, ip: Instance) -> None:
-    """Postfix's ``postfix set-permissions`` for a new instance: the queue
-    and data directories with their subdirectories, owners and modes."""
-    from ..master.layout import ensure_layout
+    """Postfix's ``postfix set-permissions`` for a new instance (``hato
+    set-permissions``): the queue and data directories with their
+    subdirectories, owners and modes."""
+    from ..master.layout import set_permissions as fix
 
     try:
-        ensure_layout(load_config(ip.config_dir).settings())
+        fix(load_config(ip.config_dir).settings(), ip.config_dir)
     except (ConfigError, KeyError, OSError) as err:
         msgs.warn(f"{ip.config_dir}: cannot set up the queue and data directories yet "
                   f"({err}); 'hato start' does it")

@@ -59,9 +59,13 @@ def running_pid(queue_directory: str, data_directory: str) -> int | None:
 class MasterLock:
     """Held by the running master."""
 
-    def __init__(self, queue_directory: str, data_directory: str):
+    def __init__(self, queue_directory: str, data_directory: str,
+                 owner: tuple[int, int] | None = None):
         self.queue_directory = queue_directory
         self.data_directory = data_directory
+        #: (uid, gid) the lock file belongs to, as everything in
+        #: data_directory (mail_owner's, in an instance started by root)
+        self.owner = owner
         self.fd: int | None = None
 
     def acquire(self) -> None:
@@ -73,6 +77,8 @@ class MasterLock:
         except OSError:
             os.close(fd)
             raise AlreadyRunning(read_pid(self.queue_directory)) from None
+        if self.owner is not None:
+            os.fchown(fd, *self.owner)
         self.fd = fd
         self.write_pid()
 

@@ -482,7 +482,16 @@ def run_master(config: Config, *, foreground_log: bool = False) -> int:
     """Run the master until it is told to stop (the caller has detached)."""
     settings = config.settings()
     log = MailLog.from_settings(settings, "master", stderr=foreground_log)
-    lock = MasterLock(settings.str("queue_directory"), settings.str("data_directory"))
+    owner = None
+    if os.geteuid() == 0:  # data_directory belongs to mail_owner, as Postfix's
+        from .layout import Owners
+
+        try:
+            who = Owners.from_settings(settings)
+            owner = (who.uid, who.gid)
+        except KeyError:
+            pass  # hato start refused it already
+    lock = MasterLock(settings.str("queue_directory"), settings.str("data_directory"), owner)
     try:
         lock.acquire()
     except Exception as err:

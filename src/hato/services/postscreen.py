@@ -124,12 +124,14 @@ class Postscreen:
         self.count_limit = s.int("postscreen_client_connection_count_limit")
         self._dnsbl_setup(s)
         self.proxy_protocol = s.str("postscreen_upstream_proxy_protocol").lower() == "haproxy"
-        # STARTTLS in the engine: smtpd's keys and settings at postscreen's level
-        from ..io.tls import tls_policy
-
-        self.tls = tls_policy(s.with_values({
-            "smtpd_tls_security_level": s.str("postscreen_tls_security_level") or "none",
-            "smtpd_tls_wrappermode": "no"}))
+        # STARTTLS in the engine: smtpd's keys and settings at postscreen's
+        # level, loaded while the worker was still root (pre_jail_init)
+        prepared = getattr(ctx, "prepared", None)
+        if prepared is None:
+            prepared = _tls_policy(s)
+        if isinstance(prepared, Exception):
+            raise prepared
+        self.tls = prepared
         self.starttls_timeout = float(s.time("smtpd_starttls_timeout"))
         self.proxy_timeout = float(s.time("postscreen_upstream_proxy_timeout"))
         self.counts: Counter = Counter()
@@ -601,6 +603,26 @@ async def _readable(sock: socket.socket) -> None:
 
 def _addr(text: str) -> str:
     return text[7:] if text.startswith("::ffff:") and "." in text else text
+
+
+def _tls_policy(s):
+    from ..config.errors import ConfigError
+    from ..io.tls import tls_policy
+
+    try:
+        return tls_policy(s.with_values({
+            "smtpd_tls_security_level": s.str("postscreen_tls_security_level") or "none",
+            "smtpd_tls_wrappermode": "no"}))
+    except (ConfigError, ValueError) as err:
+        return err
+
+
+def pre_jail_init(ctx) -> None:
+    """Before the worker drops root's privileges, as Postfix's postscreen
+    does: load the TLS key and certificate (a key may stay readable by
+    root alone). Only that: the cache file is opened later, as mail_owner,
+    so that it is mail_owner's."""
+    ctx.prepared = _tls_policy(ctx.settings)
 
 
 async def serve(ctx) -> int:

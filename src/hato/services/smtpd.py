@@ -44,6 +44,9 @@ smtpd_client_port_logging, smtpd_authorized_xclient_hosts,
 smtpd_authorized_xforward_hosts, local_header_rewrite_clients,
 fast_flush_domains, resolve_dequoted_address, every restriction parameter
 (see hato.policy.smtpd_check), and everything cleanup reads.
+
+Privileges: started by root, the worker loads its TLS keys and opens its
+tables in ``pre_jail_init`` (still root), then runs as mail_owner.
 """
 
 from __future__ import annotations
@@ -59,14 +62,26 @@ from ..io.smtpd_session import SessionServer
 from ..proto.attr import Attrs
 
 
-async def serve(ctx) -> int:
+def pre_jail_init(ctx) -> None:
+    """Before the worker drops root's privileges, as Postfix's smtpd does:
+    load the TLS keys and certificates and open the lookup tables, so that
+    a private key may stay readable by root alone (mode 0600). The
+    server, or the ConfigError that stopped it, goes into ctx.prepared."""
     try:
-        server = SessionServer(ctx.settings, ctx.log, service=ctx.service,
-                               dns=DnsResolver.from_settings(ctx.settings),
-                               wake_qmgr=_qmgr_waker(ctx.settings.str("queue_directory")))
+        ctx.prepared = SessionServer(ctx.settings, ctx.log, service=ctx.service,
+                                     dns=DnsResolver.from_settings(ctx.settings),
+                                     wake_qmgr=_qmgr_waker(ctx.settings.str("queue_directory")))
     except ConfigError as err:
+        ctx.prepared = err
+
+
+async def serve(ctx) -> int:
+    if getattr(ctx, "prepared", None) is None:
+        pre_jail_init(ctx)
+    server = ctx.prepared
+    if isinstance(server, ConfigError):
         # As Postfix's smtpd: a fatal line, and master throttles the restarts.
-        ctx.log.fatal(str(err))
+        ctx.log.fatal(str(server))
         return 1
     limit = int(os.environ.get("HATO_SESSION_LIMIT", "0") or 0) or 100
     server.session_limit = limit
