@@ -72,6 +72,17 @@ class CommandHandlers:
                 await self.milters.abort()
                 self.conn.reject(out.reply, close=out.close)
                 return
+        short = self.server.queue_space_short()
+        if short is not None:
+            self.sender = ""
+            self.facts.sasl_sender = None
+            reply = P.Reply(452, "4.3.1", "Insufficient system storage")
+            self._log_whatsup("reject", "MAIL", "452 4.3.1 Insufficient system storage")
+            self.log.warning(short)
+            if self.milters is not None:
+                await self.milters.abort()
+            self.conn.reject(reply)
+            return
         self.mail = ev
         self.facts.instance = policy_instance(self.transactions)
         self.transactions += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import socket
 import ssl
 import time
@@ -101,6 +102,10 @@ class SessionServer:
         self.port_logging = s.bool("smtpd_client_port_logging")
         self.peername_lookup = s.bool("smtpd_peername_lookup")
         self.size_limit = s.int("message_size_limit")
+        self.queue_minfree = s.int("queue_minfree")
+        if self.queue_minfree and self.size_limit and self.queue_minfree / 1.5 < self.size_limit:
+            self.log.warning(f"queue_minfree({self.queue_minfree}) should be at least "
+                             f"1.5*message_size_limit({self.size_limit})")
         self.cleanup = Cleanup(s)
         self.store = QueueStore.from_settings(s)
         # reject_unverified_*: the verify service, asked from the checks' thread
@@ -256,6 +261,23 @@ class SessionServer:
             await session.run()
         finally:
             await session.close()
+
+    def queue_space_short(self) -> str | None:
+        """Postfix's smtpd_check_queue(): when the queue file system has
+        no more than queue_minfree bytes free, or less than 1.5 times
+        message_size_limit, the warning to log (MAIL is then refused with a
+        452); None when there is room. Not for sendmail -bs."""
+        if self.stand_alone_uid is not None:
+            return None
+        try:
+            st = os.statvfs(self.store.directory)
+        except OSError:
+            return None  # the write itself will tell
+        size, free = max(1, st.f_frsize), st.f_bavail
+        if self.queue_minfree // size >= free or self.size_limit // size >= free / 1.5:
+            return (f"not enough free space in mail queue: {free * size} bytes < "
+                    f"1.5*message size limit")
+        return None
 
     def new_submission(self):
         """Where an accepted message goes: through cleanup into incoming/,
