@@ -195,7 +195,8 @@ def _validate(conf: CyrusConf) -> None:
                     f"hato reads sasldb only" if why
                     else f"unknown auxprop_plugin \"{plugin}\"; hato reads sasldb only")
             conf.errors.append(ConfigError(text, path, conf.line("auxprop_plugin")))
-    if "log_level" in conf.options and not conf.options["log_level"].lstrip("-").isdigit():
+    if "log_level" in conf.options and not (conf.options["log_level"].lstrip("-").isascii()
+                                          and conf.options["log_level"].lstrip("-").isdigit()):
         conf.errors.append(ConfigError(f"log_level: not a number: {conf.options['log_level']}",
                                        path, conf.line("log_level")))
     if "saslauthd_path" in conf.options and not os.path.isabs(conf.options["saslauthd_path"]):

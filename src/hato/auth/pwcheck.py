@@ -157,7 +157,7 @@ class Shadow:
         fields = self.entry(login)
         if fields is None or len(fields) < 2:
             return UNKNOWN
-        if len(fields) > 7 and fields[7].strip().isdigit():
+        if len(fields) > 7 and fields[7].strip().isascii() and fields[7].strip().isdigit():
             expire = int(fields[7])
             if expire > 0 and time.time() // 86400 > expire:
                 return Verdict(False, "Account expired")
@@ -239,7 +239,7 @@ class Rimap:
 
     @staticmethod
     def _port(text: str) -> int:
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             return int(text)
         try:
             return socket.getservbyname(text, "tcp")

@@ -377,7 +377,7 @@ def read_pid(path: str) -> int | None:
             text = f.read().strip()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _unlink(path: str) -> None:

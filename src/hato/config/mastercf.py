@@ -41,7 +41,7 @@ def _services_port(name: str, path: str) -> int | None:
                     continue
                 if name == fields[0] or name in fields[2:]:
                     port = fields[1].split("/", 1)[0]
-                    if port.isdigit():
+                    if port.isascii() and port.isdigit():
                         return int(port)
     except OSError:
         return None
@@ -66,7 +66,7 @@ def inet_endpoint(name: str, services_file: str = "/etc/services") -> tuple[str 
         host, port_text = None, name
     if host == "":
         host = None
-    if port_text.isdigit():
+    if port_text.isascii() and port_text.isdigit():
         port = int(port_text)
         if not 0 < port < 65536:
             raise ConfigError(f'bad port number in inet service name: "{name}"')
@@ -306,11 +306,12 @@ def _format_args(args: list[str], fold: bool, line_len: int) -> str:
                 aval = args[k + 1]
                 line_len = LINE_LIMIT
                 arg_len += len(aval) + 1
-                need_braces = any(c in _BLANKS for c in aval)
+                # an empty value or one with blanks is written in braces ("{}")
+                need_braces = not aval or any(c in _BLANKS for c in aval)
                 if need_braces:
                     arg_len += 2
-        if not in_options:
-            need_braces = any(c in _BLANKS for c in arg)
+        if aval is None:  # any argument but a "-o" value: braces when it has blanks
+            need_braces = not arg or any(c in _BLANKS for c in arg)
         if line_len > len(INDENT):
             if not fold or line_len + 1 + arg_len < LINE_LIMIT:
                 out.append(" ")
@@ -318,7 +319,7 @@ def _format_args(args: list[str], fold: bool, line_len: int) -> str:
             else:
                 out.append("\n" + INDENT)
                 line_len = len(INDENT)
-        text = "{" + arg + "}" if (not in_options and need_braces) else arg
+        text = "{" + arg + "}" if (aval is None and need_braces) else arg
         out.append(text)
         line_len += len(text)
         if aval is not None:
@@ -404,6 +405,8 @@ class MasterCf:
         """Replace an entry's lines; comment and blank lines that stood
         between its continuation lines are kept, before the new text (after
         it for a whole new entry, -Me), as Postfix's editor does."""
+        if svc.last == len(self.lines) - 1 and not self.lines[-1].endswith("\n"):
+            self.lines[-1] += "\n"  # the file's last line (a comment) had no line end
         kept = [line for line in self.lines[svc.first : svc.last + 1]
                 if not line.strip() or line.lstrip().startswith("#")]
         self.lines[svc.first : svc.last + 1] = (

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 
 from . import values
 from .defaults import HostFacts, default_mydomain, default_myhostname, default_mynetworks
-from .errors import ConfigError
+from .errors import ConfigError, ExpansionLoop
 from .expand import Expander, referenced_names
 from .maincf import MainCf
 from .mastercf import MasterCf, Service
 from .params import PARAMS, RAW_PARAMS, Kind, Param
 
 DEFAULT_CONFIG_DIRECTORY = "/etc/hato"
+#: The computed defaults being worked out in this thread/task (Settings.raw):
+#: main.cf can make one depend on itself (``mydomain = $myhostname`` on a host
+#: whose name is unqualified, ``inet_protocols = $mynetworks``).
+_COMPUTING: ContextVar[tuple[str, ...]] = ContextVar("hato_computing_defaults", default=())
 
 # Per-transport parameters that exist for every delivery service in master.cf
 # (Postfix names them <service>_<suffix>), with the parameter they default to.
@@ -256,7 +261,11 @@ class Config:
     def _computed(self, name: str, lookup) -> str:
         from .. import __version__
         if name == "myhostname":
-            return default_myhostname(self.facts, lookup("mydomain", raw_main=True))
+            # $mydomain is consulted only for an unqualified host name, as
+            # Postfix's check_myhostname() does (main.cf may define mydomain
+            # in terms of $myhostname).
+            domain = None if "." in self.facts.hostname else lookup("mydomain", raw_main=True)
+            return default_myhostname(self.facts, domain)
         if name == "mydomain":
             return default_mydomain(lookup("myhostname") or "")
         if name == "mynetworks":
@@ -336,7 +345,18 @@ class Settings(Mapping[str, str]):
         """The unexpanded value: the service's layer, else the default."""
         if name in self._layer:
             return self._layer[name]
-        return self._config._default(name, self._raw_lookup, self._known)
+        param = self._known.get(name)
+        if param is None or not param.computed:
+            return self._config._default(name, self._raw_lookup, self._known)
+        chain = _COMPUTING.get()
+        if name in chain:
+            loop = " -> ".join(chain[chain.index(name):] + (name,))
+            raise ExpansionLoop(f"parameter expansion loop: {loop}")
+        token = _COMPUTING.set(chain + (name,))
+        try:
+            return self._config._default(name, self._raw_lookup, self._known)
+        finally:
+            _COMPUTING.reset(token)
 
     def _raw_lookup(self, name: str, raw_main: bool = False) -> str | None:
         if raw_main:

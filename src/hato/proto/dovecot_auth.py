@@ -267,7 +267,7 @@ def parse_reply(line: str) -> AuthReply | None:
     if cmd not in ("OK", "CONT", "FAIL"):
         return None
     args = rest.split("\t") if rest else []
-    if not args or not args[0].isdigit():
+    if not args or not (args[0].isascii() and args[0].isdigit()):
         raise DovecotProtocolError(f"SASL: Protocol error: {cmd} without an id")
     request_id = int(args[0])
     if cmd == "CONT":

@@ -66,7 +66,7 @@ class MilterSpec:
             if not sep:
                 host, port = "localhost", where
         host = host or "localhost"
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise MilterConfigError(f'{where}: bad port "{port}"')
         return "inet", host, int(port)
 

@@ -696,7 +696,7 @@ class ClientConnection:
         self.esmtp = True
         self.server_helo_name = name
         size = kw.get("SIZE", "").split()
-        self.size_limit = int(size[0]) if size and size[0].isdigit() else 0
+        self.size_limit = int(size[0]) if size and size[0].isascii() and size[0].isdigit() else 0
         me = self.params.myhostname
         if me and name.lower() == me.lower():
             self._site_fail(fake_reply("5.4.6"), f"mail for {self.params.server_name} "

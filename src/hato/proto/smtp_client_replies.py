@@ -224,7 +224,9 @@ class BodyEncoder:
             if room <= 0:
                 out += b"\r\n "
                 self._col = 1
-                continue
+                # a folded line carries at least one byte, even when the
+                # limit leaves no room after the space (limit 1)
+                room = max(limit - 1, 1)
             out += piece[:room]
             self._col += len(piece[:room])
             piece = piece[room:]
