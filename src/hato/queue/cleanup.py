@@ -404,10 +404,12 @@ class Cleanup:
         self.default_flags = flags
 
     def open(self, submission: Submission, output: Output | None = None,
-             log: LogSink | None = None) -> CleanupState:
+             log: LogSink | None = None,
+             output_lines: Callable[[list[bytes]], None] | None = None) -> CleanupState:
         """Start one message. Without *output*, the records are kept in
-        :attr:`CleanupState.records` (tests)."""
-        return CleanupState(self, submission, output, log)
+        :attr:`CleanupState.records` (tests). *output_lines*, when given,
+        takes runs of plain body lines (NORM records) in one call."""
+        return CleanupState(self, submission, output, log, output_lines)
 
     def close(self) -> None:
         self.rewriter.close()
@@ -433,12 +435,23 @@ class CleanupState:
     """One message going through cleanup (Postfix's CLEANUP_STATE)."""
 
     def __init__(self, service: Cleanup, sub: Submission, output: Output | None,
-                 log: LogSink | None):
+                 log: LogSink | None,
+                 output_lines: Callable[[list[bytes]], None] | None = None):
         self.svc = service
         self.sub = sub
         self.qid = sub.queue_id
         self.records: list[tuple[str, bytes]] = []
         self._output = output or (lambda t, d: self.records.append((t, d)))
+        if output_lines is None:
+            out = self._output
+            if output is None:
+                output_lines = lambda lines: self.records.extend(  # noqa: E731
+                    (R.NORM, line) for line in lines)
+            else:
+                def output_lines(lines: list[bytes]) -> None:
+                    for line in lines:
+                        out(R.NORM, line)
+        self._output_lines = output_lines
         self.log_lines: list[tuple[str, str]] = []
         self._log_sink = log
         flags = service.default_flags if sub.flags is None else sub.flags
@@ -646,13 +659,14 @@ class CleanupState:
 
     def _lines(self, lines: list[bytes]) -> None:
         """Complete lines (without line ends). Plain body lines take a short
-        cut that does what _record() → _Mime.update() → body() → _out() do."""
+        cut that does what _record() → _Mime.update() → body() → _out() do,
+        and go out in runs (one output call for many lines)."""
         svc = self.svc
         limit = svc.line_limit
         size_limit = svc.size_limit
         mime = self.mime
         stray = svc.replace_stray
-        out = self._output
+        run: list[bytes] = []  # plain body lines not yet handed out
         slow = self._body_slow()
         ok = self.out_ok
         offset = mime.body_offset
@@ -665,6 +679,9 @@ class CleanupState:
                     mime.body_offset = offset
                     mime.prev = R.NORM
                     fast = False
+                if run:
+                    self._output_lines(run)
+                    run = []
                 self._line(line, limit)
                 slow = self._body_slow()
                 ok = self.out_ok
@@ -677,11 +694,16 @@ class CleanupState:
             offset += n
             if ok:
                 if size_limit and self.size + n > size_limit:
+                    if run:
+                        self._output_lines(run)
+                        run = []
                     self._emit(R.NORM, line)
                     ok = self.out_ok
                 else:
                     self.size += n
-                    out(R.NORM, line)
+                    run.append(line)
+        if run:
+            self._output_lines(run)
         if fast:
             mime.body_offset = offset
             mime.prev = R.NORM

@@ -48,6 +48,13 @@ class Injection:
         self.edit = None  # the MilterMessage, once a milter looks at the message
         self.done = False
 
+    def _out_lines(self, lines: list[bytes]) -> None:
+        """A run of plain body lines (NORM records), in one write."""
+        if self._pending is not None:
+            self._pending.extend((R.NORM, line) for line in lines)
+        else:
+            self.writer.write_content(b"\n".join(lines) + b"\n")
+
     def _out(self, rec_type: str, data: bytes) -> None:
         if self._pending is not None:
             self._pending.append((rec_type, data))
@@ -70,7 +77,8 @@ class Injection:
                 submission.setdefault("encoding", attributes[ATTR_ENCODING])
             sub = Submission(queue_id=self.queue_id, arrival_time=arrival_time,
                              **submission)  # type: ignore[arg-type]
-            state = self.state = self.cleanup.open(sub, output=self._out, log=log)
+            state = self.state = self.cleanup.open(sub, output=self._out, log=log,
+                                                   output_lines=self._out_lines)
             self._initial = list(state.recipients)
             warn = self.cleanup.settings.time("delay_warning_time")
             env = self.env = Envelope(
