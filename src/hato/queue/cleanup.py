@@ -670,6 +670,20 @@ class CleanupState:
         slow = self._body_slow()
         ok = self.out_ok
         offset = mime.body_offset
+        if (not slow and mime.state == _ST_BODY and not mime.stack and mime.prev != R.CONT
+                and lines and max(map(len, lines)) <= limit):
+            # All of them plain body lines (no boundary to look for): the
+            # short cut for the whole run at once.
+            total = sum(map(len, lines)) + len(lines)
+            if not ok or not size_limit or self.size + total <= size_limit:
+                if stray:
+                    lines = [line.replace(b"\r", b" ") for line in lines]
+                mime.body_offset = offset + total
+                mime.prev = R.NORM
+                if ok:
+                    self.size += total
+                    self._output_lines(lines)
+                return
         fast = False  # the previous line took the short cut
         for line in lines:
             if (slow or mime.state != _ST_BODY or len(line) > limit

@@ -112,3 +112,26 @@ def test_client_core_to_server_core(content, split):
         if reply:  # b"" would mean the server closed
             client.receive_data(reply)
     assert bytes(received) == content
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=200).map(lambda b: b.replace(b"\x00", b"")), max_size=8)
+       .map(lambda parts: [p + sep for p, sep in zip(parts, [b"\n", b"\r\n", b".", b"\r", b"..\n",
+                                                              b"", b"\n.", b"\r\n.."] * 2)]),
+       st.booleans(), st.sampled_from([0, 1, 2, 5, 40, 990]))
+def test_body_encoder_runs_of_lines_match_the_line_by_line_path(chunks, stuff, limit):
+    """BodyEncoder's short cut for runs of lines gives the bytes the
+    per-line path gives, chunk by chunk."""
+    from hato.proto.smtp_client_replies import BodyEncoder
+
+    def encode(fast: bool) -> list[bytes]:
+        BodyEncoder.FAST = fast
+        try:
+            enc = BodyEncoder(stuff, limit)
+            out = [enc.encode(c) for c in chunks]
+            out.append(enc.finish())
+            return out + [str(enc.size).encode()]
+        finally:
+            BodyEncoder.FAST = True
+
+    assert encode(True) == encode(False)
