@@ -30,6 +30,7 @@ from ..queue.inject import Injection
 from ..queue.store import QueueStore
 from ..queue.submit import MaildropSubmission
 from ..tables.base import TableRetry
+from .fdreserve import OUT_OF_DESCRIPTORS, SpareDescriptor
 from .handoff import HandoffError, receive_client
 from .mailbox_quota_client import MailboxQuotaQuery
 from .policy_client import PolicyClient
@@ -149,6 +150,8 @@ class SessionServer:
         self.sessions: set[asyncio.Task] = set()
         self.session_limit = 100
         self._slots: asyncio.Semaphore | None = None
+        self._spare: SpareDescriptor | None = None  # see io/fdreserve.py
+        self._turned_away = 0
         self._check_threads: ThreadPoolExecutor | None = None
 
     def check_threads(self) -> ThreadPoolExecutor:
@@ -197,6 +200,8 @@ class SessionServer:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.session_limit)
         slots = self._slots
+        if self._spare is None:
+            self._spare = SpareDescriptor()  # kept for the day descriptors run out
         while not stop.is_set():
             await slots.acquire()
             try:
@@ -206,6 +211,15 @@ class SessionServer:
                 raise
             except OSError as err:
                 slots.release()
+                if err.errno in OUT_OF_DESCRIPTORS and not passed:
+                    # out of descriptors: waiting clients hear a 421 at once
+                    if self._spare.turn_away(listener):
+                        self._turned_away += 1
+                        if self._turned_away == 1 or self._turned_away % 100 == 0:
+                            self.log.warning(f"accept: {err.strerror}: {self._turned_away} "
+                                             f"client(s) turned away with 421 4.3.2 No "
+                                             f"system resources")
+                        continue
                 self.log.warning(f"accept: {err.strerror or err}")
                 await asyncio.sleep(0.1)
                 continue
