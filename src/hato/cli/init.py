@@ -185,6 +185,13 @@ def body(msgs: Messages, argv: list[str]) -> int:
         wrote.append(path)
     for path in wrote:
         print(f"hato: wrote {path}")
+    if os.geteuid() == 0 and not missing:
+        # data_directory is mail_owner's, as Postfix installs it (hato check
+        # says so otherwise; hato start would fix it)
+        data = os.path.join(root, "data")
+        if os.stat(data).st_uid == 0:
+            os.chown(data, uid, gid)
+            os.chmod(data, 0o700)
     if os.path.join(root, "aliases") in wrote:
         from .postmap import postalias_main
 
