@@ -107,6 +107,35 @@ def test_aliases_file_command_and_list(instance, local_user):
     assert piped.startswith(b"From ") and b"Subject: to the team" in piped
 
 
+def test_alias_to_another_domain_is_forwarded(instance):
+    """An alias that leaves the local domain: local (working as root)
+    queues a copy for qmgr (the mail owner) to pick up and deliver."""
+    inst = instance
+    uid = pwd.getpwnam("hato").pw_uid if os.geteuid() == 0 else os.getuid()
+    gid = pwd.getpwnam("hato").pw_gid if os.geteuid() == 0 else os.getgid()
+    (inst.root / "aliases").write_text("away: bob@example.com\npostmaster: root\n")
+    inst.postconf("mydestination = $myhostname, localhost",
+                  f"alias_maps = hash:{inst.root}/aliases",
+                  f"alias_database = hash:{inst.root}/aliases",
+                  "virtual_mailbox_domains = example.com",
+                  "virtual_mailbox_maps = inline:{ bob@example.com=example.com/bob/ }",
+                  f"virtual_uid_maps = static:{uid}", f"virtual_gid_maps = static:{gid}",
+                  "virtual_minimum_uid = 1")
+    r = inst.cmd("newaliases")
+    assert r.returncode == 0, r.stderr
+    inst.start()
+    r = inst.sendmail("-f", "x@example.org", "away", message=b"Subject: fwd\n\nforwarded\n")
+    assert r.returncode == 0, r.stderr
+    inst.wait_log("status=sent (forwarded as ")
+    inst.wait_log("to=<bob@example.com>, relay=virtual")
+    inst.wait_for(inst.queue_empty, what="an empty queue")
+    box = inst.root / "mail" / "example.com" / "bob"
+    got = maildir_messages(str(box))
+    assert [m["Subject"] for m in got] == ["fwd"]
+    assert got[0].get_all("Delivered-To") == ["bob@example.com", "away@localhost.localdomain"]
+    assert "unexpected error" not in inst.log_text()
+
+
 def test_virtual_mailboxes(instance):
     inst = instance
     uid = pwd.getpwnam("hato").pw_uid if os.geteuid() == 0 else os.getuid()

@@ -98,6 +98,9 @@ class FileOps:
     def fchmod(self, fd: int, mode: int) -> None:
         os.fchmod(fd, mode)
 
+    def fchown(self, fd: int, uid: int, gid: int) -> None:
+        os.fchown(fd, uid, gid)
+
     def fstat(self, fd: int) -> os.stat_result:
         return os.fstat(fd)
 
@@ -270,6 +273,10 @@ class FaultyFileOps(FileOps):
     def fchmod(self, fd: int, mode: int) -> None:
         self._guard("fchmod", fd)
         super().fchmod(fd, mode)
+
+    def fchown(self, fd: int, uid: int, gid: int) -> None:
+        self._guard("fchown", fd)
+        super().fchown(fd, uid, gid)
 
     def fstat(self, fd: int) -> os.stat_result:
         self._guard("fstat", fd)

@@ -273,6 +273,13 @@ class QueueStore:
                     self._makedirs(top)
             else:
                 raise QueueError(errno.EEXIST, "cannot create a temporary queue file", top)
+            if queue != MAILDROP and os.geteuid() == 0:
+                # A daemon that works as root (local, forwarding mail) makes
+                # the file its queue's owner's, for qmgr to open. (In
+                # maildrop the owner is who submitted: pickup logs it.)
+                st = ops.stat(top)
+                if st.st_uid != 0:
+                    ops.fchown(fd, st.st_uid, st.st_gid)
             inode = ops.fstat(fd).st_ino
         except OSError as e:
             if fd >= 0:
