@@ -156,6 +156,18 @@ def test_no_server_listening_is_temporary() -> None:
         Resolver([address], timeout=0.5).query("example.com", "A")
 
 
+def test_no_server_listening_is_known_at_once(server: DnsServer) -> None:
+    """Connected UDP sockets: the kernel's "port unreachable" ends the
+    question (ECONNREFUSED) instead of a wait for the whole lifetime; a
+    second server that answers is then asked."""
+    with DnsServer() as gone:
+        address = gone.address
+    with pytest.raises(DnsTempFail, match="Connection refused"):
+        Resolver([address], timeout=30).query("example.com", "A")
+    both = Resolver([address, server.address], timeout=30)
+    assert sorted(both.query("example.com", "A")) == ["192.0.2.1", "192.0.2.2"]
+
+
 def test_temporary_failures_are_not_cached(resolver: Resolver, server: DnsServer) -> None:
     with pytest.raises(DnsTempFail):
         resolver.query("broken.example", "A")
