@@ -197,11 +197,13 @@ class DnsServer:
         """The server as a hato_dns_servers item: ``127.0.0.1:PORT``."""
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
-    def start(self) -> DnsServer:
+    def start(self, want: int = 0) -> DnsServer:
+        """Listen on port *want* (a free one when 0: a stopped server comes
+        back where it was with ``start(server.port)``)."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        for _attempt in range(50):
+        for _attempt in range(1 if want else 50):
             udp = socket.socket(family, socket.SOCK_DGRAM)
-            udp.bind((self.host, 0))
+            udp.bind((self.host, want))
             port = udp.getsockname()[1]
             tcp = socket.socket(family, socket.SOCK_STREAM)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -86,6 +86,11 @@ class OpenDkim:
         raise RuntimeError("opendkim does not listen")
 
     def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """End the daemon only: ``start()`` brings it back as it was."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -93,7 +98,6 @@ class OpenDkim:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> OpenDkim:
         return self.start()

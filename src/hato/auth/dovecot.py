@@ -166,6 +166,7 @@ class DovecotAuthClient:
         self._next_id = 0
         self._closed = False
         self.last_error = ""
+        self._last_offered: list[Mech] | None = None
 
     # -- connection ---------------------------------------------------------
 
@@ -231,12 +232,16 @@ class DovecotAuthClient:
         conn.join()
 
     def mechanisms(self) -> list[Mech] | None:
-        """Dovecot's mechanisms (private ones dropped), or None when the
-        auth server cannot be reached."""
+        """Dovecot's mechanisms (private ones dropped). While the auth
+        server cannot be reached: the list it last offered, so that smtpd
+        keeps offering AUTH and a client that tries gets a temporary
+        failure (454), not "authentication not enabled" (503); None when
+        it was never reached."""
         conn = self.connection()
         if conn is None:
-            return None
-        return conn.handshake.offered()
+            return self._last_offered
+        self._last_offered = conn.handshake.offered()
+        return self._last_offered
 
     def new_id(self) -> int:
         with self._lock:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import socket
 import textwrap
 import threading
@@ -377,6 +378,21 @@ def test_dovecot_unreachable(tmp_path):
     assert sasl.mechanisms(tls_active=False) == []
     assert sasl.start("PLAIN", tls_active=False) is None
     sasl.close()
+
+
+def test_dovecot_gone_keeps_its_mechanisms_and_fails_temporarily(dovecot):
+    """Dovecot stops: the mechanisms it offered are still offered (smtpd
+    keeps AUTH in its EHLO reply) and an attempt fails temporarily (454),
+    instead of AUTH vanishing and a client that tries getting a 503."""
+    server, sasl = dovecot()
+    offered = sasl.mechanisms(tls_active=False)
+    assert offered == ["PLAIN", "LOGIN", "CRAM-MD5"]
+    server.close()
+    os.unlink(server.path)  # gone for good: nothing to connect to
+    time.sleep(0.1)
+    assert sasl.mechanisms(tls_active=False) == offered
+    result = sasl.start("PLAIN", tls_active=False).step(b"\0alice\0wonderland")
+    assert isinstance(result, Failure) and result.temporary, result
 
 
 def test_dovecot_delayed_failure_does_not_hold_up_others(dovecot):
