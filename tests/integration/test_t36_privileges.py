@@ -15,6 +15,8 @@ The tests prove, from /proc and with the workers' own credentials:
   while incoming/ is writable (the credentials are not simply broken);
 * the TLS private key stays 0600 root and smtpd still offers and completes
   STARTTLS (it loads the key before dropping privileges, as Postfix does);
+  so does the smtp client's key, and the server that asks for the client's
+  certificate gets it;
 * ``hato saslpasswd`` creates the sasldb readable by nobody but its owner
   and group, and smtpd reads it through mail_owner's supplementary group;
 * local delivery leaves the message owned by the recipient.
@@ -103,6 +105,16 @@ smtpd     pass  -       -       n       -     -     smtpd
   -o smtpd_tls_security_level=may
   -o smtpd_tls_cert_file={cert}
   -o smtpd_tls_key_file={key}
+127.0.0.1:{ccert} inet n  -       n       -       -       smtpd
+  -o syslog_name=postfix/ccert
+  -o myhostname=ccert.hato.test
+  -o smtpd_tls_security_level=may
+  -o smtpd_tls_cert_file={cert}
+  -o smtpd_tls_key_file={key}
+  -o smtpd_tls_ask_ccert=yes
+  -o smtpd_tls_CAfile={cafile}
+  -o smtpd_tls_loglevel=1
+  -o smtpd_recipient_restrictions=defer
 """
 
 
@@ -115,6 +127,7 @@ class Site:
         root = self.inst.root
         self.sub = free_port()
         self.tls_screen = free_port()  # postscreen with STARTTLS
+        self.ccert = free_port()  # smtpd that asks the smtp client for its certificate
         ca = TestCA(root / "ca")
         issued = ca.issue("mx.hato.test")
         self.cafile = str(ca.path)
@@ -125,6 +138,15 @@ class Site:
         os.chown(self.key, 0, 0)
         os.chmod(self.key, 0o600)  # as Postfix's keys: root's alone
         os.chmod(self.cert, 0o644)
+        # the smtp client's own certificate, its key root's alone too
+        client = ca.issue("client.hato.test", client=True)
+        self.client_key = root / "client.key"
+        self.client_cert = root / "client.crt"
+        shutil.copy(client.key, self.client_key)
+        shutil.copy(client.cert, self.client_cert)
+        os.chown(self.client_key, 0, 0)
+        os.chmod(self.client_key, 0o600)
+        os.chmod(self.client_cert, 0o644)
         self.sasldb = root / "sasldb.lmdb"
         (root / "sasl" / "smtpd.conf").write_text(
             f"pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {self.sasldb}\n"
@@ -137,6 +159,12 @@ class Site:
                            # mail for elsewhere goes to a port where nothing
                            # listens: the smtp client runs and defers it
                            f"relayhost = [127.0.0.1]:{free_port()}",
+                           # ... but for ccert.test: the smtpd that asks for
+                           # the client's certificate
+                           f"transport_maps = inline:{{ ccert.test=smtp:[127.0.0.1]:{self.ccert} }}",
+                           "smtp_tls_security_level = may",
+                           f"smtp_tls_cert_file = {self.client_cert}",
+                           f"smtp_tls_key_file = {self.client_key}",
                            "mynetworks = 127.0.0.1/32")
         master = root / "master.cf"
         text = master.read_text()
@@ -144,7 +172,7 @@ class Site:
                       flags=re.MULTILINE)
         master.write_text(POSTSCREEN_MASTER.format(
             port=self.inst.port, sub=self.sub, tls_screen=self.tls_screen, cert=self.cert,
-            key=self.key) + text)
+            key=self.key, ccert=self.ccert, cafile=self.cafile) + text)
         r = self.inst.cmd("saslpasswd", "-p", "-c", "-f", str(self.sasldb), SASL_USER,
                           input=(SASL_PASSWORD + "\n").encode())
         assert r.returncode == 0, r.stderr
@@ -319,6 +347,27 @@ def test_tls_key_stays_root_only_and_starttls_works(site):
         assert code == 220
         c.ehlo("client.example")
         assert c.sock.version() is not None
+
+
+def test_smtp_client_certificate_with_a_root_only_key(site):
+    """The smtp client reads its certificate's key (0600 root) before it
+    drops privileges, as Postfix's smtp: the server that asks for it gets
+    it, though the client runs as mail_owner."""
+    st = os.stat(site.client_key)
+    assert st.st_uid == 0 and st.st_mode & 0o077 == 0
+    r = site.inst.sendmail("-f", f"{LOCAL}@localhost", "someone@ccert.test",
+                           message=b"Subject: client certificate\n\nhi\n")
+    assert r.returncode == 0, r.stderr
+    site.inst.wait_for(lambda: any("to=<someone@ccert.test>" in x and "status=deferred" in x
+                                   for x in site.inst.log_text().splitlines()),
+                       what="the smtp client's attempt")
+    lines = [x for x in site.inst.log_text().splitlines()
+             if "postfix/ccert/smtpd" in x and "TLS connection established from" in x]
+    assert lines, site.inst.log_text()
+    # "Anonymous" would mean the client sent no certificate
+    assert lines[0].split("]: ", 1)[1].startswith("Trusted TLS"), lines[0]
+    assert "client TLS configuration problem" not in site.inst.log_text()
+    site.inst.cmd("postsuper", "-d", "ALL")
 
 
 def test_sasldb_mode_and_auth_through_the_group(site):

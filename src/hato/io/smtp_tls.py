@@ -180,7 +180,8 @@ def trust_locations(s, *, prefix: str = "smtp") -> tuple[str, str]:
     return _param(s, prefix, "tls_CAfile"), _param(s, prefix, "tls_CApath")
 
 
-def _client_certificate(ctx: ssl.SSLContext, s, prefix: str) -> None:
+def _client_pairs(s, prefix: str) -> list[tuple[str, str]]:
+    """(certificate file, key file) pairs of the client's own certificates."""
     try:
         chain_files = s.list(f"{prefix}_tls_chain_files")
     except Exception:
@@ -192,9 +193,40 @@ def _client_certificate(ctx: ssl.SSLContext, s, prefix: str) -> None:
             cert = _param(s, prefix, cert_p)
             if cert:
                 pairs.append((cert, _param(s, prefix, key_p) or cert))
-    for cert, key in pairs:
+    return pairs
+
+
+#: file name -> a name that reads the copy made with root's privileges
+_held: dict[str, str] = {}
+
+
+def hold_client_files(s, prefix: str = "smtp") -> None:
+    """Before the smtp or lmtp worker drops root's privileges (Postfix's
+    smtp loads its keys in pre_init): read the client's certificate and key
+    files into memory (an anonymous memfd each), so that the contexts made
+    later, one per TLS policy, load them although the key may be readable
+    by root alone. A file that cannot be read is left to the context,
+    which reports it."""
+    for pair in _client_pairs(s, prefix):
+        for path in pair:
+            if path in _held:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            fd = os.memfd_create("hato-tls", os.MFD_CLOEXEC)
+            os.write(fd, data)
+            # the process may reopen its own descriptors after it dropped
+            # root's privileges; each open starts at the beginning
+            _held[path] = f"/proc/self/fd/{fd}"
+
+
+def _client_certificate(ctx: ssl.SSLContext, s, prefix: str) -> None:
+    for cert, key in _client_pairs(s, prefix):
         try:
-            ctx.load_cert_chain(cert, key)
+            ctx.load_cert_chain(_held.get(cert, cert), _held.get(key, key))
         except (OSError, ssl.SSLError) as err:
             raise ConfigError(f"{prefix}_tls_cert_file: cannot load certificate {cert} with "
                               f"key {key}: {err}") from None

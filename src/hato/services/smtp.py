@@ -171,6 +171,14 @@ def sasl_hook(settings, prefix: str):
     return hook
 
 
+def pre_jail_init(ctx) -> None:
+    """With root's privileges still: read the client's TLS certificate and
+    key files, which may be root's alone (mode 0600), as Postfix's smtp."""
+    from ..io.smtp_tls import hold_client_files
+
+    hold_client_files(ctx.settings, "lmtp" if ctx.service.command == "lmtp" else "smtp")
+
+
 async def serve(ctx) -> int:
     lmtp = ctx.service.command == "lmtp"
     s = ctx.settings
