@@ -4,10 +4,12 @@ command share.
 SMTP client threads (several messages per session, bodies of 1 to 64 KiB)
 and a sendmail loop submit messages to demo@hato.test and remember the
 SHA-256 of each body that got its 250 (or whose sendmail exited 0);
-smtp-source adds a background load to a discard destination; a killer sends
-SIGKILL to hato's processes at random moments (smtpd, qmgr, virtual, pickup
-and the master first, then any); a keeper restarts the master whenever it
-died. Afterwards :meth:`CrashLoad.drain` waits until every acknowledged
+smtp-source adds a background load to a discard destination. The SMTP port
+is postscreen's, which hands the clients (allowlisted by mynetworks) to
+smtpd, as on a site that runs it. A killer sends SIGKILL to hato's
+processes at random moments (smtpd, postscreen, qmgr, virtual, pickup,
+anvil and the master first, then any); a keeper restarts the master
+whenever it died. Afterwards :meth:`CrashLoad.drain` waits until every acknowledged
 message is in the Maildir and :meth:`CrashLoad.report` says what was lost,
 damaged or duplicated.
 """
@@ -144,7 +146,16 @@ class CrashLoad:
                       "default_transport = discard", "smtpd_timeout = 30s",
                       # a worker killed while it starts counts as a bad start:
                       # master pauses its service this long, as Postfix's does
-                      "service_throttle_time = 1s")
+                      "service_throttle_time = 1s",
+                      "postscreen_access_list = permit_mynetworks")
+        # postscreen on the SMTP port, smtpd behind it
+        master = inst.root / "master.cf"
+        lines = master.read_text().splitlines(keepends=True)
+        port_line = f"127.0.0.1:{inst.port} "
+        at = next(i for i, x in enumerate(lines) if x.startswith(port_line))
+        lines[at:at + 1] = [f"127.0.0.1:{inst.port} inet n - n - 1 postscreen\n",
+                            "smtpd     pass  -       -       n       -       -       smtpd\n"]
+        master.write_text("".join(lines))
         inst.start()
         inst.wait_for(lambda: smtp_ready(inst.port), 60, "smtpd's greeting")
 
@@ -191,7 +202,8 @@ class CrashLoad:
         rng = random.Random(self.seed)
         # the processes that matter most each die at least once, in a
         # random order; then any process at random
-        first = ["smtpd", "qmgr", "virtual", "pickup", "master", "smtpd", "qmgr"]
+        first = ["smtpd", "qmgr", "virtual", "pickup", "master", "smtpd", "qmgr",
+                 "postscreen", "anvil"]
         rng.shuffle(first)
         while not self.stop.wait(rng.uniform(*self.kill_every)):
             pids = self.inst.pids()
@@ -200,15 +212,21 @@ class CrashLoad:
             pid = rng.choice(sorted(pids))
             if first:
                 role = first.pop()
-                chosen = [p for p, r in pids.items() if (r if ":" not in r else "smtpd") == role]
+                chosen = [p for p, r in pids.items() if self._role(r) == role]
                 if chosen:
                     pid = rng.choice(chosen)
             try:
                 os.kill(pid, signal.SIGKILL)
-                # an inet service is named by its address: that is smtpd
-                self.kills.append("smtpd" if ":" in pids[pid] else pids[pid])
+                self.kills.append(self._role(pids[pid]))
             except ProcessLookupError:
                 pass
+
+    def _role(self, name: str) -> str:
+        """A process's service: inet services are named by their address;
+        the SMTP port's is postscreen."""
+        if name == f"127.0.0.1:{self.inst.port}":
+            return "postscreen"
+        return "submission" if ":" in name else name
 
     def _keeper(self) -> None:
         while not self.stop.wait(0.3):

@@ -44,7 +44,7 @@ def test_sigkill_under_load_loses_and_corrupts_nothing(instance):
           f"{load.restarts} times; acknowledged {len(load.acked)} messages ({by_smtp} by SMTP)")
     assert by_smtp >= 20 and len(load.acked) - by_smtp >= 5, \
         f"the load did not get through ({by_smtp} by SMTP): {instance.log_text()[-3000:]}"
-    assert {"master", "smtpd", "qmgr", "virtual"} <= roles, roles
+    assert {"master", "smtpd", "postscreen", "qmgr", "virtual", "anvil"} <= roles, roles
 
     seen = load.drain(180)
     report = load.report(seen)
