@@ -200,6 +200,12 @@ def _client_certs(ctx: ssl.SSLContext, s: Settings, ask: bool, require: bool) ->
             raise ConfigError(f"smtpd_tls_CAfile: cannot load {cafile or capath}: {err}") \
                 from None
     ctx.verify_mode = ssl.CERT_REQUIRED if require else ssl.CERT_OPTIONAL
+    if not require:
+        # As Postfix: a certificate that does not verify is taken, as
+        # "Untrusted" (check_ccert_access, relay_clientcerts fingerprints).
+        from .ccert_verify import accept_unverified
+
+        accept_unverified(ctx)
 
 
 def tls_policy(s: Settings) -> TlsPolicy:
@@ -322,8 +328,12 @@ def session_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket, digest: str = "sha2
         info = ssl_object.getpeercert() or {}
         subject = _cn(info.get("subject"))
         issuer = _cn(info.get("issuer"))
-        # With CERT_OPTIONAL/REQUIRED OpenSSL has verified what it returns.
-        trusted = bool(info)
+        # OpenSSL's verification result; where it cannot be read, a
+        # certificate that got through the handshake was verified.
+        from .ccert_verify import verify_result
+
+        result = verify_result(ssl_object)
+        trusted = result == 0 if result is not None else bool(info)
     return TlsFacts(version, name, bits, bits, bool(der), trusted, fingerprint, pkey,
                     subject, issuer)
 
