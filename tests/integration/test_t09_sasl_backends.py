@@ -210,7 +210,10 @@ def test_dovecot_restart(dovecot, dovecot_sasl):
     dovecot.stop()
     result = ex.step(b"alice")
     assert isinstance(result, Failure) and result.temporary
-    assert dovecot_sasl.mechanisms(tls_active=True) == []
+    # still offered (smtpd keeps AUTH), and an attempt fails temporarily (454)
+    assert dovecot_sasl.mechanisms(tls_active=True) == ["PLAIN", "LOGIN", "CRAM-MD5"]
+    result = dovecot_sasl.start("PLAIN", tls_active=True).step(b"\0alice\0wonderland")
+    assert isinstance(result, Failure) and result.temporary
     dovecot.start()
     ex = dovecot_sasl.start("PLAIN", tls_active=True)
     assert ex is not None

@@ -38,7 +38,6 @@ import threading
 log = logging.getLogger("hato.tls")
 
 _SSL_VERIFY_PEER = 0x01
-_X509_V_OK = 0
 
 _VERIFY_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 
