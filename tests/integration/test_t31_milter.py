@@ -48,8 +48,9 @@ class Site:
                       "virtual_minimum_uid = 1",
                       f"smtpd_milters = {self.peer.endpoint}",
                       f"non_smtpd_milters = {self.peer.endpoint}",
-                      "milter_connect_timeout = 3s", "milter_command_timeout = 3s",
-                      "milter_content_timeout = 3s",
+                      # room for a busy machine; the "slow" fault sleeps longer
+                      "milter_connect_timeout = 6s", "milter_command_timeout = 6s",
+                      "milter_content_timeout = 6s",
                       f"milter_header_checks = regexp:{inst.root}/milter_hc",
                       f"smtpd_milter_maps = texthash:{inst.root}/milter_maps")
         self.down = f"inet:127.0.0.1:{unused_port()}"
@@ -335,7 +336,7 @@ def fault_client(action: str, down: bool) -> str:
 def test_faults_apply_the_default_action(site, fault, action, code):
     if fault != "down":
         site.script(replies={"B": {"close": ("close",), "garbage": ("raw", b"\0\0\0\x05zjunk"),
-                                   "slow": ("sleep", 5)}[fault]})
+                                   "slow": ("sleep", 8)}[fault]})
     inst = site.inst
     started = time.monotonic()
     if fault == "down" and action == "reject":
