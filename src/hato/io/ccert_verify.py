@@ -52,21 +52,18 @@ class _Lib:
         import _ssl
 
         lib = ctypes.CDLL(_ssl.__file__)  # its symbols, and libssl's beneath it
-        self.set_verify = lib.SSL_CTX_set_verify
-        self.set_verify.argtypes = (ctypes.c_void_p, ctypes.c_int, _VERIFY_CB)
-        self.set_verify.restype = None
-        self.get_verify_mode = lib.SSL_CTX_get_verify_mode
-        self.get_verify_mode.argtypes = (ctypes.c_void_p,)
-        self.get_verify_mode.restype = ctypes.c_int
-        self.get_options = lib.SSL_CTX_get_options
-        self.get_options.argtypes = (ctypes.c_void_p,)
-        self.get_options.restype = ctypes.c_uint64
-        self.get_ssl_ctx = lib.SSL_get_SSL_CTX
-        self.get_ssl_ctx.argtypes = (ctypes.c_void_p,)
-        self.get_ssl_ctx.restype = ctypes.c_void_p
-        self.get_verify_result = lib.SSL_get_verify_result
-        self.get_verify_result.argtypes = (ctypes.c_void_p,)
-        self.get_verify_result.restype = ctypes.c_long
+
+        def fn(name: str, restype, *argtypes):
+            f = getattr(lib, name)
+            f.restype, f.argtypes = restype, argtypes
+            return f
+
+        ptr = ctypes.c_void_p
+        self.set_verify = fn("SSL_CTX_set_verify", None, ptr, ctypes.c_int, _VERIFY_CB)
+        self.get_verify_mode = fn("SSL_CTX_get_verify_mode", ctypes.c_int, ptr)
+        self.get_options = fn("SSL_CTX_get_options", ctypes.c_uint64, ptr)
+        self.get_ssl_ctx = fn("SSL_get_SSL_CTX", ptr, ptr)
+        self.get_verify_result = fn("SSL_get_verify_result", ctypes.c_long, ptr)
 
 
 _lib: _Lib | None = None

@@ -28,6 +28,7 @@ from ..config.errors import ConfigError
 from ..config.settings import Settings
 from ..tables.base import OpenFlags, TableRetry
 from ..tables.search import TableList
+from .ccert_verify import accept_unverified, verify_result
 
 _VERSIONS = {
     "SSLV2": None, "SSLV3": ssl.TLSVersion.SSLv3, "TLSV1": ssl.TLSVersion.TLSv1,
@@ -203,8 +204,6 @@ def _client_certs(ctx: ssl.SSLContext, s: Settings, ask: bool, require: bool) ->
     if not require:
         # As Postfix: a certificate that does not verify is taken, as
         # "Untrusted" (check_ccert_access, relay_clientcerts fingerprints).
-        from .ccert_verify import accept_unverified
-
         accept_unverified(ctx)
 
 
@@ -330,8 +329,6 @@ def session_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket, digest: str = "sha2
         issuer = _cn(info.get("issuer"))
         # OpenSSL's verification result; where it cannot be read, a
         # certificate that got through the handshake was verified.
-        from .ccert_verify import verify_result
-
         result = verify_result(ssl_object)
         trusted = result == 0 if result is not None else bool(info)
     return TlsFacts(version, name, bits, bits, bool(der), trusted, fingerprint, pkey,
