@@ -151,7 +151,8 @@ def test_every_modification_is_applied_to_the_queued_message(site):
 def test_quarantine_goes_to_hold_and_header_checks_apply(site):
     site.script(eom=[("q", "looks bad")])
     code, text = site.send()
-    assert code == 250, text
+    # (this once failed with a 451 in full-suite runs only: the log says why)
+    assert code == 250, (text, site.peer.events[-12:], site.inst.log_text()[-4000:])
     qid = queued_id(text)
     site.inst.wait_log(f"{qid}: milter-hold: END-OF-MESSAGE from localhost[127.0.0.1]: "
                        f"milter triggers HOLD action;")
