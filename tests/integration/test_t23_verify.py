@@ -123,7 +123,9 @@ def test_reject_code_550_says_undeliverable(site):
     rcpt = "ghost@known.test"
     assert rcpt_reply(port550, rcpt) == (450, in_progress(rcpt))
     st = wait_status(inst, rcpt)
-    assert (st["status"], st["dsn"]) == ("undeliverable", "5.1.1"), st
+    assert (st["status"], st["dsn"]) == ("undeliverable", "5.1.1"), \
+        (dict(st), peer.port, [(x.number, x.commands) for x in peer.sessions],
+         inst.log_text()[-4000:])
     assert_probe_removed(inst, st["qid"])
     assert rcpt_reply(port550, rcpt) == (550, f"5.1.1 <{rcpt}>: Recipient address rejected: "
                                               f"undeliverable address: "

@@ -33,6 +33,7 @@ import os
 import re
 import smtplib
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -344,6 +345,11 @@ def test_dovecot_gone(battery):
     try:
         code, text = auth_plain(b.port["dovecot"], "alice", "wonderland")
         assert code == 454 and text.startswith("4.7.0 Temporary authentication failure"), text
+        # sessions at once: workers started while Dovecot is down answer the same
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: auth_plain(b.port["dovecot"], "alice",
+                                                         "wonderland")[0], range(4)))
+        assert answers == [454] * 4, answers
     finally:
         b.dovecot.start()
     assert auth_plain(b.port["dovecot"], "alice", "wonderland")[0] == 235

@@ -36,6 +36,9 @@ AUTH_TIMEOUT = 10.0  # Postfix's AUTH_TIMEOUT
 LOST = "Connection lost to authentication server"
 CANNOT_CONNECT = "Can't connect to authentication server"
 BACKEND_ERROR = "Authentication backend error"
+#: offered by a worker that never reached Dovecot (as Dovecot announces them)
+UNREACHED_MECHS = [Mech("PLAIN", frozenset({"plaintext"})),
+                   Mech("LOGIN", frozenset({"plaintext"}))]
 
 
 def resolve_auth_path(path: str, queue_directory: str) -> str:
@@ -231,15 +234,17 @@ class DovecotAuthClient:
                 self._conn = None
         conn.join()
 
-    def mechanisms(self) -> list[Mech] | None:
+    def mechanisms(self) -> list[Mech]:
         """Dovecot's mechanisms (private ones dropped). While the auth
         server cannot be reached: the list it last offered, so that smtpd
         keeps offering AUTH and a client that tries gets a temporary
-        failure (454), not "authentication not enabled" (503); None when
-        it was never reached."""
+        failure (454), not "authentication not enabled" (503); when
+        it was never reached: PLAIN and LOGIN, the mechanisms every Dovecot
+        offers, so a worker started while Dovecot is down answers the same
+        454 as one that saw it before (Postfix's smtpd exits instead)."""
         conn = self.connection()
         if conn is None:
-            return self._last_offered
+            return self._last_offered if self._last_offered is not None else UNREACHED_MECHS
         self._last_offered = conn.handshake.offered()
         return self._last_offered
 
@@ -357,8 +362,9 @@ class DovecotExchange:
 
 class DovecotSaslServer:
     """smtpd's SaslServer over Dovecot. Connects lazily (on the first
-    ``mechanisms`` or ``start``); when Dovecot cannot be reached no
-    mechanism is offered (Postfix then offers no AUTH)."""
+    ``mechanisms`` or ``start``); while Dovecot cannot be reached the
+    mechanisms it offered last (PLAIN and LOGIN if it never was) stay
+    offered and an exchange fails temporarily (454)."""
 
     def __init__(self, client: DovecotAuthClient, *, service: str = "smtp",
                  security_options: Iterable[str] = ("noanonymous",),
@@ -372,8 +378,6 @@ class DovecotSaslServer:
 
     def mechanisms(self, *, tls_active: bool) -> list[str]:
         mechs = self.client.mechanisms()
-        if mechs is None:
-            return []
         opts = self.tls_security_options if tls_active else self.security_options
         return filter_mechanisms(mechs, opts)
 

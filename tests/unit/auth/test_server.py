@@ -373,11 +373,20 @@ def test_dovecot_temporary_failure(dovecot):
     assert ex.step(b"") == Failure("backend down", temporary=True)
 
 
-def test_dovecot_unreachable(tmp_path):
+def test_dovecot_never_reached_offers_plain_and_login_and_fails_temporarily(tmp_path):
+    """A worker that starts while Dovecot is down offers PLAIN and LOGIN
+    (subject to the security options) and an attempt fails with a temporary
+    failure (454), like a worker that reached Dovecot before it went away."""
     sasl = DovecotSaslServer(DovecotAuthClient(str(tmp_path / "nothing"), timeout=1))
-    assert sasl.mechanisms(tls_active=False) == []
-    assert sasl.start("PLAIN", tls_active=False) is None
+    assert sasl.mechanisms(tls_active=False) == ["PLAIN", "LOGIN"]
+    result = sasl.start("PLAIN", tls_active=False).step(b"\0alice\0wonderland")
+    assert isinstance(result, Failure) and result.temporary, result
+    assert sasl.start("CRAM-MD5", tls_active=False) is None
+    strict = DovecotSaslServer(DovecotAuthClient(str(tmp_path / "nothing"), timeout=1),
+                               security_options=["noanonymous", "noplaintext"])
+    assert strict.mechanisms(tls_active=False) == []
     sasl.close()
+    strict.close()
 
 
 def test_dovecot_gone_keeps_its_mechanisms_and_fails_temporarily(dovecot):
@@ -459,8 +468,9 @@ def test_dovecot_exchange_whose_connection_is_lost_fails_temporarily(dovecot):
 def test_dovecot_wrong_socket(tmp_path):
     server = FakeDovecot(str(tmp_path / "master"), handshake=b"VERSION\t1\t2\nSPID\t5\n")
     client = DovecotAuthClient(server.path, timeout=2)
-    assert client.mechanisms() is None
+    assert client.connection() is None
     assert "wrong auth socket" in client.last_error
+    assert [m.name for m in client.mechanisms()] == ["PLAIN", "LOGIN"]
     client.close()
     server.close()
 
