@@ -298,3 +298,38 @@ def test_header_checks_redirect(instance):
     assert [m["Subject"] for m in maildir_messages(str(inst.root / "mail/hato.test/audit"))] \
         == ["audit me"]
     assert not (inst.root / "mail" / "hato.test" / "demo").exists()
+
+
+def test_discard_runs_inside_qmgr_unless_master_cf_sets_options(instance):
+    """A plain ``discard`` service is run by qmgr itself: the same status
+    line under the discard name, with qmgr's pid. A discard service with
+    options of its own (here a syslog_name) is a process of its own, as
+    before."""
+    import re
+
+    inst = instance
+    inst.postconf("transport_maps = inline:{ junk@localhost.localdomain=discard:trash.test }")
+    inst.start()
+    assert inst.sendmail("-f", "someone@example.com", "junk@localhost.localdomain",
+                         message=b"Subject: one\n\nbody\n").returncode == 0
+    inst.wait_log("status=sent (trash.test)")
+    line = next(x for x in inst.log_text().splitlines() if "status=sent (trash.test)" in x)
+    m = re.search(r" (\S+)/discard\[(\d+)\]: [0-9A-F]+: to=<junk@localhost\.localdomain>, "
+                  r"relay=none, delay=[\d.]+, delays=[\d./]+, dsn=2\.0\.0, status=sent "
+                  r"\(trash\.test\)$", line)
+    assert m, line
+    assert inst.pids().get(int(m.group(2))) == "qmgr", (line, inst.pids())
+    inst.stop()
+    text = (inst.root / "master.cf").read_text()
+    text = re.sub(r"^discard(\s+unix.*discard)$", r"discard\1\n  -o syslog_name=trashcan",
+                  text, count=1, flags=re.M)
+    assert "syslog_name=trashcan" in text
+    (inst.root / "master.cf").write_text(text)
+    inst.start()
+    assert inst.sendmail("-f", "someone@example.com", "junk@localhost.localdomain",
+                         message=b"Subject: two\n\nbody\n").returncode == 0
+    inst.wait_log("status=sent (trash.test)", 2)
+    line = [x for x in inst.log_text().splitlines() if "status=sent (trash.test)" in x][-1]
+    m = re.search(r" trashcan/discard\[(\d+)\]: ", line)
+    assert m, line
+    assert int(m.group(1)) not in {p for p, role in inst.pids().items() if role == "qmgr"}

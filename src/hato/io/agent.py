@@ -82,6 +82,22 @@ def each_recipient(req: DeliveryRequest, deliver_one: Callable[[DeliveryRequest,
     return out
 
 
+def log_statuses(log, req: DeliveryRequest, statuses: list[RcptStatus], *, started: float,
+                 connected: float, finished: float, external: bool,
+                 negative_cache: bool) -> None:
+    """Postfix's status line for each recipient the delivery has not
+    logged itself (a probe's says deliverable or undeliverable)."""
+    probe = is_probe(req)
+    by_index = {r.index: r for r in req.recipients}
+    for st in statuses:
+        rcpt = by_index.get(st.index)
+        if rcpt is not None and not st.logged:
+            if probe:
+                st = probe_log_status(st, negative_cache)
+            log.info(status_line(req, rcpt, st, started=started, connected=connected,
+                                 finished=finished, external=external))
+
+
 async def serve_agent(ctx, deliver: Deliver, *, concurrency: int = 20,
                       probe_aware: bool | None = None) -> int:
     """Serve qmgr's requests with *deliver*; *probe_aware* says whether it
@@ -118,15 +134,9 @@ async def serve_agent(ctx, deliver: Deliver, *, concurrency: int = 20,
                 statuses = [RcptStatus(r.index, DEFERRED, "4.3.0", "internal error")
                             for r in req.recipients]
             finished = time.time()
-        by_index = {r.index: r for r in req.recipients}
-        for st in statuses:
-            rcpt = by_index.get(st.index)
-            if rcpt is not None and not st.logged:
-                if probe:
-                    st = probe_log_status(st, negative_cache)
-                log.info(status_line(req, rcpt, st, started=started,
-                                     connected=timing.get("connected", started),
-                                     finished=finished, external=external))
+        log_statuses(log, req, statuses, started=started,
+                     connected=timing.get("connected", started), finished=finished,
+                     external=external, negative_cache=negative_cache)
         return encode_statuses(statuses)
 
     await asyncio.gather(*(serve_requests(sock, handle, ctx.stop, log.warning)
@@ -134,4 +144,4 @@ async def serve_agent(ctx, deliver: Deliver, *, concurrency: int = 20,
     return 0
 
 
-__all__ = ["serve_agent", "decode_statuses"]
+__all__ = ["decode_statuses", "log_statuses", "serve_agent"]

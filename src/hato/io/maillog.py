@@ -82,9 +82,9 @@ class PostfixFormatter(logging.Formatter):
             text += "\n" + self.formatException(record.exc_info)
         return self.line(record.levelno, text, record.process)
 
-    def line(self, level: int, text: str, pid: int | None) -> str:
+    def line(self, level: int, text: str, pid: int | None, program: str | None = None) -> str:
         text = printable((PREFIX.get(level, "") + text).replace("\n", " | "), self.utf8)
-        return f"{self.program}[{pid}]: {text}"
+        return f"{program or self.program}[{pid}]: {text}"
 
 
 class MaillogFileHandler(logging.Handler):
@@ -133,19 +133,19 @@ class MaillogFileHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
-    def write_batch(self, batch: list[tuple[int, float, str]]) -> None:
-        """Lines (level, time, text) from the writer, in one append."""
+    def write_batch(self, batch: list[tuple[int, float, str, str | None]]) -> None:
+        """Lines (level, time, text, program) from the writer, in one append."""
         fmt = self.formatter
         assert isinstance(fmt, PostfixFormatter)
         pid = os.getpid()
         stamps: dict[int, str] = {}
         out = []
-        for level, when, text in batch:
+        for level, when, text, program in batch:
             sec = int(when)
             stamp = stamps.get(sec)
             if stamp is None:
                 stamp = stamps[sec] = syslog_timestamp(when)
-            out.append(f"{stamp} {self.hostname} {fmt.line(level, text, pid)}\n")
+            out.append(f"{stamp} {self.hostname} {fmt.line(level, text, pid, program)}\n")
         data = "".join(out).encode("utf-8", "replace")
         try:
             fd = self._open()
@@ -174,12 +174,12 @@ class SyslogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self._send(record.levelno, record.created, self.format(record))
 
-    def write_batch(self, batch: list[tuple[int, float, str]]) -> None:
+    def write_batch(self, batch: list[tuple[int, float, str, str | None]]) -> None:
         fmt = self.formatter
         assert isinstance(fmt, PostfixFormatter)
         pid = os.getpid()
-        for level, when, text in batch:
-            self._send(level, when, fmt.line(level, text, pid))
+        for level, when, text, program in batch:
+            self._send(level, when, fmt.line(level, text, pid, program))
 
     def _send(self, level: int, when: float, line: str) -> None:
         pri = self.facility * 8 + SEVERITY.get(level, 6)
@@ -223,7 +223,7 @@ class _Writer(threading.Thread):
         super().__init__(name="maillog-writer", daemon=True)
         self.target = target
         self.direct = direct  # event loops write their lines themselves
-        self.lines: collections.deque[tuple[int, float, str]] = collections.deque()
+        self.lines: collections.deque[tuple[int, float, str, str | None]] = collections.deque()
         self.dropped = 0
         self.sleeping = False
         self.turn_end = None  # the loop whose turn ends with a write or a wake-up
@@ -232,11 +232,11 @@ class _Writer(threading.Thread):
         self.gate.acquire()  # held: the writer waits by acquiring it again
         self.stopping = False
 
-    def put(self, level: int, text: str) -> None:
+    def put(self, level: int, text: str, program: str | None = None) -> None:
         if len(self.lines) >= QUEUE_SIZE:
             self.dropped += 1
             return
-        self.lines.append((level, time.time(), text))
+        self.lines.append((level, time.time(), text, program))
         loop = asyncio._get_running_loop()
         if loop is not None:
             if self.turn_end is not loop:
@@ -314,6 +314,7 @@ class MailLog:
     def __init__(self, *, syslog_name: str, daemon: str, maillog_file: str = "",
                  syslog_facility: str = "mail", hostname: str | None = None,
                  stderr: bool = False, utf8: bool = True):
+        self.syslog_name = syslog_name
         self.program = f"{syslog_name}/{daemon}" if daemon else syslog_name
         self.hostname = (hostname or socket.gethostname()).split(".")[0]
         if maillog_file:
@@ -365,6 +366,11 @@ class MailLog:
             n, w.dropped = w.dropped, 0
             self._put(logging.WARNING, f"log queue was full: {n} records dropped")
 
+    def as_daemon(self, daemon: str) -> "DaemonLog":
+        """Lines under another daemon's name (``syslog_name/daemon``) through
+        this log: for a service this process runs itself."""
+        return DaemonLog(self, f"{self.syslog_name}/{daemon}")
+
     def adopt(self, name: str = "hato") -> None:
         """Send the records of Python's logger *name* (warnings of library
         code such as the DNS resolver) to this log, under this daemon's
@@ -387,3 +393,18 @@ class MailLog:
                    syslog_facility=settings.str("syslog_facility"),
                    hostname=settings.str("myhostname"),
                    utf8=settings.bool("smtputf8_enable"), **kw)
+
+
+class DaemonLog:
+    """:meth:`MailLog.as_daemon`: info and warning lines with another
+    program name, in order with the process's own lines."""
+
+    def __init__(self, log: MailLog, program: str):
+        self._log = log
+        self.program = program
+
+    def info(self, text: str) -> None:
+        self._log._writer.put(logging.INFO, text, self.program)
+
+    def warning(self, text: str) -> None:
+        self._log._writer.put(logging.WARNING, text, self.program)

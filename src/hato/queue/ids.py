@@ -36,6 +36,7 @@ same.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 SAFE_CHARS = "0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz"
 _SAFE_VALUE = {c: i for i, c in enumerate(SAFE_CHARS)}
@@ -115,6 +116,7 @@ class QueueIdParts:
     inode: int
 
 
+@lru_cache(maxsize=4096)  # the queue's paths ask for the same ids again and again
 def parse_queue_id(text: str) -> QueueIdParts | None:
     """Decode a queue id of either form; ``None`` when *text* is neither."""
     if not text or len(text) > MAX_ID_LENGTH:

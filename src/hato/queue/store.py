@@ -428,9 +428,13 @@ class QueueStore:
 
     def remove(self, queue: str, queue_id: str, sync: bool = False) -> None:
         """Delete a message (its logs stay: see :meth:`remove_log`)."""
-        path = self._locate(queue, queue_id)
+        path = self.path(queue, queue_id)
         try:
-            self.ops.unlink(path)
+            try:
+                self.ops.unlink(path)  # where it belongs, the usual case
+            except FileNotFoundError:
+                path = self._locate(queue, queue_id)
+                self.ops.unlink(path)
             if sync:
                 self.sync_dir(os.path.dirname(path))
         except FileNotFoundError:

@@ -32,6 +32,11 @@ being delivered (``postsuper -d``, ``-h`` or ``-r``) is left where it went:
 qmgr logs ``QID: no longer in the active queue`` and records nothing more;
 the logs of a deleted message are removed.
 
+A transport whose master.cf service is a plain ``discard`` (type unix, no
+options) is run inside qmgr: the recipients are logged as discard(8) logs
+them (``hato/discard``, ``status=sent``) without a request to a separate
+process — the same outcome, one inter-process round trip less per message.
+
 Requests on ``public/qmgr``: ``request=wakeup`` (new mail in incoming/),
 ``request=flush`` (try every deferred message now: ``hato flush``,
 ``postqueue -f``). The master.cf wakeup time and ``queue_run_delay``
@@ -64,7 +69,9 @@ from ..delivery.request import (
     decode_statuses,
     format_delay,
 )
+from ..io.agent import log_statuses
 from ..io.batch import Batcher, Failed
+from ..io.maillog import DaemonLog
 from ..io.ipc import ClientPool, serve_requests
 from ..io.verify_client import VerifyUpdater
 from ..policy.address import log_form
@@ -77,6 +84,7 @@ from ..queue.errors import best_effort, wrap_os_error
 from ..queue.store import QueueStore
 from ..queue.store import DEFERRED as DEFERRED_Q
 from ..tables.base import TableRetry
+from . import discard
 
 SCAN_INTERVAL = 1.0  # incoming/ is scanned at least this often, wake-ups or not
 
@@ -105,6 +113,10 @@ class QueueManager:
         # of active/) for the messages taken in together
         self._intake = Batcher(self._take_in)
         self._finishing = Batcher(self._finish_all)
+        #: plain discard services, run here: name -> their log (made on first use)
+        self._inline: dict[str, DaemonLog | None] = {
+            svc.name: None for svc in ctx.config.master.services
+            if svc.type == "unix" and svc.command == "discard" and not svc.args}
 
     # -- configuration helpers ------------------------------------------------------
 
@@ -131,6 +143,21 @@ class QueueManager:
             client = self.clients[transport] = ClientPool(
                 path, self.s.int("default_process_limit"), timeout=3600)
         return client
+
+    def _discard_inline(self, transport: str, req: DeliveryRequest) -> list[RcptStatus]:
+        """A plain discard service's delivery, done here: what the discard
+        agent would answer and log."""
+        log = self._inline[transport]
+        if log is None:
+            svc = self.ctx.config.master.find(transport, "unix")[0]
+            name = self.ctx.config.settings(svc).str("syslog_name")
+            log = self._inline[transport] = DaemonLog(self.log, f"{name}/discard")
+        started = time.time()
+        statuses = discard.deliver(req, {})
+        log_statuses(log, req, statuses, started=started, connected=started,
+                     finished=time.time(), external=self.external,
+                     negative_cache=self.s.bool("address_verify_negative_cache"))
+        return statuses
 
     # -- scanning ------------------------------------------------------------------
 
@@ -395,6 +422,10 @@ class QueueManager:
                                   ret=env.ret or "", size=env.size,
                                   attributes=dict(env.attributes),
                                   flags=frozenset({"CONN_LOAD"}) if busy else frozenset())
+            if transport in self._inline:
+                for st in self._discard_inline(transport, req):
+                    results[st.index] = st
+                return
             try:
                 reply = await self._client(transport).request(req.encode())
                 statuses = decode_statuses(reply)
