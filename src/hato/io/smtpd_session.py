@@ -786,6 +786,11 @@ class Session(TlsAuth, MessageIntake, CommandHandlers):
             return
         if self.handshake_failed:
             return
+        transport = getattr(self.writer, "transport", None)
+        if self.tls is None and transport is not None \
+                and transport.get_extra_info("sslcontext") is None \
+                and not transport.get_write_buffer_size():
+            return  # all sent, no TLS close_notify to wait for: closed at once
         try:
             await asyncio.wait_for(self.writer.wait_closed(), 5)
         except (OSError, asyncio.TimeoutError, ssl.SSLError):

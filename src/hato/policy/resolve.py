@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from enum import IntFlag
 
@@ -86,6 +87,10 @@ _CLASS_NAMES = {ResolveFlag.CLASS_LOCAL: "local", ResolveFlag.CLASS_ALIAS: "alia
 
 ERROR_TRANSPORT = "error"
 RETRY_TRANSPORT = "retry"
+
+
+#: how long Resolver.resolve() keeps its last answer (Postfix's resolve_clnt: 30 s)
+LAST_RESOLUTION_TTL = 30.0
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ class Resolver:
                  verify: bool = False):
         p = _VERIFY if verify else _NORMAL
         self.settings = settings
+        self._last: tuple[str, str, float, Resolution] | None = None  # see resolve()
         self.rules = RewriteRules.from_settings(settings)
         self.local = RewriteContext("local", settings.str("myorigin"), settings.str("mydomain"))
         self.local_domains = local_domains or LocalDomains(settings)
@@ -282,7 +288,20 @@ class Resolver:
     # -- the whole resolution ------------------------------------------------------------
 
     def resolve(self, address: str, sender: str = "") -> Resolution:
-        """Resolve an internal-form recipient address."""
+        """Resolve an internal-form recipient address. As Postfix's
+        resolve_clnt, the last answer is kept for 30 seconds: the checks of
+        one RCPT and the delivery of one message ask for the same address
+        several times (a failed lookup is not kept)."""
+        last = self._last
+        now = time.monotonic()
+        if last is not None and last[0] == address and last[1] == sender and now < last[2]:
+            return last[3]
+        res = self._resolve(address, sender)
+        if not res.failed:
+            self._last = (address, sender, now + LAST_RESOLUTION_TTL, res)
+        return res
+
+    def _resolve(self, address: str, sender: str) -> Resolution:
         stripped = self._strip_local(address)
         if stripped is None:
             return Resolution("", "", address, ResolveFlag.FAIL)

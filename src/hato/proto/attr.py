@@ -13,6 +13,7 @@ Sans-IO: :class:`AttrReader` is fed bytes and yields complete messages;
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -76,10 +77,14 @@ class Attrs:
         return f"Attrs({self.items!r})"
 
 
+_ESC_TABLE = str.maketrans(_ESC)
+_NEEDS_ESCAPE = re.compile(r"[\\\n\r\0]")
+
+
 def _escape(text: str) -> str:
-    if not any(c in text for c in _ESC):
+    if _NEEDS_ESCAPE.search(text) is None:
         return text
-    return "".join(_ESC.get(c, c) for c in text)
+    return text.translate(_ESC_TABLE)
 
 
 def _unescape(text: str) -> str:
@@ -125,18 +130,22 @@ class AttrReader:
         self._size = 0
 
     def receive_data(self, data: bytes) -> None:
-        self._buf += data
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl < 0:
-                if len(self._buf) > self._max:
-                    raise AttrError("attribute line too long")
-                return
-            line = bytes(self._buf[:nl]).decode("utf-8", "surrogateescape")
-            del self._buf[: nl + 1]
+        buf = self._buf
+        buf += data
+        end = buf.rfind(b"\n")
+        if end < 0:
+            if len(buf) > self._max:
+                raise AttrError("attribute line too long")
+            return
+        # every complete line at once; the rest waits for more data
+        lines = bytes(buf[:end]).decode("utf-8", "surrogateescape").split("\n")
+        del buf[: end + 1]
+        current = self._current
+        for line in lines:
             if line == "":
-                self._messages.append(Attrs(self._current))
-                self._current, self._size = [], 0
+                self._messages.append(Attrs(current))
+                current = self._current = []
+                self._size = 0
                 continue
             self._size += len(line)
             if self._size > self._max:
@@ -144,7 +153,9 @@ class AttrReader:
             name, sep, value = line.partition("=")
             if not sep or not name:
                 raise AttrError(f"malformed attribute line: {line[:60]!r}")
-            self._current.append((name, _unescape(value)))
+            current.append((name, _unescape(value) if "\\" in value else value))
+        if len(buf) > self._max:
+            raise AttrError("attribute line too long")
 
     def next_message(self) -> Attrs | None:
         return self._messages.pop(0) if self._messages else None

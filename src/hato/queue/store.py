@@ -138,19 +138,22 @@ class QueueStore:
         """Where *queue_id* lives in *queue* (Postfix's ``mail_queue_path``)."""
         return os.path.join(self.dir_of(queue, queue_id), queue_id)
 
-    def _candidates(self, queue: str, queue_id: str) -> list[str]:
-        """The canonical path first, then where the file would be under the
-        other hashing setting (until recover() puts it in its place)."""
-        paths = [self.path(queue, queue_id)]
+    def _candidates(self, queue: str, queue_id: str) -> Iterator[str]:
+        """The canonical path first, then (worked out only when it is not
+        there) where the file would be under the other hashing setting
+        (until recover() puts it in its place)."""
+        first = self.path(queue, queue_id)
+        yield first
+        paths = [first]
         base = self.queue_dir(queue)
         for depth in sorted({1, self.hash_queue_depth}):
             p = os.path.join(base, *hash_dirs(queue_id, depth), queue_id)
             if p not in paths:
                 paths.append(p)
+                yield p
         flat = os.path.join(base, queue_id)
         if flat not in paths:
-            paths.append(flat)
-        return paths
+            yield flat
 
     def _locate(self, queue: str, queue_id: str) -> str:
         for p in self._candidates(queue, queue_id):
