@@ -166,10 +166,15 @@ def hash_key(queue_id: str) -> str:
     return queue_id
 
 
+@lru_cache(maxsize=4096)
+def _hash_dirs(queue_id: str, depth: int) -> tuple[str, ...]:
+    key = hash_key(queue_id)
+    return tuple(key[i] if i < len(key) else "_" for i in range(depth))
+
+
 def hash_dirs(queue_id: str, depth: int) -> list[str]:
     """Postfix's ``dir_forest()``: one directory name per level, each the next
     character of :func:`hash_key`, ``_`` past its end."""
     if depth < 1:
         raise ValueError(f"hash depth {depth}")
-    key = hash_key(queue_id)
-    return [key[i] if i < len(key) else "_" for i in range(depth)]
+    return list(_hash_dirs(queue_id, depth))

@@ -103,6 +103,7 @@ class QueueStore:
         self._lock = threading.Lock()
         self._syncers: dict[str, GroupSync] = {}
         self._dirs: set[str] = set()  # directories known to exist
+        self._queue_dirs: dict[str, str] = {}  # queue name -> its directory
         self._counter = itertools.count()
 
     @classmethod
@@ -117,9 +118,15 @@ class QueueStore:
     # -- names --------------------------------------------------------------
 
     def queue_dir(self, queue: str) -> str:
+        known = self._queue_dirs.get(queue)
+        if known is not None:
+            return known
         if not _QUEUE_NAME.fullmatch(queue):
             raise ValueError(f"bad queue name {queue!r}")
-        return os.path.join(self.directory, queue)
+        path = os.path.join(self.directory, queue)
+        if len(self._queue_dirs) < 64:  # the queues' names: a handful
+            self._queue_dirs[queue] = path
+        return path
 
     def is_hashed(self, queue: str) -> bool:
         return queue.lower() in self.hash_queue_names
@@ -131,7 +138,7 @@ class QueueStore:
         if not is_queue_id(queue_id):
             raise ValueError(f"bad queue id {queue_id!r}")
         if self.is_hashed(queue):
-            return os.path.join(base, *hash_dirs(queue_id, self.hash_queue_depth))
+            return os.path.join(base, "/".join(hash_dirs(queue_id, self.hash_queue_depth)))
         return base
 
     def path(self, queue: str, queue_id: str) -> str:
