@@ -36,7 +36,7 @@ AUTH_TIMEOUT = 10.0  # Postfix's AUTH_TIMEOUT
 LOST = "Connection lost to authentication server"
 CANNOT_CONNECT = "Can't connect to authentication server"
 BACKEND_ERROR = "Authentication backend error"
-#: offered by a worker that never reached Dovecot (as Dovecot announces them)
+#: offered by a worker that never reached Dovecot (announced as Dovecot does)
 UNREACHED_MECHS = [Mech("PLAIN", frozenset({"plaintext"})),
                    Mech("LOGIN", frozenset({"plaintext"}))]
 
@@ -239,9 +239,10 @@ class DovecotAuthClient:
         server cannot be reached: the list it last offered, so that smtpd
         keeps offering AUTH and a client that tries gets a temporary
         failure (454), not "authentication not enabled" (503); when
-        it was never reached: PLAIN and LOGIN, the mechanisms every Dovecot
-        offers, so a worker started while Dovecot is down answers the same
-        454 as one that saw it before (Postfix's smtpd exits instead)."""
+        it was never reached: PLAIN and LOGIN, the usual ones of a Dovecot
+        set up for SMTP AUTH, so a worker started while Dovecot is down
+        answers the same 454 as one that saw it before (Postfix's smtpd
+        exits instead)."""
         conn = self.connection()
         if conn is None:
             return self._last_offered if self._last_offered is not None else UNREACHED_MECHS

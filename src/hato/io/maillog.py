@@ -314,7 +314,6 @@ class MailLog:
     def __init__(self, *, syslog_name: str, daemon: str, maillog_file: str = "",
                  syslog_facility: str = "mail", hostname: str | None = None,
                  stderr: bool = False, utf8: bool = True):
-        self.syslog_name = syslog_name
         self.program = f"{syslog_name}/{daemon}" if daemon else syslog_name
         self.hostname = (hostname or socket.gethostname()).split(".")[0]
         if maillog_file:
@@ -366,11 +365,6 @@ class MailLog:
             n, w.dropped = w.dropped, 0
             self._put(logging.WARNING, f"log queue was full: {n} records dropped")
 
-    def as_daemon(self, daemon: str) -> "DaemonLog":
-        """Lines under another daemon's name (``syslog_name/daemon``) through
-        this log: for a service this process runs itself."""
-        return DaemonLog(self, f"{self.syslog_name}/{daemon}")
-
     def adopt(self, name: str = "hato") -> None:
         """Send the records of Python's logger *name* (warnings of library
         code such as the DNS resolver) to this log, under this daemon's
@@ -396,8 +390,9 @@ class MailLog:
 
 
 class DaemonLog:
-    """:meth:`MailLog.as_daemon`: info and warning lines with another
-    program name, in order with the process's own lines."""
+    """Info and warning lines under another program name (``name/daemon``)
+    through a process's :class:`MailLog`, in order with its own lines: for
+    a service the process runs itself (qmgr's discard)."""
 
     def __init__(self, log: MailLog, program: str):
         self._log = log

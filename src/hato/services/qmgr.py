@@ -34,7 +34,7 @@ the logs of a deleted message are removed.
 
 A transport whose master.cf service is a plain ``discard`` (type unix, no
 options) is run inside qmgr: the recipients are logged as discard(8) logs
-them (``hato/discard``, ``status=sent``) without a request to a separate
+them (``$syslog_name/discard``, ``status=sent``) without a request to a separate
 process — the same outcome, one inter-process round trip less per message.
 
 Requests on ``public/qmgr``: ``request=wakeup`` (new mail in incoming/),
@@ -71,8 +71,8 @@ from ..delivery.request import (
 )
 from ..io.agent import log_statuses
 from ..io.batch import Batcher, Failed
-from ..io.maillog import DaemonLog
 from ..io.ipc import ClientPool, serve_requests
+from ..io.maillog import DaemonLog
 from ..io.verify_client import VerifyUpdater
 from ..policy.address import log_form
 from ..policy import verify as V
