@@ -39,6 +39,7 @@ FACILITIES = {
 SEVERITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
             logging.CRITICAL: 2, PANIC: 2}
 QUEUE_SIZE = 10000
+BATCH_SIZE = 512  # lines per write; a loop's turn writes at once when it has this many
 
 
 def syslog_timestamp(when: float) -> str:
@@ -208,8 +209,8 @@ class _Writer(threading.Thread):
     gathered is written in one go:
 
     * by the event loop that logged them, at the end of its turn, when the
-      log is a local file (``maillog_file``): one append per turn, and no
-      thread switch;
+      log is a local file (``maillog_file``): one append per turn (or per
+      BATCH_SIZE lines of a busy turn), and no thread switch;
     * otherwise by this background thread, so that a stalled syslog never
       stalls mail: lines logged in an event loop wake it once per turn of
       the loop, lines logged elsewhere (worker threads, commands) at once.
@@ -239,7 +240,11 @@ class _Writer(threading.Thread):
         self.lines.append((level, time.time(), text, program))
         loop = asyncio._get_running_loop()
         if loop is not None:
-            if self.turn_end is not loop:
+            if self.direct and len(self.lines) >= BATCH_SIZE:
+                # a turn that logs a great deal (thousands of sessions ending
+                # at once) writes as it goes, rather than drop lines
+                self.drain()
+            elif self.turn_end is not loop:
                 self.turn_end = loop
                 loop.call_soon(self._end_of_turn)
         elif self.sleeping:
@@ -264,7 +269,7 @@ class _Writer(threading.Thread):
         with self.write_lock:
             while lines:
                 batch = []
-                while lines and len(batch) < 512:
+                while lines and len(batch) < BATCH_SIZE:
                     batch.append(lines.popleft())
                 try:
                     self.target.write_batch(batch)  # type: ignore[attr-defined]

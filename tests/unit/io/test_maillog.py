@@ -143,3 +143,24 @@ def test_lines_of_a_loop_that_stopped_mid_turn_are_not_lost(tmp_path):
     log.close()
     texts = [line.split(": ", 1)[1] for line in path.read_text().splitlines()]
     assert texts == ["logged in the last turn", "logged after the loop"]
+
+
+def test_a_loop_turn_that_logs_more_than_the_queue_holds_loses_nothing(tmp_path):
+    """Thousands of sessions ending in one turn of the loop (a client that
+    closes them all at once): the lines are written as they gather, none
+    dropped."""
+    import asyncio
+
+    path = tmp_path / "maillog"
+    log = MailLog(syslog_name="postfix", daemon="smtpd", maillog_file=str(path), hostname="h")
+
+    async def main():
+        for i in range(25_000):  # more than QUEUE_SIZE, all in one turn
+            log.info(f"disconnect {i}")
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    log.close()
+    assert log._writer.dropped == 0
+    texts = [line.split(": ", 1)[1] for line in path.read_text().splitlines()]
+    assert texts == [f"disconnect {i}" for i in range(25_000)]
