@@ -27,9 +27,9 @@ def _lazy(module: str, func: str = "main") -> Command:
     return call
 
 
-def _not_yet(name: str, issue: str) -> Command:
+def _not_provided(name: str, why: str) -> Command:
     def call(argv: list[str]) -> int:
-        print(f"hato: {name}: not yet implemented (arrives with {issue})", file=sys.stderr)
+        print(f"hato: {name}: not provided: {why}", file=sys.stderr)
         return 1
 
     return call
@@ -52,7 +52,8 @@ COMMANDS: dict[str, Command] = {
     "abort": _lazy("control", "abort_main"),
     "flush": _lazy("control", "flush_main"),
     "sendmail": _lazy("sendmail"),
-    "postdrop": _not_yet("postdrop", "the mail flow work"),
+    "postdrop": _not_provided("postdrop", "hato's sendmail writes to maildrop/ itself "
+                                          "(docs/compat.md)"),
     "postqueue": _lazy("postqueue", "postqueue_main"),
     "mailq": _lazy("postqueue", "mailq_main"),
     "postsuper": _lazy("postsuper"),
