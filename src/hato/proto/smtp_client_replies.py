@@ -64,6 +64,8 @@ def _printable(raw: bytes) -> str:
     # Postfix's printable(): control characters become "?". UTF-8 stays
     # (servers send it under SMTPUTF8); invalid bytes become U+FFFD.
     text = raw.decode("utf-8", "replace")
+    if text.isprintable():  # the usual reply: nothing to replace
+        return text
     return "".join(c if c >= " " and c != "\x7f" else "?" for c in text)
 
 
