@@ -20,6 +20,9 @@ TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
 FIELD_NAMES = ("service", "type", "private", "unprivileged", "chroot", "wakeup",
                "process_limit", "command")
 _BLANKS = " \t\r\n"
+#: what starts a continuation line and is trimmed from a line: C's isspace(),
+#: as Postfix's readlline() (Python's own strip() also takes \x1c-\x1f and more)
+_LINE_SPACE = " \t\n\v\f\r"
 _COLUMN_GOAL = (0, 11, 17, 25, 33, 41, 49, 57)
 LINE_LIMIT = 80
 INDENT = "    "
@@ -371,7 +374,7 @@ class MasterCf:
 
         for idx, raw in enumerate(self.lines):
             body = raw.rstrip("\r\n")
-            stripped = body.strip()
+            stripped = body.strip(_LINE_SPACE)
             if not stripped or stripped.startswith("#"):
                 # Comments up to the next entry belong to this entry's span,
                 # as in Postfix's editor (they are kept when it is rewritten).
@@ -381,7 +384,7 @@ class MasterCf:
             if len(body) > MAX_LOGICAL_LINE:
                 raise ConfigError(f"line longer than {MAX_LOGICAL_LINE} characters",
                                   self.path, idx + 1)
-            if body[0].isspace():
+            if body[0] in _LINE_SPACE:
                 if start is None:
                     self.warnings.append(
                         f'{self.path}: logical line must not start with whitespace: "{body}"')

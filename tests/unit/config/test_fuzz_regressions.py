@@ -84,3 +84,18 @@ def test_braced_argument_that_looks_like_an_option_keeps_its_braces():
     for fold in (False, True):
         again = MasterCf.parse(svc.format(fold=fold) + "\n")
         assert again.services[0].args == ["-x y", "z"]
+
+
+def test_control_character_command_survives_a_postconf_p_edit():
+    """A command field of \\x1f (not blank to Postfix, whitespace to
+    Python's strip()) at the end of a line was trimmed away when the edited
+    file was read again, and the edit was lost."""
+    m = MasterCf.parse("10025 inet n - n - - \x1f smtpd\n")
+    assert m.services[0].fields == ["10025", "inet", "n", "-", "n", "-", "-", "\x1f", "smtpd"]
+    m.set_param("10025", "inet", "hato_fuzz", "1")
+    again = MasterCf.parse(m.render())
+    assert again.services[0].command == "\x1f"
+    assert again.services[0].overrides().get("hato_fuzz") == "1"
+    # a line that starts with it begins an entry, it does not continue one
+    assert [s.name for s in MasterCf.parse("a unix - - n - - x\n\x1fb unix - - n - - y\n")
+            .services] == ["a", "\x1fb"]
