@@ -52,6 +52,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tests.ports import free_port
+
 NR_FLAGS = {"C": 0x1000, "H": 0x2000, "M": 0x4000, "R": 0x8000, "T": 0x10000,
             "U": 0x20000, "L": 0x80, "N": 0x40000, "B": 0x80000}
 NO_REPLY = set("DAQK")
@@ -312,9 +314,7 @@ class MilterPeer:
 
 def unused_port() -> int:
     """A loopback port nobody listens on (for "milter not listening")."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 Spec = Any

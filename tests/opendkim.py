@@ -21,14 +21,14 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.ports import free_port
+
 OPENDKIM = "/usr/sbin/opendkim"
 GENKEY = "/usr/sbin/opendkim-genkey"
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 class OpenDkim:

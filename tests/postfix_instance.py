@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.ports import free_port
+
 POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
 DAEMON_DIRECTORY = "/usr/lib/postfix/sbin"
@@ -130,12 +132,6 @@ def envelope_from_log(log: str, qid: str) -> Envelope:
     env.rcpts = sorted(re.findall(rf" {q}: to=<(.*?)>,", log))
     env.removed = re.search(rf" {q}: removed\s*$", log, re.MULTILINE) is not None
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _backdate(*paths: Path) -> None:

@@ -35,12 +35,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
+from tests.ports import free_port
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 class RedisError(Exception):

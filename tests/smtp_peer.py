@@ -58,6 +58,8 @@ class Session:
     peer: SmtpPeer
     number: int
     commands: list[str] = field(default_factory=list)
+    #: every reply sent, in order (a multi-line reply as one string)
+    replies: list[str] = field(default_factory=list)
     #: commands that arrived with more client data already behind them
     pipelined: list[str] = field(default_factory=list)
     rcpt_count: int = 0
@@ -209,6 +211,7 @@ class _Conversation:
         if reply == DROP:
             raise _Closed
         lines = reply.split("\n")
+        self.session.replies.append(reply)
         self.conn.sendall(b"".join(line.encode() + b"\r\n" for line in lines))
         if lines[-1].startswith("421"):
             raise _Closed

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import SRC
+from tests.ports import free_port  # noqa: F401 (re-exported for the tests)
 
 OWNER = "hato"
 GROUP = "hatodrop"
@@ -71,12 +72,6 @@ def hato_env() -> dict[str, str]:
     if not os.environ.get("HATO_VENV"):
         env["PYTHONPATH"] = str(SRC)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def common_port(last_octets: range) -> int:

@@ -37,6 +37,7 @@ from hato.io.postscreen_cache import (
 from hato.policy.postscreen_cache_entry import CacheEntry, PscTest
 from hato.tables.base import OpenFlags
 from hato.tables.registry import open_table
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -485,10 +486,7 @@ def test_redis_frozen_is_bounded_by_the_timeout(server):
 
 
 def test_redis_unreachable_at_start(tmp_path: Path):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     log = Log()
     c = cache(redis_main(f"redis://127.0.0.1:{port}/0"), log, timeout=0.3)
     assert c.get("192.0.2.1") is None

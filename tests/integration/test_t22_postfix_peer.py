@@ -46,6 +46,7 @@ import pytest
 
 from tests.certs import TestCA
 from tests.conftest import require_tool
+from tests.ports import free_port, port_holders
 from tests.postfix_instance import PostfixInstance
 
 from .instance import Instance
@@ -142,13 +143,16 @@ class Peer:
             if not self.greets():
                 # a Postfix whose first smtpd never came up (seen now and then
                 # with Cyrus SASL and TLS on this machine): start it afresh
-                old = self.pf.root
+                # on a port of its own (whatever held the first one)
+                old, holders = self.pf.root, port_holders(self.port)
                 self.pf.stop()
                 shutil.rmtree(old, ignore_errors=True)
+                self.pf.port = free_port()
                 self.pf.start()
                 if not self.greets():
                     raise AssertionError(f"Postfix does not greet on 127.0.0.1:{self.port}\n"
-                                         f"{self.log()[-3000:]}")
+                                         f"{self.log()[-3000:]}\nthe first try: {holders}\n"
+                                         f"{port_holders(self.port)}")
         except BaseException:
             self.cleanup()
             raise

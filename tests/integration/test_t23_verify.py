@@ -21,6 +21,7 @@ import smtplib
 
 import pytest
 
+from tests.ports import port_holders
 from tests.smtp_peer import SmtpPeer
 
 from .instance import Instance, free_port, smtp_ready
@@ -124,8 +125,10 @@ def test_reject_code_550_says_undeliverable(site):
     assert rcpt_reply(port550, rcpt) == (450, in_progress(rcpt))
     st = wait_status(inst, rcpt)
     assert (st["status"], st["dsn"]) == ("undeliverable", "5.1.1"), \
-        (dict(st), peer.port, [(x.number, x.commands) for x in peer.sessions],
-         inst.log_text()[-4000:])
+        (f"{dict(st)}\npeer on port {peer.port}, its sessions:\n"
+         + "".join(f"  {x.number}: {list(zip(x.commands, x.replies[1:]))}\n"
+                   for x in peer.sessions)
+         + f"{port_holders(peer.port)}\n{inst.log_text()[-4000:]}")
     assert_probe_removed(inst, st["qid"])
     assert rcpt_reply(port550, rcpt) == (550, f"5.1.1 <{rcpt}>: Recipient address rejected: "
                                               f"undeliverable address: "

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests.conftest import require_tool
+from tests.ports import free_port
 
 from .instance import Instance
 
@@ -27,9 +28,7 @@ GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
 def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def _wait_port(port: int, proc: subprocess.Popen | None, what: str, timeout: float = 60) -> None:

@@ -6,7 +6,6 @@ Postfix's warnings, tries and retry delay."""
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -16,6 +15,7 @@ import pytest
 from hato.io.policy_client import PolicyClient
 from hato.policy.smtpd_policy import PolicyService
 from tests.policy_peer import CLOSE, HANG, PolicyPeer
+from tests.ports import free_port
 
 ATTRS = [("request", "smtpd_access_policy"), ("protocol_state", "RCPT"),
          ("sender", "a@example.org")]
@@ -174,9 +174,7 @@ def test_connection_closed_by_the_server_while_idle(server_factory) -> None:
 
 
 def test_not_listening() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     c, sleeps = client()
     answer = c(service(port, retry_delay=3), ATTRS)
     server = f"127.0.0.1:{port}"

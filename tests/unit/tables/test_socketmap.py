@@ -20,6 +20,7 @@ import pytest
 from hato.tables.base import TableError, TableRetry
 from hato.tables.registry import open_table
 from hato.tables.socketmap import SocketmapTable
+from tests.ports import free_port
 
 # -- the server ------------------------------------------------------------------
 
@@ -299,9 +300,7 @@ def _server_on_port(port: int) -> SocketmapServer:
 
 
 def test_server_down_is_a_retry() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nobody listens there
+    port = free_port()  # nobody listens there
     t = open_table(f"socketmap:inet:127.0.0.1:{port}:virtual")
     try:
         with pytest.raises(TableRetry, match="lookup error"):

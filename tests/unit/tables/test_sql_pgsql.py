@@ -4,7 +4,6 @@ fail-over between hosts, a server that is down or restarts."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from hato.tables.base import TableError, TableRetry
 from hato.tables.pgsql import PgsqlTable
 from hato.tables.registry import open_table
 from tests.integration.pg_server import PgServer, pg_server  # noqa: F401 (fixture)
+from tests.ports import free_port
 
 DB = "hato_unit"
 
@@ -36,9 +36,7 @@ def pg(pg_server: PgServer) -> PgServer:  # noqa: F811
 
 
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()  # nothing listens there
 
 
 def make(tmp_path: Path, pg: PgServer, body: str, hosts: str | None = None,
