@@ -521,7 +521,18 @@ def externalize(tree: Tok | None, *, lines: bool = False) -> str:
 _NOT_IN_DOT_STRING = '()<>,;:\\"[]'
 
 
+#: the usual local part: dot-separated runs of characters that need no
+#: quoting whatever the flags (what the loop below accepts, found at once)
+_ATEXT = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_DOT_STRING = re.compile(f"{_ATEXT}(?:\\.{_ATEXT})*")
+
+
 def _is_822_dot_string(local: str, eightbit_clean: bool, expose_at: bool) -> bool:
+    return bool(_PLAIN_DOT_STRING.fullmatch(local)) or \
+        _is_822_dot_string_loop(local, eightbit_clean, expose_at)
+
+
+def _is_822_dot_string_loop(local: str, eightbit_clean: bool, expose_at: bool) -> bool:
     if not local or local[0] == ".":
         return False
     for i, ch in enumerate(local):
@@ -586,6 +597,12 @@ def unquote_822_local(address: str) -> str:
     address. Quotes and backslashes are removed from the local part; a
     source route and the text after the last unquoted ``@`` stay as they
     are."""
+    if '"' not in address and "\\" not in address:
+        return address  # nothing quoted: the loop would copy it as it is
+    return _unquote_loop(address)
+
+
+def _unquote_loop(address: str) -> str:
     out: list[str] = []
     start = 0
     if address.startswith("@"):

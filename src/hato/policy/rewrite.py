@@ -144,8 +144,23 @@ def rewrite_tree(tree: A.Tok, context: RewriteContext, rules: RewriteRules) -> N
         A.tok_sub_keep_before(tree, tail)
 
 
-def rewrite_external(address: str, context: RewriteContext, rules: RewriteRules) -> str:
-    """Rewrite an external-form address (what rewrite_clnt() returns)."""
+#: Rewriting is a pure function of the address, the context and the rules
+#: (all immutable), and a process sees the same few addresses again and
+#: again (every message's sender and recipients, in the envelope and in the
+#: headers): the answers are kept, up to this many; then the store starts
+#: afresh.
+REWRITE_CACHE_SIZE = 4096
+_rewritten: dict[tuple[str, RewriteContext, RewriteRules, bool], str] = {}
+
+
+def _remember(key: tuple[str, RewriteContext, RewriteRules, bool], result: str) -> str:
+    if len(_rewritten) >= REWRITE_CACHE_SIZE:
+        _rewritten.clear()
+    _rewritten[key] = result
+    return result
+
+
+def _rewrite_external(address: str, context: RewriteContext, rules: RewriteRules) -> str:
     if not address:
         return ""
     tree = A.scan_addr(address)
@@ -155,9 +170,23 @@ def rewrite_external(address: str, context: RewriteContext, rules: RewriteRules)
     return A.externalize(tree)
 
 
+def rewrite_external(address: str, context: RewriteContext, rules: RewriteRules) -> str:
+    """Rewrite an external-form address (what rewrite_clnt() returns)."""
+    key = (address, context, rules, False)
+    found = _rewritten.get(key)
+    if found is not None:
+        return found
+    return _remember(key, _rewrite_external(address, context, rules))
+
+
 def rewrite_internal(address: str, context: RewriteContext, rules: RewriteRules) -> str:
     """Rewrite an internal-form address (cleanup_rewrite_internal())."""
-    return A.unquote_822_local(rewrite_external(A.quote_822_local(address), context, rules))
+    key = (address, context, rules, True)
+    found = _rewritten.get(key)
+    if found is not None:
+        return found
+    return _remember(key, A.unquote_822_local(
+        _rewrite_external(A.quote_822_local(address), context, rules)))
 
 
 # -- tables ---------------------------------------------------------------------------------

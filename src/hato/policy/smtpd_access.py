@@ -17,6 +17,7 @@ Everything here is pure; table lookups may raise TableRetry.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -186,6 +187,17 @@ def ip_match(pattern: IpPattern, address: str) -> bool:
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@functools.lru_cache(maxsize=1024)
+def _ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """*addr* (a client address, ``fe80::1%eth0`` too) as an IP address,
+    None when it is not one; kept, since every check of a session asks
+    again for the same few clients."""
+    try:
+        return ipaddress.ip_address(addr.split("%")[0])
+    except ValueError:
+        return None
+
+
 class HostAddrList:
     """Postfix's namadr_list: match a client (name, address)."""
 
@@ -220,10 +232,7 @@ class HostAddrList:
     def match(self, name: str, addr: str) -> bool:
         """First matching pattern decides; TableRetry propagates."""
         name = name.lower()
-        try:
-            ip = ipaddress.ip_address(addr.split("%")[0])
-        except ValueError:
-            ip = None
+        ip = _ip(addr)
         for positive, kind, pattern in self.items:
             if kind == "net":
                 net: Any = pattern

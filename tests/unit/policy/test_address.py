@@ -66,6 +66,26 @@ def test_quote_round_trip(local, domain):
     assert A.unquote_822_local(A.quote_822_local(address)) == address
 
 
+_ANY_CHAR = st.characters(codec="utf-8", exclude_categories=("Cs",))
+
+
+@given(st.text(alphabet=st.one_of(st.sampled_from("ab.-+_!#$%&'*/=?^`{|}~@ \"\\()<>,;:[]"),
+                                  _ANY_CHAR), max_size=10),
+       st.booleans(), st.booleans())
+def test_dot_string_shortcut_agrees_with_the_loop(local, eightbit_clean, expose_at):
+    """The pattern for plain local parts never accepts what Postfix's loop
+    refuses."""
+    if A._PLAIN_DOT_STRING.fullmatch(local):
+        assert A._is_822_dot_string_loop(local, eightbit_clean, expose_at)
+    assert A._is_822_dot_string(local, eightbit_clean, expose_at) == \
+        A._is_822_dot_string_loop(local, eightbit_clean, expose_at)
+
+
+@given(st.text(alphabet=st.one_of(st.sampled_from('ab.@:,"\\ '), _ANY_CHAR), max_size=12))
+def test_unquote_shortcut_agrees_with_the_loop(address):
+    assert A.unquote_822_local(address) == A._unquote_loop(address)
+
+
 # -- tok822 -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, external, addresses", [

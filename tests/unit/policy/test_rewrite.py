@@ -15,7 +15,9 @@ from hato.policy.rewrite import (
     Rewriter,
     RewriteRules,
     rewrite_external,
+    rewrite_internal,
 )
+from hato.policy import rewrite as rewrite_module
 from hato.tables.base import Table, TableRetry
 
 from .conftest import make_settings
@@ -46,8 +48,33 @@ REWRITE_CLNT_REF = [
 
 @pytest.mark.parametrize("address, local, remote", REWRITE_CLNT_REF)
 def test_rewrite_clnt_ref(address, local, remote):
-    assert rewrite_external(address, LOCAL, RULES) == local
-    assert rewrite_external(address, INVALID, RULES) == remote
+    for _ in range(2):  # the second time from the store of answers
+        assert rewrite_external(address, LOCAL, RULES) == local
+        assert rewrite_external(address, INVALID, RULES) == remote
+
+
+def test_kept_answers_depend_on_context_rules_and_form(monkeypatch):
+    monkeypatch.setattr(rewrite_module, "_rewritten", {})
+    other = RewriteRules(swap_bangpath=False, percent_hack=False, append_at_myorigin=False,
+                         append_dot_mydomain=False)
+    assert rewrite_external("a%b", LOCAL, RULES) == "a@b.MYDOMAIN"
+    assert rewrite_external("a%b", LOCAL, other) == "a%b"
+    assert rewrite_external("a%b", INVALID, RULES) == "a@b.domain.invalid"
+    assert rewrite_external("a%b", RewriteContext("local", "x", "x"), RULES) == "a@b.x"
+    # the internal form: the local part is quoted for the rewrite, unquoted after
+    # (the same string in the two forms: two answers)
+    assert rewrite_external("a b", LOCAL, RULES) == '"a b"@MYDOMAIN.MYDOMAIN'
+    assert rewrite_internal("a b", LOCAL, RULES) == "a b@MYDOMAIN.MYDOMAIN"
+    assert rewrite_external("a b", LOCAL, RULES) == '"a b"@MYDOMAIN.MYDOMAIN'
+
+
+def test_kept_answers_are_bounded(monkeypatch):
+    store: dict = {}
+    monkeypatch.setattr(rewrite_module, "_rewritten", store)
+    monkeypatch.setattr(rewrite_module, "REWRITE_CACHE_SIZE", 8)
+    for i in range(50):
+        assert rewrite_external(f"u{i}", LOCAL, RULES) == f"u{i}@MYDOMAIN.MYDOMAIN"
+        assert len(store) <= 8
 
 
 def test_rewrite_stage():
