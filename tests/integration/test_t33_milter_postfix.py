@@ -15,6 +15,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -68,7 +69,7 @@ def play(port: int, log=lambda: "") -> None:
                    c.rcpt("bob@example.com", ["NOTIFY=FAILURE"])]
         # (a RCPT refused once on a busy CI run, on the Postfix side: the
         # replies and the log say why if it happens again)
-        assert [r[0] for r in replies] == [250, 554, 250], (replies, log()[-4000:])
+        assert [r[0] for r in replies] == [250, 554, 250], f"{replies}\n{log()[-6000:]}"
         code, _ = c.data(MESSAGE)
         assert code == 250
         c.docmd("XYZZY", "magic")
@@ -111,11 +112,25 @@ def normalized(peer: MilterPeer) -> list:
     return out
 
 
+class PostfixLostItsMilter(Exception):
+    """Postfix's smtpd answered 4.7.1 because its milter session failed
+    (seen about once in three full-suite runs, never alone): a fault of
+    the reference run, not a difference."""
+
+
 def run_postfix(main: dict[str, str], peer: MilterPeer) -> None:
     with PostfixInstance({**MAIN, **main, "smtpd_milters": peer.endpoint}, name="t33") as pf:
         pf_wait(pf)
-        play(pf.port, lambda: pf.maillog.read_text(errors="replace")
-             if pf.maillog.exists() else "")
+
+        def log() -> str:
+            return pf.maillog.read_text(errors="replace") if pf.maillog.exists() else ""
+
+        try:
+            play(pf.port, log)
+        except AssertionError as err:
+            if "milter-reject: MAIL" in log() and "451 4.7.1 Service unavailable" in str(err):
+                raise PostfixLostItsMilter(str(err)) from err
+            raise
         peer.wait_closed(len(peer.sessions) or 1, timeout=10)
         time.sleep(0.3)
 
@@ -153,12 +168,25 @@ def _clear_probes(peer: MilterPeer) -> None:
 def test_milter_streams_match_postfix(config):
     script = CONFIGS[config]
     main = EXTRA_MAIN.get(config, {})
-    with MilterPeer(script) as pf_peer, MilterPeer(script) as hato_peer:
+    with MilterPeer(script) as first_pf_peer, MilterPeer(script) as hato_peer, \
+            MilterPeer(script) as second_pf_peer:
+        pf_peer = first_pf_peer
         with ThreadPoolExecutor(2) as pool:
             a = pool.submit(run_postfix, main, pf_peer)
             b = pool.submit(run_hato, main, hato_peer)
-            a.result()
+            try:
+                a.result()
+            except PostfixLostItsMilter as err:
+                # the reference run failed: Postfix's side once more, alone,
+                # with a milter of its own (hato's side is never played again)
+                warnings.warn(f"t33 [{config}]: Postfix's smtpd lost its milter; "
+                              f"Postfix's side played again. What it logged:\n{err}",
+                              stacklevel=1)
+                pf_peer = None
             b.result()
+        if pf_peer is None:
+            pf_peer = second_pf_peer
+            run_postfix(main, pf_peer)
         _clear_probes(pf_peer)
         _clear_probes(hato_peer)
         want, got = normalized(pf_peer), normalized(hato_peer)
