@@ -152,7 +152,7 @@ def test_quarantine_goes_to_hold_and_header_checks_apply(site):
     site.script(eom=[("q", "looks bad")])
     code, text = site.send()
     # (this once failed with a 451 in full-suite runs only: the log says why)
-    assert code == 250, (text, site.peer.events[-12:], site.inst.log_text()[-4000:])
+    assert code == 250, f"{text}\n{site.peer.events[-12:]}\n{site.inst.log_text()[-6000:]}"
     qid = queued_id(text)
     site.inst.wait_log(f"{qid}: milter-hold: END-OF-MESSAGE from localhost[127.0.0.1]: "
                        f"milter triggers HOLD action;")
