@@ -52,7 +52,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tests.ports import free_port
+from tests.ports import close_listener, free_port
 
 NR_FLAGS = {"C": 0x1000, "H": 0x2000, "M": 0x4000, "R": 0x8000, "T": 0x10000,
             "U": 0x20000, "L": 0x80, "N": 0x40000, "B": 0x80000}
@@ -197,10 +197,7 @@ class MilterPeer:
 
     def stop(self) -> None:
         self._stop = True
-        try:
-            self._sock.close()
-        except OSError:
-            pass
+        close_listener(self._sock)
         with self._lock:
             for c in self._conns:
                 try:

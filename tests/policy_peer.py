@@ -25,6 +25,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from tests.ports import close_listener
+
 CLOSE = "<close>"
 HANG = "<hang>"
 
@@ -130,8 +132,5 @@ class PolicyPeer:
 
     def close(self) -> None:
         self.stopping.set()
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        close_listener(self.sock)
         self.drop()

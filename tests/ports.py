@@ -84,3 +84,18 @@ def port_holders(port: int) -> str:
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"ss: {e}"
     return f"sockets on port {port}:\n{r.stdout.strip() or '(none)'}{r.stderr.strip()}"
+
+
+def close_listener(sock: socket.socket) -> None:
+    """Close a listening socket that a thread may be blocked in accept() on.
+    close() alone does not wake that thread: the kernel keeps the socket
+    listening until the accept returns, so the port would take one more
+    connection after the server was "closed". shutdown() ends the accept."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # never connected / already shut: fine
+    try:
+        sock.close()
+    except OSError:
+        pass

@@ -33,6 +33,7 @@ from hato.config.mastercf import MasterCf
 from hato.config.settings import Config
 from hato.queue.cleanup import Cleanup, Submission, cleanup_message
 from hato.queue.envelope import notify_mask
+from tests.ports import close_listener
 
 pytestmark = pytest.mark.differential
 
@@ -170,7 +171,7 @@ class PostfixCleanup:
                 conn.sendall(proc.stdout)
 
     def close(self) -> None:
-        self.listener.close()
+        close_listener(self.listener)
 
     def run(self, envelope: list[tuple[str, bytes]], content: list[tuple[str, bytes]],
             flags: int) -> tuple[str, int, str, list[tuple[str, bytes]]]:

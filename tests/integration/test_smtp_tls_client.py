@@ -30,6 +30,7 @@ from hato.io.smtp_tls import (
 )
 from hato.policy.smtp_tls_policy import TlsDefaults, resolve_policy
 from tests.certs import TestCA
+from tests.ports import close_listener
 
 HOST = "mx.example.com"
 
@@ -72,7 +73,7 @@ class TinyTlsServer:
 
     def close(self):
         self._stop = True
-        self.sock.close()
+        close_listener(self.sock)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.certs import TestCA
 from tests.dnsserver import DnsServer
+from tests.ports import close_listener
 
 from .instance import Instance, common_port
 from .maillog import wait_status
@@ -61,7 +62,7 @@ class TlsPeer:
 
     def close(self) -> None:
         self._stop = True
-        self.sock.close()
+        close_listener(self.sock)
 
     def _accept(self) -> None:
         while not self._stop:

@@ -57,6 +57,7 @@ import pytest
 from tests.conftest import require_tool
 from tests.differential.test_postscreen_verdicts import Port53DnsServer
 from tests.policy_peer import CLOSE, HANG, PolicyPeer
+from tests.ports import close_listener
 from tests.postfix_instance import COMMON_MAIN_CF, PostfixInstance
 
 from .instance import Instance, free_port, smtp_ready
@@ -114,7 +115,7 @@ class Spawner:
 
     def close(self) -> None:
         self.stop.set()
-        self.sock.close()
+        close_listener(self.sock)
         for p in self.procs:
             if p.poll() is None:
                 p.kill()

@@ -20,6 +20,7 @@ from hato.auth.pwcheck import (
     make_mechanism,
 )
 from hato.auth.sasldb import Sasldb
+from tests.ports import close_listener
 
 SETTINGS = {
     "yescrypt": b"$y$j9T$F5Jx5fExrKuPp53xLKQ..1",
@@ -143,7 +144,7 @@ class FakeImap(threading.Thread):
                     f.flush()
 
     def close(self):
-        self.sock.close()
+        close_listener(self.sock)
 
 
 def test_rimap():

@@ -19,8 +19,7 @@ from hato.auth import Challenge, Failure, Success
 from hato.auth.backend import AuthTempFail
 from hato.auth.dovecot import DovecotAuthClient, DovecotSaslServer, resolve_auth_path
 from hato.auth.saslauthd import SaslauthdClient, libsasl_login
-from hato.auth.server import (ChainVerifier, CyrusSaslServer, plan_sasl,
-                              sasl_server_from_settings)
+from hato.auth.server import ChainVerifier, CyrusSaslServer, plan_sasl, sasl_server_from_settings
 from hato.config.defaults import HostFacts
 from hato.config.errors import ConfigError
 from hato.config.maincf import MainCf
@@ -28,6 +27,7 @@ from hato.config.mastercf import MasterCf
 from hato.config.settings import Config
 from hato.proto.dovecot_auth import LineReader
 from hato.proto.saslauthd import RequestReader, SaslauthdRequest, encode_reply
+from tests.ports import close_listener
 
 FACTS = HostFacts("mx1", (("127.0.0.1", 8),), ())
 
@@ -96,7 +96,7 @@ class FakeSaslauthd:
                 conn.sendall(reply[3:])
 
     def close(self) -> None:
-        self.sock.close()
+        close_listener(self.sock)
 
 
 @pytest.fixture
@@ -308,7 +308,7 @@ class FakeDovecot:
 
     def close(self) -> None:
         self.kill_connections()
-        self.sock.close()
+        close_listener(self.sock)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 from hato.tables.base import TableError, TableRetry
 from hato.tables.registry import open_table
 from hato.tables.socketmap import SocketmapTable
-from tests.ports import free_port
+from tests.ports import close_listener, free_port
 
 # -- the server ------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class SocketmapServer:
 
     def close(self) -> None:
         self._stop.set()
-        self.sock.close()
+        close_listener(self.sock)
         with self._lock:
             for conn in self._clients:
                 try:
