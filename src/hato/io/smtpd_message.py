@@ -7,6 +7,7 @@ into :class:`hato.io.smtpd_session.Session`."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from ..proto import smtpd as P
 from ..queue import envelope as E
@@ -167,7 +168,8 @@ class MessageIntake:
                 refused = await self._milter_message(inj)
                 if refused is not None:
                     return refused
-            result = await asyncio.to_thread(self._finish, inj, actions, self.milters)
+            result = await self.server.committer.submit(
+                functools.partial(self._finish, inj, actions, self.milters, sync_dir=False))
         except TableRetry as err:
             self.log.warning(f"{inj.queue_id}: {err}")
             return P.Reply(451, "4.3.0", "Error: queue file write error")
@@ -210,11 +212,12 @@ class MessageIntake:
         return None
 
     @staticmethod
-    def _finish(inj: Injection, actions, milters=None):
+    def _finish(inj: Injection, actions, milters=None, *, sync_dir: bool = True):
         hold = bool(getattr(actions, "hold", None)) or bool(milters and milters.hold)
         discard = bool(getattr(actions, "discard", None)) or bool(milters and milters.discard)
         return inj.finish(hold=hold, filter=getattr(actions, "filter", None),
-                          redirect=getattr(actions, "redirect", None), discard=discard)
+                          redirect=getattr(actions, "redirect", None), discard=discard,
+                          sync_dir=sync_dir)
 
     async def _bdat_chunk(self, ev: P.BdatChunk) -> None:
         if ev.last:

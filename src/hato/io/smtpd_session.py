@@ -26,10 +26,11 @@ from ..proto import smtpd as P
 from ..proto.escape import escape
 from ..queue.cleanup import Cleanup
 from ..queue.envelope import Recipient
-from ..queue.inject import Injection
+from ..queue.inject import Injection, commit_together
 from ..queue.store import QueueStore
 from ..queue.submit import MaildropSubmission
 from ..tables.base import TableRetry
+from .batch import Batcher, Failed
 from .fdreserve import OUT_OF_DESCRIPTORS, SpareDescriptor
 from .handoff import HandoffError, receive_client
 from .mailbox_quota_client import MailboxQuotaQuery
@@ -71,6 +72,15 @@ def limits_from_settings(s: Settings) -> P.Limits:
     )
 
 
+def _commit_batch(commits):
+    """In a worker thread: the commits of one batch (each a callable that
+    commits one message without syncing its directory), see
+    :func:`hato.queue.inject.commit_together`; a failure is that
+    message's own."""
+    return [Failed(r) if isinstance(r, BaseException) else r
+            for r in commit_together(commits)]
+
+
 class SessionServer:
     """What one smtpd worker shares between its sessions: settings read,
     tables opened, the queue."""
@@ -85,6 +95,10 @@ class SessionServer:
         self.service = service
         self.dns = dns
         self.wake_qmgr = wake_qmgr or (lambda: None)
+        # The sessions' commits, handed to a thread together: the messages
+        # that ended during one turn of the loop (or while the previous
+        # batch ran) share one hand-off and one fsync of incoming/.
+        self.committer = Batcher(_commit_batch)
         self.hostname = s.str("myhostname")
         self.external = s.str("info_log_address_format").lower() != "internal"
         self.mail_name = s.str("mail_name")

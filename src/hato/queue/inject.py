@@ -15,12 +15,14 @@ once for content that is already at hand.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from . import records as R
 from .cleanup import Cleanup, CleanupResult, CleanupState, Submission
 from .envelope import ATTR_ENCODING, Envelope, Recipient
+from .errors import wrap_os_error
 from .store import INCOMING, QueueError, QueueStore, QueueWriter
 
 LogFn = Callable[[str, str], None]  # (level, text)
@@ -30,6 +32,8 @@ LogFn = Callable[[str, str], None]  # (level, text)
 class Injected:
     result: CleanupResult
     queue_id: str | None  # None when nothing was queued
+    #: the queue file's writer when something was queued (commit_together())
+    writer: QueueWriter | None = field(default=None, repr=False, compare=False)
 
 
 class Injection:
@@ -127,16 +131,22 @@ class Injection:
         return self.edit
 
     def finish(self, *, hold: bool = False, filter: str | None = None,
-               redirect: str | None = None, discard: bool = False) -> Injected:
+               redirect: str | None = None, discard: bool = False,
+               sync_dir: bool = True) -> Injected:
         """End the content; commit (fsync) when cleanup accepted the message.
         *hold*, *filter*, *redirect* and *discard* are smtpd's access(5)
         actions, added to what header/body checks decided."""
         self.end_content()
-        return self.commit(hold=hold, filter=filter, redirect=redirect, discard=discard)
+        return self.commit(hold=hold, filter=filter, redirect=redirect, discard=discard,
+                           sync_dir=sync_dir)
 
     def commit(self, *, hold: bool = False, filter: str | None = None,
-               redirect: str | None = None, discard: bool = False) -> Injected:
-        """Commit what :meth:`end_content` accepted (with a milter's changes)."""
+               redirect: str | None = None, discard: bool = False,
+               sync_dir: bool = True) -> Injected:
+        """Commit what :meth:`end_content` accepted (with a milter's changes).
+        Without *sync_dir* the queue file is only published
+        (:meth:`QueueWriter.publish`): the caller syncs its directory, then
+        calls ``writer.published_durably()`` or ``writer.withdraw()``."""
         assert self.result is not None and self.env is not None, "end_content() first"
         try:
             if self.edit is not None and self.result.ok:
@@ -164,9 +174,13 @@ class Injection:
                 env.attributes["content_filter"] = result.filter or filter or ""
             if result.redirect or redirect:
                 env.attributes["redirect"] = result.redirect or redirect or ""
-            qid = self.writer.commit()
+            if sync_dir:
+                qid = self.writer.commit()
+            else:
+                self.writer.publish()
+                qid = self.writer.queue_id
             self.done = True
-            return Injected(result, qid)
+            return Injected(result, qid, self.writer)
         except BaseException:
             self.abort()
             raise
@@ -193,3 +207,36 @@ def clean_into_queue(cleanup: Cleanup, store: QueueStore, chunks: Iterable[bytes
 
 
 __all__ = ["clean_into_queue", "Injected", "Injection", "QueueError"]
+
+
+def commit_together(commits: Sequence[Callable[[], Injected]]) -> list[Injected | BaseException]:
+    """Several commits with one fsync per queue directory: each callable
+    commits one :class:`Injection` with ``sync_dir=False`` (publishing its
+    queue file, fsynced and renamed); then each directory that received a
+    file is synced once, and each file is either committed or, when its
+    directory's fsync failed, taken away again. Per callable, in order: its
+    :class:`Injected` or the exception it ended with. Nothing is reported
+    committed before its name is durable."""
+    out: list[Injected | BaseException] = []
+    published: dict[str, list[tuple[int, QueueWriter]]] = {}
+    for i, commit in enumerate(commits):
+        try:
+            injected = commit()
+        except Exception as err:  # noqa: BLE001 - that commit's own failure
+            out.append(err)
+            continue
+        out.append(injected)
+        writer = injected.writer
+        if writer is not None and writer.published:
+            published.setdefault(os.path.dirname(writer.final_path), []).append((i, writer))
+    for directory, group in published.items():
+        try:
+            group[0][1].store.sync_dir(directory)
+        except OSError as err:
+            for i, writer in group:
+                writer.withdraw(err)
+                out[i] = wrap_os_error(err, f"commit {writer.queue_id}")
+            continue
+        for _, writer in group:
+            writer.published_durably()
+    return out

@@ -66,7 +66,7 @@ class QueueWriter:
         self._content_length = 0
         self._extracted: list[Recipient] = []
         self._attributes: dict[str, str] = {}
-        self._state = "new"  # new, envelope, content, committed, dead
+        self._state = "new"  # new, envelope, content, published, committed, dead
         self._error: BaseException | None = None
 
     # context manager
@@ -235,12 +235,40 @@ class QueueWriter:
         """Make the message durable and visible under its queue id; return
         the id. Only after this returns may the message be acknowledged.
         Raises :class:`QueueError` (and leaves nothing behind) on failure."""
+        self.publish()
+        try:
+            self.store.sync_dir(os.path.dirname(self.final_path))
+        except OSError as e:
+            self.withdraw(e)
+            raise wrap_os_error(e, f"commit {self.queue_id}") from e
+        return self.published_durably()
+
+    # The commit in its phases, for a caller that commits several files and
+    # syncs their directory once for all (QueueStore.commit_batch()):
+    # publish() each, then one fsync of the directory, then
+    # published_durably() for each, or withdraw() for each when it failed.
+
+    @property
+    def published(self) -> bool:
+        """Published, its directory not yet synced."""
+        return self._state == "published"
+
+    @property
+    def final_path(self) -> str:
+        """Where :meth:`publish` puts (or put) the file."""
+        assert self._env is not None, "write_envelope() first"
+        return self.store.path(HOLD if self._env.hold else self.queue, self.queue_id)
+
+    def publish(self) -> str:
+        """The commit up to its last step: the file completed, made
+        durable (fsync) and renamed to its final name; that name is durable
+        only once its directory is synced. Returns the final path. Raises
+        :class:`QueueError` (and leaves nothing behind) on failure."""
         self._check("envelope", "content")
         env = self._env
         assert env is not None
         store, ops = self.store, self.store.ops
-        target = HOLD if env.hold else self.queue
-        final = store.path(target, self.queue_id)
+        final = self.final_path
         # Attributes set on the envelope after it was written (a
         # content_filter found in the headers, say) go into the extracted
         # segment, where they override the earlier ones.
@@ -271,23 +299,31 @@ class QueueWriter:
             store._rename(self._temp, final, f"commit {self.queue_id}")
         except OSError as e:
             raise self._fail(e, "commit") from e
-        try:
-            store.sync_dir(os.path.dirname(final))
-        except OSError as e:
-            # The name may not be durable: take it away, so that a message
-            # we do not acknowledge is not delivered either.
-            best_effort(ops.unlink, final)
-            self._discard(e)
-            raise wrap_os_error(e, f"commit {self.queue_id}") from e
+        self._state = "published"
+        return final
+
+    def published_durably(self) -> str:
+        """The directory of the published file was synced: committed."""
+        self._check("published")
         self._state = "committed"
-        best_effort(ops.close, self._fd)  # the data is on disk already
+        best_effort(self.store.ops.close, self._fd)  # the data is on disk already
         self._fd = -1
         return self.queue_id
+
+    def withdraw(self, exc: BaseException) -> None:
+        """The directory of the published file could not be synced: the
+        name may not be durable, so it is taken away (a message that is
+        not acknowledged is not delivered either) and the writer is dead."""
+        self._check("published")
+        best_effort(self.store.ops.unlink, self.final_path)
+        self._discard(exc)
 
     def abort(self) -> None:
         """Give up the message: close and remove the file."""
         if self._state == "committed":
             raise RuntimeError(f"queue file {self.queue_id} is already committed")
+        if self._state == "published":
+            best_effort(self.store.ops.unlink, self.final_path)
         if self._state != "dead":
             self._discard(None)
 
