@@ -161,6 +161,20 @@ def _mkdir_open(parent_fd: int, name: str, where: str, *, uid: int | None, gid: 
         raise
 
 
+def _check_writable_soon(fd: int, where: str, uid: int | None, gid: int | None,
+                         privileged: bool) -> None:
+    """:func:`_check_writable` for a directory that may be one another
+    delivery has just made and not yet given away (found, not made, by
+    this one): wait a moment for its owner before failing."""
+    try:
+        _check_writable(fd, where, uid, gid, privileged)
+    except _Failure:
+        if not privileged:
+            raise
+        _wait_for_owner(fd, uid)
+        _check_writable(fd, where, uid, gid, privileged)
+
+
 def _wait_for_owner(fd: int, uid: int | None, tries: int = 50) -> None:
     """A directory another delivery has just made may not be the
     recipient's yet (it is made, then given away): wait a moment for that,
@@ -236,8 +250,8 @@ def deliver_maildir(path: str | os.PathLike[str], chunks: Iterable[bytes], *,
             fds.append(new_fd)
             os.close(_mkdir_open(root_fd, "cur", os.path.join(root, "cur"),
                                  **sub))  # type: ignore[arg-type]
-            _check_writable(tmp_fd, where, uid, gid, privileged)
-            _check_writable(new_fd, os.path.join(root, "new"), uid, gid, privileged)
+            _check_writable_soon(tmp_fd, where, uid, gid, privileged)
+            _check_writable_soon(new_fd, os.path.join(root, "new"), uid, gid, privileged)
         except OSError as exc:
             raise _Failure(f"create maildir file {where}", exc) from exc
 

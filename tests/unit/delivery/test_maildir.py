@@ -320,3 +320,31 @@ def test_first_deliveries_racing_to_create_the_maildir(user_dir, recipient_ids, 
         assert errors == [], (target, errors)
         assert len(names) == 2
         assert target.stat().st_uid == expected_owner(recipient_ids)
+
+
+def test_a_subdirectory_found_before_it_was_given_away(user_dir, recipient_ids):
+    """The second of two first deliveries finds tmp/ already made by the
+    first but not yet given to the recipient (still root's, 0700): it waits
+    for the owner rather than fail with "Permission denied" (which local(8)
+    would have bounced; seen in full-suite runs)."""
+    uid, gid = recipient_ids
+    if uid is None:
+        pytest.skip("needs root: the race is between root-made and recipient-owned")
+    target = user_dir / "Maildir"
+    for name in ("", "new", "cur"):
+        (target / name).mkdir(exist_ok=True)
+        os.chown(target / name, uid, gid)
+    (target / "tmp").mkdir(mode=0o700)  # made by the other delivery, root's for now
+    os.chmod(target / "tmp", 0o700)
+
+    def give_away() -> None:
+        time.sleep(0.2)
+        os.chown(target / "tmp", uid, gid)
+
+    t = threading.Thread(target=give_away)
+    t.start()
+    try:
+        name = deliver_maildir(target, [MESSAGE], uid=uid, gid=gid, hostname="h")
+    finally:
+        t.join()
+    assert (target / "new" / name).stat().st_uid == uid
