@@ -133,15 +133,9 @@ def _mkdir_open(parent_fd: int, name: str, where: str, *, uid: int | None, gid: 
         return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
     except FileNotFoundError:
         pass
-    try:
-        _check_writable(parent_fd, where, uid, gid, privileged)
-    except _Failure:
-        if not privileged:
-            raise
-        # The parent may be one another delivery has just made and not yet
-        # given to the recipient (two first deliveries at once).
-        _wait_for_owner(parent_fd, uid)
-        _check_writable(parent_fd, where, uid, gid, privileged)
+    # The parent may be one another delivery has just made and not yet
+    # given to the recipient (two first deliveries at once).
+    _check_writable_soon(parent_fd, where, uid, gid, privileged)
     try:
         os.mkdir(name, _DIR_MODE, dir_fd=parent_fd)
     except FileExistsError:
@@ -164,8 +158,8 @@ def _mkdir_open(parent_fd: int, name: str, where: str, *, uid: int | None, gid: 
 def _check_writable_soon(fd: int, where: str, uid: int | None, gid: int | None,
                          privileged: bool) -> None:
     """:func:`_check_writable` for a directory that may be one another
-    delivery has just made and not yet given away (found, not made, by
-    this one): wait a moment for its owner before failing."""
+    delivery has just made and not yet given away: wait a moment for its
+    owner before failing."""
     try:
         _check_writable(fd, where, uid, gid, privileged)
     except _Failure:
