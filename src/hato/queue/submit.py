@@ -57,6 +57,7 @@ class _Accepted:
     def __init__(self, queue_id: str):
         self.queue_id = queue_id
         self.result = self
+        self.writer = None  # committed whole already: nothing for commit_together()
 
     def smtp_reply(self) -> str:
         return f"250 2.0.0 Ok: queued as {self.queue_id}"

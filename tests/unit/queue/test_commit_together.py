@@ -91,3 +91,22 @@ def test_a_published_file_that_is_abandoned_is_removed(tmp_path):
     assert all_files(str(tmp_path / "q")) == []
     with pytest.raises(QueueError):  # the writer is dead
         inj.writer.published_durably()
+
+
+def test_a_submission_that_commits_whole_joins_a_batch(tmp_path):
+    """sendmail -bs hands smtpd a maildrop submission, which commits itself
+    whole (directory fsync included): it takes its place in a batch."""
+    from hato.queue.envelope import Recipient
+    from hato.queue.submit import MaildropSubmission
+    from hato.queue.store import MAILDROP
+
+    store = make_store(tmp_path)
+    sub = MaildropSubmission(store, 1000)
+    sub.start(sender="joe@example.org", recipients=[Recipient("ann@example.org")])
+    sub.feed(b"Subject: -bs\n\nhello\n")
+    other = injection(tmp_path, store, b"x\r\n")
+    out = commit_together([functools.partial(sub.finish, sync_dir=False),
+                           functools.partial(other.finish, sync_dir=False)])
+    assert [o.queue_id for o in out] == [sub.queue_id, other.queue_id]
+    assert store.list(MAILDROP) == [sub.queue_id]
+    assert other.writer.committed
