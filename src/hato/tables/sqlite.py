@@ -60,6 +60,10 @@ class SqliteTable(SqlTable):
         except OSError as err:
             raise TableError(f"{self.name}: can't open database {self.dbpath}: "
                              f"{err.strerror}", self.cf.path, line) from None
+        except ValueError:  # a NUL in the name: no file can have it
+            raise TableError(f"{self.name}: can't open database {self.dbpath!r}: "
+                             f"a file name cannot contain a null character",
+                             self.cf.path, line) from None
         uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout,

@@ -183,6 +183,10 @@ def test_missing_or_bad_database(tmp_path: Path) -> None:
     cf.write_text(f"dbpath = {junk}\nquery = SELECT 1\n")
     with pytest.raises(TableError, match="not a database"):
         open_table(f"sqlite:{cf}")
+    # a NUL in the name (found by the fuzz smoke test): an error, not a crash
+    cf.write_text(f"dbpath = {junk}\0x\nquery = SELECT 1\n")
+    with pytest.raises(TableError, match="null character"):
+        open_table(f"sqlite:{cf}")
 
 
 def test_refresh_after_replacement(tmp_path: Path, db: Path) -> None:
