@@ -40,7 +40,10 @@ process — the same outcome, one inter-process round trip less per message.
 Requests on ``public/qmgr``: ``request=wakeup`` (new mail in incoming/),
 ``request=flush`` (try every deferred message now: ``hato flush``,
 ``postqueue -f``). The master.cf wakeup time and ``queue_run_delay``
-schedule the scan of deferred/.
+schedule the scan of deferred/. incoming/ is scanned on each wake-up, at
+least every SCAN_INTERVAL, and at once after qmgr queued a notice there
+itself; a delivery that ended does not trigger a scan (every message found
+already has its task, waiting for a slot).
 
 Parameters: queue_run_delay, minimal_backoff_time, maximal_backoff_time,
 maximal_queue_lifetime, bounce_queue_lifetime, qmgr_message_active_limit,
@@ -113,6 +116,7 @@ class QueueManager:
         # of active/) for the messages taken in together
         self._intake = Batcher(self._take_in)
         self._finishing = Batcher(self._finish_all)
+        self._notices = False  # a notice went into incoming/ since the last scan
         #: plain discard services, run here: name -> their log (made on first use)
         self._inline: dict[str, DaemonLog | None] = {
             svc.name: None for svc in ctx.config.master.services
@@ -238,7 +242,9 @@ class QueueManager:
             self.log.exception(f"{queue_id}: unexpected error in the queue manager")
         finally:
             self.in_flight.discard(queue_id)
-            self.wake.set()  # a notice it queued, or a slot freed: look again
+            if self._notices:
+                self._notices = False
+                self.wake.set()  # a notice it queued: look again now
 
     def _vanished(self, queue_id: str) -> None:
         """The message left the active queue while it was being delivered
@@ -584,8 +590,13 @@ class QueueManager:
                 store.append_log("defer", queue_id, entry)
         for entry in bounced:
             store.append_log("bounce", queue_id, entry)
+        finished = {id(r) for r in done}
+        removing = not deferred and all(r.done or id(r) in finished for r in env.recipients)
         if done:
-            qf.mark_done(*done)
+            # A message that goes away next needs no fdatasync of its marks
+            # (as Postfix: a crash before the removal is durable repeats a
+            # delivery at worst).
+            qf.mark_done(*done, sync=not removing)
         if bounced:
             self._notify_sender(queue_id, env, qf)
         if succeeded:
@@ -593,7 +604,7 @@ class QueueManager:
         if delayed and env.warn_time and now >= env.warn_time:
             self._notice("delay", queue_id, env, qf, delayed)
             qf.update_warn_time(0)
-        if not deferred and all(r.done for r in env.recipients):
+        if removing:
             self._remove(queue_id)
         else:
             self._defer(queue_id, env, now)
@@ -661,6 +672,7 @@ class QueueManager:
             self.log.exception(f"{queue_id}: cannot send the {kind} notification")
             return
         if new_id:
+            self._notices = True
             what = "delivery status notification" if kind == "success" else \
                 "sender delay notification"
             self.log.info(f"{queue_id}: {what}: {new_id}")
@@ -675,6 +687,7 @@ class QueueManager:
             return
         self.store.remove_log("bounce", queue_id)
         if new_id:
+            self._notices = True
             self.log.info(f"{queue_id}: sender non-delivery notification: {new_id}")
 
 
