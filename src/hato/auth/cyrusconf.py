@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..config.errors import ConfigError
+from ..config.values import C_SPACE
 from .saslauthd import DEFAULT_SASLAUTHD_PATH
 
 DEFAULT_SASLDB_PATH = "/etc/sasldb2"
@@ -150,8 +151,10 @@ def find_conf(app_name: str, dirs: list[str]) -> str | None:
 
 def parse_cyrus_conf(text: str, path: str) -> CyrusConf:
     conf = CyrusConf(path)
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
+    # libsasl reads with fgets() (lines end at \n only) and skips and trims
+    # with isspace()
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        stripped = raw.strip(C_SPACE)
         if not stripped or stripped.startswith("#"):
             continue
         m = _LINE.match(stripped)
@@ -162,7 +165,7 @@ def parse_cyrus_conf(text: str, path: str) -> CyrusConf:
                 "syntax error: expected \"option: value\" (libsasl refuses the whole file)",
                 path, lineno))
             continue
-        value = rest[1:].strip()
+        value = rest[1:].strip(C_SPACE)
         if not value:
             conf.errors.append(ConfigError(f"{key}: empty value (libsasl refuses the whole "
                                            f"file)", path, lineno))

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .maincf import MAX_LOGICAL_LINE, decode, write_atomic
+from .values import C_SPACE
 
 TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
 FIELD_NAMES = ("service", "type", "private", "unprivileged", "chroot", "wakeup",
                "process_limit", "command")
 _BLANKS = " \t\r\n"
-#: what starts a continuation line and is trimmed from a line: C's isspace(),
-#: as Postfix's readlline() (Python's own strip() also takes \x1c-\x1f and more)
-_LINE_SPACE = " \t\n\v\f\r"
+#: what starts a continuation line and is trimmed from a line (readlline())
+_LINE_SPACE = C_SPACE
 _COLUMN_GOAL = (0, 11, 17, 25, 33, 41, 49, 57)
 LINE_LIMIT = 80
 INDENT = "    "

@@ -12,6 +12,12 @@ import re
 
 from .errors import ConfigError
 
+#: C's isspace() in the "C" locale, Postfix's ISSPACE(): what its readers
+#: trim from lines and what starts a continuation line. Python's own
+#: str.strip()/split()/isspace() also take \x1c-\x1f, \x85 and more, and
+#: str.splitlines() also ends lines at \r, \v, \f and those.
+C_SPACE = " \t\n\v\f\r"
+
 TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TIME = re.compile(r"(\d+)([smhdw]?)\Z")
 _INT = re.compile(r"-?\d+\Z")

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 from ..config.errors import ConfigError
 from ..config.settings import Settings
+from ..config.values import split_list
 from ..tables.base import OpenFlags, Table, TableError, TableRetry
 from ..tables.search import AddressMatch, TableList, find_address_mapping
 from . import address as A
@@ -244,7 +245,11 @@ def match_list_items(patterns: list[str], title: str,
                      match: bool = True) -> Iterator[tuple[bool, str]]:
     """The patterns of a Postfix match list as (positive, pattern): ``!``
     negations undone, ``/file/name`` entries replaced by the file's patterns
-    (``#`` starts a comment, commas and blanks separate), in order."""
+    in order. A file is read as match_list.c reads it: lines end at ``\n``;
+    a line that starts with ``#`` is a comment; the rest are split like the
+    list itself (commas and blanks, ``{ }`` groups), and a word that starts
+    with ``#`` ends the line with a warning, as Postfix's "comment at end of
+    line is not supported"."""
     for item in patterns:
         positive = match
         while item.startswith("!"):
@@ -255,12 +260,20 @@ def match_list_items(patterns: list[str], title: str,
         if item.startswith("/"):
             try:
                 with open(item, encoding="utf-8", errors="surrogateescape") as fh:
-                    lines = fh.read().splitlines()
+                    lines = fh.read().split("\n")
             except OSError as err:
                 raise ConfigError(f"{title}: open file {item}: {err.strerror}") from None
             for line in lines:
-                line = line.split("#", 1)[0]
-                yield from match_list_items(line.replace(",", " ").split(), title, positive)
+                if line.startswith("#"):
+                    continue
+                words = split_list(line)
+                for n, word in enumerate(words):
+                    if word.startswith("#"):
+                        log.warning("%s: comment at end of line is not supported: %s",
+                                    title, " ".join(words[n:]))
+                        del words[n:]
+                        break
+                yield from match_list_items(words, title, positive)
             continue
         yield positive, item
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 from ..config.errors import ConfigError
 from ..config.maincf import MainCf
+from ..config.values import C_SPACE
 from .base import OpenFlags, Table, TableError, TableRetry
 
 log = logging.getLogger("hato.tables")
@@ -333,11 +334,12 @@ class DomainFilter:
             raise self._where.error("domain", f"{path}: not UTF-8") from None
         # readllines(): comments, blank lines, indented continuation lines.
         lines: list[str] = []
-        for raw in text.splitlines():
-            stripped = raw.strip()
+        # (lines end at \n only; C's isspace() trims and continues them)
+        for raw in text.split("\n"):
+            stripped = raw.strip(C_SPACE)
             if not stripped or stripped.startswith("#"):
                 continue
-            if raw[0].isspace() and lines:
+            if raw[0] in C_SPACE and lines:
                 lines[-1] += " " + stripped
             else:
                 lines.append(stripped)

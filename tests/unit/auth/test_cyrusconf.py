@@ -49,6 +49,19 @@ def test_defaults_are_libsasls():
     assert conf.sasldb_path is None  # hato's own database, not Cyrus' /etc/sasldb2
 
 
+def test_lines_end_at_newline_only_like_libsasl():
+    # libsasl reads with fgets(): only \n ends a line (Python's splitlines()
+    # also ends one at \r, \v, \x1c-\x1e and \x85), and it trims with C's
+    # isspace(), which \x1c is not.
+    conf = parse_cyrus_conf("log_level: 3\x1c\nmech_list: PLAIN\rpwcheck_method: auxprop\r\n"
+                            "saslauthd_path: /run/mux\x85\n", "smtpd.conf")
+    assert conf.options["log_level"] == "3\x1c"
+    assert conf.options["mech_list"] == "PLAIN\rpwcheck_method: auxprop"
+    assert "pwcheck_method" not in conf.options
+    assert conf.line("saslauthd_path") == 3
+    assert conf.options["saslauthd_path"] == "/run/mux\x85"
+
+
 def test_first_setting_counts_like_libsasl():
     conf = parse_cyrus_conf("mech_list: PLAIN\nmech_list: LOGIN\n", "f.conf")
     assert conf.mech_list == ["PLAIN"]

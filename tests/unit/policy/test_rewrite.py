@@ -347,6 +347,24 @@ def test_match_list_strings(tmp_path):
         MatchList(["!"], title="t")
 
 
+def test_match_list_file_is_read_as_postfix_reads_it(tmp_path, caplog):
+    # Lines end at \n only (not at \r, \v, \x1c or \x85, where Python's
+    # splitlines() ends them), words are split at commas and blanks, a line
+    # that starts with "#" is a comment, and a word that starts with "#" ends
+    # its line with a warning (match_list.c); a "#" inside a word is part of it.
+    f = tmp_path / "domains"
+    f.write_bytes(b"# comment\none.example\x1ctwo.example\r\nthree.example\x0bx\n"
+                  b"hash#tag.example  # trailing words\nfour.example\n")
+    with caplog.at_level("WARNING", logger="hato.rewrite"):
+        lst = MatchList([str(f)], title="t")
+    assert lst.match("one.example\x1ctwo.example")  # one word: \x1c is not a blank
+    assert not lst.match("one.example") and not lst.match("two.example")
+    assert lst.match("three.example\x0bx")  # \v is not a separator either
+    assert lst.match("hash#tag.example") and lst.match("four.example")
+    assert not lst.match("trailing") and not lst.match("words")
+    assert "comment at end of line is not supported: # trailing words" in caplog.text
+
+
 def test_match_list_hosts():
     parent = MatchList(["example.com"], hostname=True, parent=True)
     assert parent.match("example.com") and parent.match("a.b.example.com")

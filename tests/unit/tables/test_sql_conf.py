@@ -225,6 +225,19 @@ def test_domain_filter(tmp_path: Path) -> None:
         _SetTable.broken = False
 
 
+def test_domain_file_lines_end_at_newline_only(tmp_path: Path) -> None:
+    # readllines(): \n ends a line, C's isspace() trims it and starts a
+    # continuation; \x1c and \x85 are neither (Python's splitlines() and
+    # strip() take both), \r is a blank inside the line.
+    listfile = tmp_path / "domains"
+    listfile.write_bytes("a.example\x1cb.example\n c.example\r\nd.example\x85\n"
+                         .encode())
+    f = DomainFilter(str(listfile), parse("domain = x"))
+    assert f.match("a.example\x1cb.example") and f.match("c.example")
+    assert not f.match("a.example") and not f.match("b.example")
+    assert f.match("d.example\x85")
+
+
 def test_domain_filter_errors(tmp_path: Path) -> None:
     cf = parse("domain = x")
     with pytest.raises(TableError, match="open file"):
