@@ -13,8 +13,10 @@ batch into active/ and then fsyncs that directory once).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Failed:
@@ -76,3 +78,24 @@ class Batcher:
                 asyncio.get_running_loop().call_soon(self._start)
             else:
                 self._busy = False
+
+
+async def run_to_end(aw: Awaitable[T]) -> T:
+    """Await *aw* to its end even when the awaiting task is cancelled
+    meanwhile, then pass the cancellation on. For work a thread does with
+    an object the caller would tear down on cancellation (a queue file being
+    committed): the caller's clean-up must not run while the thread still
+    uses it. The work is bounded (file writes and fsyncs), so waiting for
+    it delays the cancellation only that long."""
+    fut = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        while not fut.done():
+            try:
+                await asyncio.wait([fut])
+            except asyncio.CancelledError:
+                pass  # cancelled again: still wait for the work to end
+        if not fut.cancelled():
+            fut.exception()  # retrieved: the cancellation is what goes on
+        raise

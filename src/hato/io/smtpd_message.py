@@ -15,6 +15,7 @@ from ..queue.envelope import Recipient
 from ..queue.inject import Injection
 from ..queue.received import smtpd_received
 from ..tables.base import TableRetry
+from .batch import run_to_end
 from .smtpd_milter import parse_reply as parse_milter_reply
 
 WRITE_ERROR = P.Reply(451, "4.3.0", "Error: queue file write error")
@@ -168,8 +169,12 @@ class MessageIntake:
                 refused = await self._milter_message(inj)
                 if refused is not None:
                     return refused
-            result = await self.server.committer.submit(
-                functools.partial(self._finish, inj, actions, self.milters, sync_dir=False))
+            # Cancelled meanwhile (a stop), the session still waits for the
+            # commit: its clean-up would otherwise abort the injection the
+            # thread is writing. The client then has no reply and sends the
+            # message again (at least once).
+            result = await run_to_end(self.server.committer.submit(
+                functools.partial(self._finish, inj, actions, self.milters, sync_dir=False)))
         except TableRetry as err:
             self.log.warning(f"{inj.queue_id}: {err}")
             return P.Reply(451, "4.3.0", "Error: queue file write error")
@@ -184,7 +189,7 @@ class MessageIntake:
     async def _milter_message(self, inj: Injection) -> P.Reply | None:
         """The milters' look at the message before it is committed
         (Postfix's cleanup_milter_inspect()); a reply when they refuse it."""
-        result = await asyncio.to_thread(inj.end_content)
+        result = await run_to_end(asyncio.to_thread(inj.end_content))
         if not result.ok:
             return None  # cleanup refused it already; finish() says how
         edit = inj.milter_message(header_checks=self.server.milters.header_checks)

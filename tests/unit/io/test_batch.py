@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from hato.io.batch import Batcher, Failed
+from hato.io.batch import Batcher, Failed, run_to_end
 
 
 def test_one_turn_of_submissions_is_one_batch_and_results_keep_their_order():
@@ -117,3 +117,33 @@ def test_cancelled_submitter_does_not_break_the_batch():
         return await c
 
     assert asyncio.run(main()) == "c"
+
+
+def test_run_to_end_outlasts_cancellation():
+    # The awaiting task is cancelled (twice) while the work runs: the work
+    # still ends, and only then does the cancellation go on.
+    ended: list[str] = []
+
+    async def work():
+        await asyncio.sleep(0.2)
+        ended.append("work")
+        return 42
+
+    async def caller():
+        try:
+            return await run_to_end(work())
+        finally:
+            ended.append("caller")
+
+    async def scenario():
+        task = asyncio.get_running_loop().create_task(caller())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await run_to_end(work())  # not cancelled: the work's result
+
+    assert asyncio.run(scenario()) == 42
+    assert ended == ["work", "caller", "work"]

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 
 import pytest
 
+from hato.io.batch import Batcher, Failed
 from hato.io.smtpd_message import parse_reply
 from hato.io.smtpd_session import SessionServer
 from hato.proto.smtpd import Reply
@@ -248,3 +250,55 @@ def test_discarded_ehlo_keywords(tmp_path):
     assert "SIZE" in text
     # without ENHANCEDSTATUSCODES the replies carry no enhanced codes
     assert "250 Ok" in lines, lines
+
+
+def test_a_session_cancelled_during_its_commit_waits_for_it(tmp_path):
+    # A stop cancels the session while its commit runs in the committer's
+    # thread. The session must not abort its injection under the thread
+    # (closing the queue file it writes): it waits for the commit, whose
+    # message is then whole in incoming/ (the client had no reply: at least
+    # once), and ends cancelled.
+    server, log = server_for(tmp_path)
+    entered, gate = threading.Event(), threading.Event()
+    results: list = []
+    commit_batch = server.committer.fn
+
+    def held(commits):
+        entered.set()
+        gate.wait(10)
+        out = commit_batch(commits)
+        results.extend(out)
+        return out
+
+    server.committer = Batcher(held)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        task = loop.create_task(server.serve_socket(a))
+        reader, writer = await asyncio.open_connection(sock=b)
+        await asyncio.wait_for(reader.readline(), 5)
+        writer.write(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<u@mx1.example.com>\r\n"
+                     b"DATA\r\nSubject: whole\r\n\r\nbody\r\n.\r\n")
+        await writer.drain()
+        assert await loop.run_in_executor(None, entered.wait, 5)
+        task.cancel()
+        await asyncio.sleep(0.2)
+        assert not task.done()  # still waiting for its commit
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        writer.close()
+
+    asyncio.run(scenario())
+    assert len(results) == 1 and not isinstance(results[0], Failed), results
+    qid = results[0].queue_id
+    store = QueueStore.from_settings(server.settings)
+    assert list(store.list(INCOMING)) == [qid]
+    qf = store.open(INCOMING, qid, writable=False)
+    try:
+        content = b"".join(qf.content())
+        assert b"\nSubject: whole\n" in content and content.endswith(b"\n\nbody\n")
+    finally:
+        qf.close()
