@@ -24,10 +24,13 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import dataclasses
 import time
 from dataclasses import dataclass
 
+from ..delivery.generic import GenericMaps
 from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus
+from ..policy.rewrite import LookupDefer
 from ..policy.smtp_route import Candidate, NextHopError, RouteFailure
 from ..proto import smtp_client as C
 from ..proto.mime_downgrade import DowngradeError, downgrade
@@ -54,6 +57,13 @@ class _Attempt:
     tls_failed: bool = False  # the handshake failed where TLS was optional
     conn_use: int = 0  # the transaction's number on its connection
     final: bool = False  # an LMTP server without DSN under lmtp_assume_final: "delivered"
+
+
+class _Pending(dict):
+    """The recipients still to deliver, by their index in the request (as
+    they go out: generic maps applied), and the sender as it goes out."""
+
+    sender: str = ""
 
 
 class SmtpDelivery:
@@ -110,11 +120,24 @@ class SmtpDelivery:
                                 line_limit=s.int("line_length_limit"))
         self.tls_sessions = TlsSessionCache(float(s.time(f"{p}_tls_session_cache_timeout"))) \
             if s.str(f"{p}_tls_session_cache_database").strip() else None
+        # smtp_generic_maps / lmtp_generic_maps: addresses as they leave
+        self.generic = GenericMaps.from_settings(s, p, warn=lambda text: self.log.warning(text))
 
     # -- one request ------------------------------------------------------------------------
 
     def deliver(self, req: DeliveryRequest, timing: dict) -> list[RcptStatus]:
-        pending = {r.index: r for r in req.recipients}
+        pending = _Pending({r.index: r for r in req.recipients})
+        pending.sender = req.sender
+        if self.generic is not None:
+            try:
+                pending.sender = self.generic.address(req.sender)
+                for i, r in list(pending.items()):
+                    mapped = self.generic.address(r.address)
+                    if mapped != r.address:
+                        pending[i] = dataclasses.replace(r, address=mapped)
+            except LookupDefer as err:
+                self.log.warning(f"{req.queue_id}: {err.text}")
+                return [RcptStatus(i, DEFERRED, "4.3.0", err.text) for i in pending]
         done: list[RcptStatus] = []
         last: RouteFailure | None = None
         relay = "none"
@@ -389,7 +412,7 @@ class SmtpDelivery:
 
     def _message(self, req: DeliveryRequest, pending: dict, qf) -> C.Message:
         return C.Message(
-            sender=req.sender,
+            sender=pending.sender if isinstance(pending, _Pending) else req.sender,
             recipients=tuple(C.Recipient(r.address, frozenset(
                 n.strip().upper() for n in r.notify.split(",") if n.strip()),
                 r.orcpt or None) for r in pending.values()),
@@ -447,6 +470,8 @@ class SmtpDelivery:
                 conn.authenticate(mech)
             elif isinstance(ev, C.NeedBody):
                 content = qf.content()
+                if self.generic is not None:
+                    content = self.generic.content(content)
                 if ev.downgrade and self.mime_conversion:
                     # no 8BITMIME at the server: 8-bit parts as quoted-printable
                     content = downgrade(content, **self.mime_limits)
@@ -456,6 +481,10 @@ class SmtpDelivery:
                         self._flush(sock, conn)
                 except DowngradeError as err:
                     conn.abort(err.text, err.dsn)
+                    continue
+                except LookupDefer as err:  # a generic map failed mid-header
+                    self.log.warning(f"{req.queue_id}: {err.text}")
+                    conn.abort(err.text, "4.3.0")
                     continue
                 conn.end_body()
             elif isinstance(ev, C.MessageDone):

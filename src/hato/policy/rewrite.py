@@ -519,60 +519,19 @@ HEADER_RECIPIENT = "header_recipient"
 _MAP_NESTING = 10  # cleanup_map11.c MAX_RECURSION
 
 
-class Rewriter:
-    """The address rewriting of one cleanup service: contexts, rules and
-    tables from the Settings, tables opened once. Addresses in and out are
-    internal (unquoted) unless a method says otherwise."""
+class AddressMapper:
+    """mail_addr_map(): an address looked up in tables with Postfix's search
+    order (user@domain, user when the domain is ours, @domain; extensions
+    stripped), the result completed in the local context. Addresses in and
+    out are internal (unquoted) unless a method says otherwise."""
 
     def __init__(self, settings: Settings, *, local_domains: LocalDomains | None = None):
         self.settings = settings
         self.rules = RewriteRules.from_settings(settings)
         self.local = RewriteContext(LOCAL, settings.str("myorigin"), settings.str("mydomain"))
-        remote = settings.str("remote_header_rewrite_domain")
-        self.remote = RewriteContext(REMOTE, remote, remote)
         self.local_domains = local_domains or LocalDomains(settings)
         self.finder = AddressFinder(settings, self.local_domains)
-        self.canonical_maps = open_maps(settings, "canonical_maps")
-        self.sender_canonical_maps = open_maps(settings, "sender_canonical_maps")
-        self.recipient_canonical_maps = open_maps(settings, "recipient_canonical_maps")
-        self.virtual_alias_maps = open_maps(settings, "virtual_alias_maps")
-        self.canonical_classes = set(settings.list("canonical_classes"))
-        self.sender_canonical_classes = set(settings.list("sender_canonical_classes"))
-        self.recipient_canonical_classes = set(settings.list("recipient_canonical_classes"))
-        self.masquerade_domains: list[str] = settings.list("masquerade_domains")
-        exceptions = settings.list("masquerade_exceptions")
-        self.masquerade_exceptions = (MatchList.from_settings(settings, "masquerade_exceptions")
-                                      if exceptions else None)
-        self.masquerade_classes = set(settings.list("masquerade_classes"))
         self.propagate = set(settings.list("propagate_unmatched_extensions"))
-        self.expansion_limit = settings.int("virtual_alias_expansion_limit")
-        self.recursion_limit = settings.int("virtual_alias_recursion_limit")
-        self.address_length_limit = settings.int("virtual_alias_address_length_limit")
-        self.empty_address_recipient = settings.str("empty_address_recipient")
-        # canon_addr_internal("MAILER-DAEMON"): MAILER-DAEMON@$myorigin.
-        self.mailer_daemon = self.rewrite(MAILER_DAEMON)
-
-    # -- the rewrite stage ---------------------------------------------------------------
-
-    def context(self, name: str | None) -> RewriteContext | None:
-        """The named context; None for ``remote`` when
-        remote_header_rewrite_domain is empty (headers stay as they are)."""
-        if name == LOCAL:
-            return self.local
-        if name == REMOTE:
-            return self.remote if self.remote.domain else None
-        return None
-
-    def rewrite(self, address: str, context: str = LOCAL) -> str:
-        """Canonical form of an internal address in a context (``local`` or
-        ``remote``; the remote context with an empty
-        remote_header_rewrite_domain completes nothing)."""
-        ctx = self.remote if context == REMOTE else self.local
-        return rewrite_internal(address, ctx, self.rules)
-
-    def rewrite_external(self, address: str, context: str = LOCAL) -> str:
-        ctx = self.remote if context == REMOTE else self.local
-        return rewrite_external(address, ctx, self.rules)
 
     # -- table mappings ------------------------------------------------------------------
 
@@ -636,6 +595,57 @@ class Rewriter:
         else:
             warn(f"unreasonable {tables.title} map nesting for {addr}")
         return (addr if external else A.unquote_822_local(addr)), did_rewrite
+
+
+class Rewriter(AddressMapper):
+    """The address rewriting of one cleanup service: contexts, rules and
+    tables from the Settings, tables opened once. Addresses in and out are
+    internal (unquoted) unless a method says otherwise."""
+
+    def __init__(self, settings: Settings, *, local_domains: LocalDomains | None = None):
+        super().__init__(settings, local_domains=local_domains)
+        remote = settings.str("remote_header_rewrite_domain")
+        self.remote = RewriteContext(REMOTE, remote, remote)
+        self.canonical_maps = open_maps(settings, "canonical_maps")
+        self.sender_canonical_maps = open_maps(settings, "sender_canonical_maps")
+        self.recipient_canonical_maps = open_maps(settings, "recipient_canonical_maps")
+        self.virtual_alias_maps = open_maps(settings, "virtual_alias_maps")
+        self.canonical_classes = set(settings.list("canonical_classes"))
+        self.sender_canonical_classes = set(settings.list("sender_canonical_classes"))
+        self.recipient_canonical_classes = set(settings.list("recipient_canonical_classes"))
+        self.masquerade_domains: list[str] = settings.list("masquerade_domains")
+        exceptions = settings.list("masquerade_exceptions")
+        self.masquerade_exceptions = (MatchList.from_settings(settings, "masquerade_exceptions")
+                                      if exceptions else None)
+        self.masquerade_classes = set(settings.list("masquerade_classes"))
+        self.expansion_limit = settings.int("virtual_alias_expansion_limit")
+        self.recursion_limit = settings.int("virtual_alias_recursion_limit")
+        self.address_length_limit = settings.int("virtual_alias_address_length_limit")
+        self.empty_address_recipient = settings.str("empty_address_recipient")
+        # canon_addr_internal("MAILER-DAEMON"): MAILER-DAEMON@$myorigin.
+        self.mailer_daemon = self.rewrite(MAILER_DAEMON)
+
+    # -- the rewrite stage ---------------------------------------------------------------
+
+    def context(self, name: str | None) -> RewriteContext | None:
+        """The named context; None for ``remote`` when
+        remote_header_rewrite_domain is empty (headers stay as they are)."""
+        if name == LOCAL:
+            return self.local
+        if name == REMOTE:
+            return self.remote if self.remote.domain else None
+        return None
+
+    def rewrite(self, address: str, context: str = LOCAL) -> str:
+        """Canonical form of an internal address in a context (``local`` or
+        ``remote``; the remote context with an empty
+        remote_header_rewrite_domain completes nothing)."""
+        ctx = self.remote if context == REMOTE else self.local
+        return rewrite_internal(address, ctx, self.rules)
+
+    def rewrite_external(self, address: str, context: str = LOCAL) -> str:
+        ctx = self.remote if context == REMOTE else self.local
+        return rewrite_external(address, ctx, self.rules)
 
     def masquerade(self, address: str, *, external: bool = False) -> tuple[str, bool]:
         """cleanup_masquerade: strip subdomains below a masquerade_domains
@@ -807,6 +817,7 @@ __all__ = [
     "LOCAL",
     "REMOTE",
     "AddressFinder",
+    "AddressMapper",
     "DuplicateFilter",
     "LocalDomains",
     "LookupDefer",

@@ -199,7 +199,26 @@ def header_table(drop: Iterable[str]) -> dict[str, HeaderOpts]:
 
 
 
-def _find_opts(table: dict[str, HeaderOpts], header: str) -> HeaderOpts | None:
+def fold_address_header(header: str) -> str:
+    """cleanup_fold_header(): a rewritten address list (one address per
+    line, as the tokenizer writes it), as many addresses on a line as fit
+    in 70 columns (bytes); the lines after the first still need their
+    leading blank."""
+    parts = header.split("\n")
+    lines = [parts[0]]
+    width = len(parts[0].encode("utf-8", "surrogateescape"))
+    for part in parts[1:]:
+        n = len(part.encode("utf-8", "surrogateescape"))
+        if width + 1 + n < 70:
+            lines[-1] = lines[-1] + " " + part
+            width += 1 + n
+        else:
+            lines.append(part)
+            width = n
+    return "\n".join(lines)
+
+
+def find_header_opts(table: dict[str, HeaderOpts], header: str) -> HeaderOpts | None:
     colon = header.find(":")
     if colon < 0:
         return None
@@ -849,25 +868,12 @@ class CleanupState:
             pos += len(line) + 1
 
     def _fold_header(self, header: str) -> None:
-        """cleanup_fold_header(): a rewritten address list, as many
-        addresses on a line as fit in 70 columns (bytes)."""
-        parts = header.split("\n")
-        lines = [parts[0]]
-        width = len(parts[0].encode("utf-8", "surrogateescape"))
-        for part in parts[1:]:
-            n = len(part.encode("utf-8", "surrogateescape"))
-            if width + 1 + n < 70:
-                lines[-1] = lines[-1] + " " + part
-                width += 1 + n
-            else:
-                lines.append(part)
-                width = n
-        self._out_header("\n".join(lines))
+        self._out_header(fold_address_header(header))
 
     # -- content callbacks (from _Mime) --------------------------------------------------
 
     def find_opts(self, header: str) -> HeaderOpts | None:
-        return _find_opts(self.svc.header_table, header)
+        return find_header_opts(self.svc.header_table, header)
 
     def _log_addr(self, address: str | None) -> str | None:
         """An address as info_log_address_format wants it in log lines."""

@@ -1,0 +1,157 @@
+"""smtp_generic_maps and lmtp_generic_maps: the addresses of mail that
+leaves by SMTP or LMTP, rewritten as it goes (Postfix's generic(5), in its
+smtp client).
+
+What is rewritten, as Postfix's smtp_proto.c does:
+
+* the envelope: the sender of MAIL FROM (not the null sender) and each
+  address of RCPT TO; ORCPT and the queue file keep the original;
+* the message's primary header block (not the headers of attached
+  messages or MIME parts): every address in a sender or recipient header
+  (From, Sender, Reply-To, To, Cc, Bcc, Resent-*, Return-Path, Errors-To,
+  ...). A header with an address that the tables know is written anew,
+  addresses folded into lines of up to 70 columns; any other header goes
+  out as it was.
+
+The lookup is mail_addr_map()'s, as for canonical(5): ``user@domain``, then
+``user`` when the domain is $myorigin, $mydestination, $inet_interfaces or
+$proxy_interfaces, then ``@domain``; an address extension is stripped for
+the later forms and put back only when propagate_unmatched_extensions says
+``generic``. One lookup per address (no repetition on the result). A table
+that cannot answer is a temporary failure: the delivery is deferred.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from ..config.settings import Settings
+from ..policy import address as A
+from ..policy.rewrite import AddressMapper, LookupDefer, open_maps
+from ..queue.cleanup import (OPT_RECIP, OPT_SENDER, fold_address_header, find_header_opts,
+                             header_table)
+from ..queue.mime import header_name_length
+from ..tables.base import TableRetry
+from ..tables.search import TableList
+
+
+class GenericMaps:
+    """The generic maps of one client (``smtp`` or ``lmtp``)."""
+
+    def __init__(self, settings: Settings, tables: TableList, *, warn=None):
+        self.tables = tables
+        self.mapper = AddressMapper(settings)
+        self.propagate = "generic" in self.mapper.propagate
+        self.headers = header_table(())
+        self.warn = warn
+
+    @classmethod
+    def from_settings(cls, settings: Settings, prefix: str, *, warn=None) -> GenericMaps | None:
+        """None when ``PREFIX_generic_maps`` is empty."""
+        tables = open_maps(settings, f"{prefix}_generic_maps")
+        return cls(settings, tables, warn=warn) if tables is not None else None
+
+    def close(self) -> None:
+        self.tables.close()
+        self.mapper.local_domains.close()
+
+    # -- addresses --------------------------------------------------------------------------
+
+    def _map(self, ext: str) -> str | None:
+        """smtp_map11_external(): the new external form, or None."""
+        try:
+            new = self.mapper.map_address(self.tables, ext, self.propagate, external=True)
+        except LookupDefer:
+            raise
+        except TableRetry as err:
+            raise LookupDefer(self.tables.title, ext, f"{self.tables.title} map lookup "
+                              f"problem for {ext}", reason="", retry=True) from err
+        if new is None:
+            return None
+        if len(new) > 1 and self.warn is not None:
+            self.warn(f"multi-valued {self.tables.title} result for {ext}")
+        return new[0]
+
+    def address(self, address: str) -> str:
+        """An envelope address (internal form) as it goes out; the null
+        sender stays null. Raises :class:`LookupDefer` when a table fails."""
+        if not address:
+            return address
+        new = self._map(A.quote_822_local(address))
+        return address if new is None else A.unquote_822_local(new)
+
+    # -- headers ----------------------------------------------------------------------------
+
+    def header(self, raw: bytes) -> bytes | None:
+        """One logical header of the primary block (continuation lines
+        joined with ``\\n``, no final newline): the header written anew when
+        an address in it was mapped, else None."""
+        text = raw.decode("utf-8", "surrogateescape")
+        info = find_header_opts(self.headers, text)
+        if info is None or not info.flags & (OPT_SENDER | OPT_RECIP):
+            return None
+        name_len = text.index(":")
+        name = text[:name_len].rstrip(" \t")
+        tree = A.parse(text[name_len + 1:])
+        changed = False
+        for node in A.grep(tree, A.ADDR):
+            new = self._map(A.externalize(node.head))
+            if new is None:
+                continue
+            changed = True
+            node.head = A.scan(new)
+            node.tail = A.last(node.head) if node.head is not None else None
+        if not changed:
+            return None
+        lines = fold_address_header(name + ": " + A.externalize(tree, lines=True)).split("\n")
+        out = [lines[0]] + [ln if ln[:1] in (" ", "\t") else "\t" + ln for ln in lines[1:]]
+        return "\n".join(out).encode("utf-8", "surrogateescape")
+
+    def content(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """The queue file's content (``\\n`` line ends) with the primary
+        header block's address headers rewritten; from the first line that
+        is neither a header nor a continuation of one (the empty line
+        before the body, as a rule) everything goes out as it came."""
+        it = iter(chunks)
+        buf = b""
+        header: list[bytes] = []  # the lines of the header being gathered
+        for chunk in it:
+            buf += chunk
+            out: list[bytes] = []
+            start = 0
+            while True:
+                nl = buf.find(b"\n", start)
+                if nl < 0:
+                    break
+                line = buf[start:nl]
+                start = nl + 1
+                if header and line[:1] in (b" ", b"\t"):
+                    header.append(line)
+                    continue
+                if header:
+                    out.append(self._rewritten(header))
+                    header = []
+                if header_name_length(line) > 0:
+                    header = [line]
+                    continue
+                # the end of the primary header block: the rest as it is
+                out.append(buf[start - len(line) - 1:])
+                yield b"".join(out)
+                yield from it
+                return
+            buf = buf[start:]
+            if out:
+                yield b"".join(out)
+        # The content ended within the headers.
+        if header:
+            yield self._rewritten(header)
+        if buf:
+            yield buf
+
+    def _rewritten(self, lines: list[bytes]) -> bytes:
+        raw = b"\n".join(lines)
+        new = self.header(raw)
+        return (raw if new is None else new) + b"\n"
+
+
+__all__ = ["GenericMaps"]
