@@ -264,10 +264,6 @@ NO_EFFECT: dict[str, str] = {
     "address_verify_pending_request_limit": "qmgr does not limit the number of address "
                                             "verification probes in progress",
     # The SMTP and LMTP clients
-    "smtp_body_checks": "content inspection in the SMTP/LMTP client is not implemented",
-    "smtp_header_checks": "content inspection in the SMTP/LMTP client is not implemented",
-    "smtp_mime_header_checks": "content inspection in the SMTP/LMTP client is not implemented",
-    "smtp_nested_header_checks": "content inspection in the SMTP/LMTP client is not implemented",
     "smtp_reply_filter": "server replies are used as received",
     "smtp_delivery_status_filter": "delivery status filters are not implemented",
     "smtp_dns_reply_filter": "DNS replies are used as received",
@@ -298,10 +294,6 @@ NO_EFFECT: dict[str, str] = {
     "smtp_address_verify_target": "address probes always end after the RCPT replies (rcpt)",
     "smtp_discard_ehlo_keyword_address_maps": "per-server EHLO keyword maps are not implemented (smtp_discard_ehlo_keywords works)",
     "smtp_always_send_ehlo": "EHLO is always sent unless smtp_never_send_ehlo = yes",
-    "lmtp_body_checks": "content inspection in the SMTP/LMTP client is not implemented",
-    "lmtp_header_checks": "content inspection in the SMTP/LMTP client is not implemented",
-    "lmtp_mime_header_checks": "content inspection in the SMTP/LMTP client is not implemented",
-    "lmtp_nested_header_checks": "content inspection in the SMTP/LMTP client is not implemented",
     "lmtp_reply_filter": "server replies are used as received",
     "lmtp_delivery_status_filter": "delivery status filters are not implemented",
     "lmtp_dns_reply_filter": "DNS replies are used as received",

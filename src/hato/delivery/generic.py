@@ -23,14 +23,16 @@ that cannot answer is a temporary failure: the delivery is deferred.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
 from ..config.settings import Settings
 from ..policy import address as A
 from ..policy.rewrite import AddressMapper, LookupDefer, open_maps
-from ..queue.cleanup import (OPT_RECIP, OPT_SENDER, fold_address_header, find_header_opts,
-                             header_table)
-from ..queue.mime import header_name_length
+from ..queue.cleanup import (
+    OPT_RECIP,
+    OPT_SENDER,
+    find_header_opts,
+    fold_address_header,
+    header_table,
+)
 from ..tables.base import TableRetry
 from ..tables.search import TableList
 
@@ -85,7 +87,8 @@ class GenericMaps:
     def header(self, raw: bytes) -> bytes | None:
         """One logical header of the primary block (continuation lines
         joined with ``\\n``, no final newline): the header written anew when
-        an address in it was mapped, else None."""
+        an address in it was mapped, else None. The smtp client's content
+        pass (hato.delivery.smtp_content) calls it for each primary header."""
         text = raw.decode("utf-8", "surrogateescape")
         info = find_header_opts(self.headers, text)
         if info is None or not info.flags & (OPT_SENDER | OPT_RECIP):
@@ -106,52 +109,6 @@ class GenericMaps:
         lines = fold_address_header(name + ": " + A.externalize(tree, lines=True)).split("\n")
         out = [lines[0]] + [ln if ln[:1] in (" ", "\t") else "\t" + ln for ln in lines[1:]]
         return "\n".join(out).encode("utf-8", "surrogateescape")
-
-    def content(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """The queue file's content (``\\n`` line ends) with the primary
-        header block's address headers rewritten; from the first line that
-        is neither a header nor a continuation of one (the empty line
-        before the body, as a rule) everything goes out as it came."""
-        it = iter(chunks)
-        buf = b""
-        header: list[bytes] = []  # the lines of the header being gathered
-        for chunk in it:
-            buf += chunk
-            out: list[bytes] = []
-            start = 0
-            while True:
-                nl = buf.find(b"\n", start)
-                if nl < 0:
-                    break
-                line = buf[start:nl]
-                start = nl + 1
-                if header and line[:1] in (b" ", b"\t"):
-                    header.append(line)
-                    continue
-                if header:
-                    out.append(self._rewritten(header))
-                    header = []
-                if header_name_length(line) > 0:
-                    header = [line]
-                    continue
-                # the end of the primary header block: the rest as it is
-                out.append(buf[start - len(line) - 1:])
-                yield b"".join(out)
-                yield from it
-                return
-            buf = buf[start:]
-            if out:
-                yield b"".join(out)
-        # The content ended within the headers.
-        if header:
-            yield self._rewritten(header)
-        if buf:
-            yield buf
-
-    def _rewritten(self, lines: list[bytes]) -> bytes:
-        raw = b"\n".join(lines)
-        new = self.header(raw)
-        return (raw if new is None else new) + b"\n"
 
 
 __all__ = ["GenericMaps"]

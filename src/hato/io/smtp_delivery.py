@@ -21,15 +21,16 @@ STARTTLS, AUTH), ``*_mail_timeout``, ``*_rcpt_timeout``,
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import ssl
-import dataclasses
 import time
 from dataclasses import dataclass
 
 from ..delivery.generic import GenericMaps
 from ..delivery.request import BOUNCED, DEFERRED, SENT, DeliveryRequest, RcptStatus
+from ..delivery.smtp_content import ContentCheckError, OutboundContent
 from ..policy.rewrite import LookupDefer
 from ..policy.smtp_route import Candidate, NextHopError, RouteFailure
 from ..proto import smtp_client as C
@@ -120,8 +121,13 @@ class SmtpDelivery:
                                 line_limit=s.int("line_length_limit"))
         self.tls_sessions = TlsSessionCache(float(s.time(f"{p}_tls_session_cache_timeout"))) \
             if s.str(f"{p}_tls_session_cache_database").strip() else None
-        # smtp_generic_maps / lmtp_generic_maps: addresses as they leave
+        # smtp_generic_maps / lmtp_generic_maps: addresses as they leave;
+        # smtp_header_checks & co: the content as it leaves
         self.generic = GenericMaps.from_settings(s, p, warn=lambda text: self.log.warning(text))
+        outbound = OutboundContent(s, p, generic=self.generic,
+                                   log_info=lambda text: self.log.info(text),
+                                   log_warning=lambda text: self.log.warning(text))
+        self.outbound = outbound if outbound.needed else None
 
     # -- one request ------------------------------------------------------------------------
 
@@ -470,8 +476,8 @@ class SmtpDelivery:
                 conn.authenticate(mech)
             elif isinstance(ev, C.NeedBody):
                 content = qf.content()
-                if self.generic is not None:
-                    content = self.generic.content(content)
+                if self.outbound is not None:
+                    content = self.outbound.content(content, req.queue_id)
                 if ev.downgrade and self.mime_conversion:
                     # no 8BITMIME at the server: 8-bit parts as quoted-printable
                     content = downgrade(content, **self.mime_limits)
@@ -484,6 +490,9 @@ class SmtpDelivery:
                     continue
                 except LookupDefer as err:  # a generic map failed mid-header
                     self.log.warning(f"{req.queue_id}: {err.text}")
+                    conn.abort(err.text, "4.3.0")
+                    continue
+                except ContentCheckError as err:  # a header/body check table failed
                     conn.abort(err.text, "4.3.0")
                     continue
                 conn.end_body()

@@ -190,9 +190,11 @@ def parse_action(value: str, context: str = HEADER, map_class: str = "header_che
 
 
 class HeaderChecks:
-    """The content check tables of one cleanup service."""
+    """The content check tables of one cleanup service (or, with *prefix*
+    ``smtp_`` or ``lmtp_``, of a delivery agent: smtp_header_checks,
+    smtp_mime_header_checks, smtp_nested_header_checks, smtp_body_checks)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, prefix: str = ""):
         opened: dict[str, TableList | None] = {}
 
         def maps(name: str) -> TableList | None:
@@ -207,10 +209,10 @@ class HeaderChecks:
             opened[value] = got
             return got
 
-        self.header_checks = maps("header_checks")
-        self.mime_header_checks = maps("mime_header_checks")
-        self.nested_header_checks = maps("nested_header_checks")
-        self.body_checks = maps("body_checks")
+        self.header_checks = maps(prefix + "header_checks")
+        self.mime_header_checks = maps(prefix + "mime_header_checks")
+        self.nested_header_checks = maps(prefix + "nested_header_checks")
+        self.body_checks = maps(prefix + "body_checks")
         self.body_checks_size_limit = settings.int("body_checks_size_limit")
         self._opened = [m for m in opened.values() if m is not None]
 

@@ -117,7 +117,16 @@ def _tok_is(tok: tuple[str, str], text: str) -> bool:
 
 class _Mime:
     """mime_state: splits the content into header blocks and body lines,
-    following multipart boundaries and message/rfc822 parts."""
+    following multipart boundaries and message/rfc822 parts.
+
+    Fed one record at a time (:meth:`update`; None at the end), it calls
+    its owner back: ``find_opts(header_text)`` (the header's HeaderOpts or
+    None), ``header(header_class, opts, text)`` per complete logical header
+    (folded lines joined by ``\n``), ``header_end()`` after the primary
+    block, ``body(rec_type, data, offset)`` per body record (the empty line
+    after a header block included), ``mime_error(code, text)`` for the
+    errors *report* asks for. cleanup is one owner, the smtp client's
+    content pass (hato.delivery.smtp_content) another."""
 
     def __init__(self, owner: CleanupState, *, disable: bool, report: int,
                  header_limit: int, max_depth: int, bound_len: int):
@@ -295,4 +304,4 @@ class _Mime:
         self.o.body(rec_type, text, offset)
 
 
-# -- the service -----------------------------------------------------------------------------
+MimeState = _Mime  # the name its users outside cleanup know it by

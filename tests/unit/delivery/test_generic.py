@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from hato.delivery.generic import GenericMaps
+from hato.delivery.smtp_content import OutboundContent
 from hato.policy.rewrite import LookupDefer
-from hato.tables.base import Table, TableRetry
 from hato.tables import registry
+from hato.tables.base import Table, TableRetry
 
 from ..policy.conftest import make_settings
 
@@ -58,8 +59,11 @@ def test_extensions_follow_propagate_unmatched_extensions(tmp_path):
 
 
 def content(g: GenericMaps, data: bytes, cut: int = 7) -> bytes:
-    # fed in small pieces: headers and lines cross chunk boundaries
-    return b"".join(g.content(data[i:i + cut] for i in range(0, len(data), cut)))
+    """The smtp client's content pass with these generic maps, fed in small
+    pieces (headers and lines cross chunk boundaries)."""
+    run = OutboundContent(make_settings(), "smtp", generic=g, log_info=print, log_warning=print)
+    assert run.needed
+    return b"".join(run.content((data[i:i + cut] for i in range(0, len(data), cut)), "QID"))
 
 
 def test_primary_address_headers_are_rewritten_and_folded(tmp_path):
@@ -107,10 +111,11 @@ def test_long_address_lists_fold_at_70_columns(tmp_path):
 def test_headers_only_and_a_header_block_ended_by_a_non_header(tmp_path):
     g = generic(tmp_path)
     assert content(g, b"From: joe@mx1.example.com\n") == b"From: joe.public@isp.example\n"
-    # a line that is no header ends the primary block (mime_state): what
-    # follows is body, whatever it looks like
+    # a line that is no header ends the primary block (mime_state, which
+    # puts the missing empty line before it, as Postfix's does): what follows
+    # is body, whatever it looks like
     msg = b"From: joe@mx1.example.com\nnot a header\nTo: joe@mx1.example.com\n"
-    assert content(g, msg) == (b"From: joe.public@isp.example\nnot a header\n"
+    assert content(g, msg) == (b"From: joe.public@isp.example\n\nnot a header\n"
                                b"To: joe@mx1.example.com\n")
 
 

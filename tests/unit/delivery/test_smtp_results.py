@@ -30,7 +30,7 @@ def agent(attempt: D._Attempt) -> D.SmtpDelivery:
     hop = Hop(Destination(NextHop("example.org", "example.org", "smtp", 25)), (MX,), final=True)
     a.router = Router(hop)
     a.cache = None
-    a.generic = None  # no smtp_generic_maps
+    a.generic = a.outbound = None  # no smtp_generic_maps, no content checks
     a._try = lambda cand, req, pending, timing, reused=None: attempt
     return a
 
