@@ -61,7 +61,10 @@ class OutboundContent:
         self.headers = header_table(())
         self.info = log_info
         self.warning = log_warning
-        self.limits = dict(header_limit=settings.int("header_size_limit"),
+        # disable_mime_input_processing: one header block, then body (as
+        # Postfix's smtp client, which passes it to its MIME parser too)
+        self.limits = dict(disable=settings.bool("disable_mime_input_processing"),
+                           header_limit=settings.int("header_size_limit"),
                            max_depth=settings.int("mime_nesting_limit"),
                            bound_len=settings.int("mime_boundary_length_limit"))
 
@@ -130,7 +133,7 @@ class _Run:
         self.owner = owner
         self.queue_id = queue_id
         self.out: list[bytes] = []
-        self.mime = MimeState(self, disable=False, report=0, **owner.limits)
+        self.mime = MimeState(self, report=0, **owner.limits)
 
     # mime_state call-backs
 

@@ -166,3 +166,16 @@ def test_a_table_that_cannot_answer_stops_the_message(tmp_path):
         send(run)
     assert err.value.text == "smtp_header_checks map lookup problem"
     assert log.warning == ["QID: smtp header checks lookup error"]
+
+
+def test_without_mime_processing_there_is_one_header_block(tmp_path):
+    # disable_mime_input_processing = yes: the parts' and the attached
+    # message's headers are body lines, seen by no header table
+    run, log = outbound(tmp_path, {
+        "smtp_mime_header_checks": "/^Content-Type: (.*)/ WARN mime table $1\n",
+        "smtp_nested_header_checks": "/^X-Secret:/ IGNORE\n"},
+        "disable_mime_input_processing = yes\n")
+    out = send(run)
+    assert out == MESSAGE
+    assert log.info == ['QID: warning: header Content-Type: multipart/mixed; boundary="b": '
+                        'mime table multipart/mixed; boundary="b"']
