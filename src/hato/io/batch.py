@@ -41,13 +41,18 @@ class Batcher:
         self.batches = 0  # batches run (for tests and statistics)
 
     async def submit(self, item: Any) -> Any:
+        return await self.submit_future(item)
+
+    def submit_future(self, item: Any) -> asyncio.Future:
+        """The future of *item*'s result (for :func:`run_to_end`, which then
+        needs no task of its own)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._pending.append((item, fut))
         if not self._busy:
             self._busy = True
             loop.call_soon(self._start)  # after this turn's other submissions
-        return await fut
+        return fut
 
     def _start(self) -> None:
         batch, self._pending = self._pending, []

@@ -173,7 +173,7 @@ class MessageIntake:
             # commit: its clean-up would otherwise abort the injection the
             # thread is writing. The client then has no reply and sends the
             # message again (at least once).
-            result = await run_to_end(self.server.committer.submit(
+            result = await run_to_end(self.server.committer.submit_future(
                 functools.partial(self._finish, inj, actions, self.milters, sync_dir=False)))
         except TableRetry as err:
             self.log.warning(f"{inj.queue_id}: {err}")
