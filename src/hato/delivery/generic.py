@@ -84,12 +84,11 @@ class GenericMaps:
 
     # -- headers ----------------------------------------------------------------------------
 
-    def header(self, raw: bytes) -> bytes | None:
+    def header(self, text: str) -> str | None:
         """One logical header of the primary block (continuation lines
         joined with ``\\n``, no final newline): the header written anew when
         an address in it was mapped, else None. The smtp client's content
         pass (hato.delivery.smtp_content) calls it for each primary header."""
-        text = raw.decode("utf-8", "surrogateescape")
         info = find_header_opts(self.headers, text)
         if info is None or not info.flags & (OPT_SENDER | OPT_RECIP):
             return None
@@ -108,7 +107,7 @@ class GenericMaps:
             return None
         lines = fold_address_header(name + ": " + A.externalize(tree, lines=True)).split("\n")
         out = [lines[0]] + [ln if ln[:1] in (" ", "\t") else "\t" + ln for ln in lines[1:]]
-        return "\n".join(out).encode("utf-8", "surrogateescape")
+        return "\n".join(out)
 
 
 __all__ = ["GenericMaps"]

@@ -165,12 +165,9 @@ class _Run:
                     if result is None:
                         return
                     text = result
-        raw = text.encode("utf-8", "surrogateescape")
         if owner.generic is not None and klass == HeaderClass.PRIMARY:
-            new = owner.generic.header(raw)
-            if new is not None:
-                raw = new
-        self.out.append(raw + b"\n")
+            text = owner.generic.header(text) or text
+        self.out.append(text.encode("utf-8", "surrogateescape") + b"\n")
 
     def body(self, rec_type: str, data: bytes, offset: int) -> None:
         owner = self.owner
