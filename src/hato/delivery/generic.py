@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from ..config.settings import Settings
 from ..policy import address as A
-from ..policy.rewrite import AddressMapper, LookupDefer, open_maps
+from ..policy.rewrite import AddressMapper, open_maps
 from ..queue.cleanup import (
     OPT_RECIP,
     OPT_SENDER,
@@ -33,7 +33,6 @@ from ..queue.cleanup import (
     fold_address_header,
     header_table,
 )
-from ..tables.base import TableRetry
 from ..tables.search import TableList
 
 
@@ -45,7 +44,7 @@ class GenericMaps:
         self.mapper = AddressMapper(settings)
         self.propagate = "generic" in self.mapper.propagate
         self.headers = header_table(())
-        self.warn = warn
+        self.warn = warn or (lambda text: None)
 
     @classmethod
     def from_settings(cls, settings: Settings, prefix: str, *, warn=None) -> GenericMaps | None:
@@ -53,26 +52,12 @@ class GenericMaps:
         tables = open_maps(settings, f"{prefix}_generic_maps")
         return cls(settings, tables, warn=warn) if tables is not None else None
 
-    def close(self) -> None:
-        self.tables.close()
-        self.mapper.local_domains.close()
-
     # -- addresses --------------------------------------------------------------------------
 
     def _map(self, ext: str) -> str | None:
-        """smtp_map11_external(): the new external form, or None."""
-        try:
-            new = self.mapper.map_address(self.tables, ext, self.propagate, external=True)
-        except LookupDefer:
-            raise
-        except TableRetry as err:
-            raise LookupDefer(self.tables.title, ext, f"{self.tables.title} map lookup "
-                              f"problem for {ext}", reason="", retry=True) from err
-        if new is None:
-            return None
-        if len(new) > 1 and self.warn is not None:
-            self.warn(f"multi-valued {self.tables.title} result for {ext}")
-        return new[0]
+        """smtp_map11_external(): one lookup; the new external form, or None
+        (Postfix's smtp client says "result" where cleanup says "entry")."""
+        return self.mapper.map_one(self.tables, ext, self.propagate, self.warn, "result")
 
     def address(self, address: str) -> str:
         """An envelope address (internal form) as it goes out; the null

@@ -567,6 +567,25 @@ class AddressMapper:
             results = [A.unquote_822_local(r) for r in results]
         return results
 
+    def map_one(self, tables: TableList, ext: str, propagate: bool, warn: Warn,
+                what: str = "entry") -> str | None:
+        """One lookup of an external address: the first address it maps to,
+        or None. A table that fails is a :class:`LookupDefer` (``TABLE map
+        lookup problem for ADDR``); more than one result is warned about
+        (``multi-valued TABLE entry for ADDR``, *what* naming the word)."""
+        try:
+            new = self.map_address(tables, ext, propagate, external=True)
+        except LookupDefer:
+            raise
+        except TableRetry as err:
+            text = f"{tables.title} map lookup problem for {ext}"
+            raise LookupDefer(tables.title, ext, text, reason="", retry=True) from err
+        if new is None:
+            return None
+        if len(new) > 1:
+            warn(f"multi-valued {tables.title} {what} for {ext}")
+        return new[0]
+
     def map11(self, address: str, tables: TableList, propagate: bool, *,
               external: bool = False, warn: Warn | None = None) -> tuple[str, bool]:
         """cleanup_map11: one-to-one mapping, repeated on the result until an
@@ -576,20 +595,12 @@ class AddressMapper:
         addr = address if external else A.quote_822_local(address)
         did_rewrite = False
         for _ in range(_MAP_NESTING):
-            try:
-                new = self.map_address(tables, addr, propagate, external=True)
-            except LookupDefer:
-                raise
-            except TableRetry as err:
-                text = f"{tables.title} map lookup problem for {addr}"
-                raise LookupDefer(tables.title, addr, text, reason="", retry=True) from err
+            new = self.map_one(tables, addr, propagate, warn, "entry")
             if new is None:
                 break
-            if len(new) > 1:
-                warn(f"multi-valued {tables.title} entry for {addr}")
             saved = addr
-            did_rewrite = did_rewrite or new[0] != addr
-            addr = new[0]
+            did_rewrite = did_rewrite or new != addr
+            addr = new
             if saved.lower() == addr.lower():
                 break
         else:
