@@ -21,6 +21,7 @@ import re
 
 from .base import TableError
 from .patternfile import Pattern, PatternFileTable, Report, Rule, log, printable
+from .regcost import PROBE_SECONDS, TOO_BIG, Cost, bracket_end, compile_cost, simple
 
 REG_EXTENDED = 1
 REG_ICASE = 2
@@ -130,6 +131,12 @@ def regex_compile(regex: bytes, options: int) -> tuple[_Regex, int]:
 
 _BACKREF = re.compile(rb"\\[0-9]")
 
+#: the most the patterns of one table may take to compile, combined
+#: patterns included (see :mod:`hato.tables.regcost`): memory, and CPU time
+#: (probes and compilations; a refused pattern counts its probe's limit)
+TABLE_LIMIT = 256 << 20
+TABLE_SECONDS = 2.0
+
 
 def balanced_ere(regex: bytes) -> bool:
     """True when the parentheses of a POSIX ERE balance (outside bracket
@@ -141,22 +148,9 @@ def balanced_ere(regex: bytes) -> bool:
             i += 2
             continue
         if c == 0x5B:  # '[': a bracket expression
-            j = i + 1
-            if j < n and regex[j] == 0x5E:  # '^'
-                j += 1
-            if j < n and regex[j] == 0x5D:  # a leading ']' is literal
-                j += 1
-            while j < n and regex[j] != 0x5D:
-                if regex[j] == 0x5B and j + 1 < n and regex[j + 1] in b":=.":
-                    end = regex.find(bytes([regex[j + 1], 0x5D]), j + 2)
-                    if end < 0:
-                        return False
-                    j = end + 2
-                    continue
-                j += 1
-            if j >= n:
+            i = bracket_end(regex, i)
+            if i < 0:
                 return False
-            i = j + 1
             continue
         if c == 0x28:
             depth += 1
@@ -179,6 +173,39 @@ class RegexpTable(PatternFileTable):
 
     _pmatch: ctypes.Array | None = None
     _pmatch_len = 0
+    #: what compiling this table's patterns took (estimated or measured)
+    _spent = 0
+    _seconds = 0.0
+
+    def _load(self) -> None:
+        self._spent, self._seconds = 0, 0.0
+        super()._load()
+
+    @staticmethod
+    def _cost(regex: bytes, options: int) -> Cost | None:
+        return compile_cost(regex, options & ~REG_NOSUB, bool(options & REG_EXTENDED),
+                            _libc._name)
+
+    def _too_big(self) -> str:
+        return (f"table too big: its patterns would take more than {TABLE_LIMIT >> 20} MB "
+                f"or {TABLE_SECONDS:g} CPU seconds to compile")
+
+    def _afford(self, regex: bytes, options: int) -> None:
+        """Charge compiling *regex* to this table; ValueError with the
+        warning when the pattern or the table is too big."""
+        if self._seconds >= TABLE_SECONDS and not simple(regex, bool(options & REG_EXTENDED)):
+            raise ValueError(self._too_big())  # no time left even to probe
+        cost = self._cost(regex, options)
+        if cost is None:
+            self._seconds += PROBE_SECONDS
+            raise ValueError(TOO_BIG)
+        # the probe's time, then this process's own compilation
+        if (self._spent + cost.bytes > TABLE_LIMIT
+                or self._seconds + 2 * cost.seconds > TABLE_SECONDS):
+            self._seconds += cost.seconds
+            raise ValueError(self._too_big())
+        self._spent += cost.bytes
+        self._seconds += 2 * cost.seconds
 
     def parse_option(self, options: int, ch: int, report: Report, line: int) -> int | None:
         if ch == 0x69:  # i
@@ -193,6 +220,7 @@ class RegexpTable(PatternFileTable):
 
     def compile(self, pattern: Pattern, want_groups: bool) -> tuple[object, int]:
         options = pattern.options if want_groups else pattern.options | REG_NOSUB
+        self._afford(pattern.regex, options)
         return regex_compile(pattern.regex, options)
 
     def combinable(self, pattern: Pattern) -> bool:
@@ -203,6 +231,16 @@ class RegexpTable(PatternFileTable):
     def combine(self, rules: list[Rule]) -> object | None:
         text = b"|".join(b"(" + r.pattern.regex + b")" for r in rules)  # type: ignore[union-attr]
         options = rules[0].pattern.options | REG_NOSUB  # type: ignore[union-attr]
+        # a combined pattern costs about what its parts cost together
+        size, seconds = 0, 0.0
+        for rule in rules:
+            part = self._cost(rule.pattern.regex, options)  # type: ignore[union-attr]
+            if part is None:
+                return None
+            size += part.bytes
+            seconds += part.seconds
+        if self._spent + size > TABLE_LIMIT or self._seconds + seconds > TABLE_SECONDS:
+            return None
         try:
             rx, nsub = regex_compile(text, options)
         except ValueError:
@@ -210,6 +248,8 @@ class RegexpTable(PatternFileTable):
         if nsub != len(rules) + sum(r.groups for r in rules):
             self.free(rx)
             return None
+        self._spent += size
+        self._seconds += seconds
         return rx
 
     def free(self, expr: object) -> None:
