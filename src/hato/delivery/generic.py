@@ -26,7 +26,7 @@ from __future__ import annotations
 from ..config.settings import Settings
 from ..policy import address as A
 from ..policy.rewrite import AddressMapper, open_maps
-from ..queue.cleanup import (
+from ..queue.cleanup_defs import (
     OPT_RECIP,
     OPT_SENDER,
     find_header_opts,

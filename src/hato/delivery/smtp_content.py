@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from ..config.settings import Settings
 from ..policy.headerchecks import BODY, HEADER, HeaderChecks, HeaderClass, parse_action
 from ..queue import records as R
-from ..queue.cleanup import OPT_MIME, find_header_opts, header_table
+from ..queue.cleanup_defs import OPT_MIME, find_header_opts, header_table
 from ..queue.mime import MimeState
 from ..tables.base import TableRetry
 from .generic import GenericMaps

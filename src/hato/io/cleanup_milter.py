@@ -17,7 +17,7 @@ from ..config.settings import Settings
 from ..policy import address as A
 from ..policy.rewrite import open_maps
 from ..proto import milter as M
-from ..queue.cleanup import CleanupFlag, CleanupStatus
+from ..queue.cleanup_defs import CleanupFlag, CleanupStatus
 from .milter_client import MilterChain, MilterSettings
 
 CLIENT_NAME = "localhost"

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from ..policy import address as A
 from ..policy.headerchecks import HEADER, is_header, parse_action
-from .cleanup import CleanupFlag, CleanupStatus
+from .cleanup_defs import CleanupFlag, CleanupStatus
 from .envelope import NOTIFY_BITS, Recipient, notify_from_mask
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import tzinfo
 
 from ..policy.address import quote_822_local
-from .cleanup import mail_date
+from .cleanup_defs import mail_date
 
 
 def smtpd_received(*, helo: str | None, name: str, addr: str, port: str = "",
