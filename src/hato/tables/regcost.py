@@ -23,6 +23,7 @@ cached per process. A table adds up what its patterns cost
 from __future__ import annotations
 
 import functools
+import logging
 import subprocess
 import sys
 from typing import NamedTuple
@@ -38,14 +39,18 @@ SIMPLE_NODES = 2000
 SIMPLE_TOKENS = 16
 #: the most one pattern may take to compile
 PROBE_LIMIT = 64 << 20
-#: CPU seconds the probe may spend (real patterns take milliseconds)
+#: CPU seconds the probe may spend (real patterns take milliseconds), and
+#: the wall-clock time after which it is given up as hung
 PROBE_SECONDS = 1
+PROBE_WALL_SECONDS = 30
 #: glibc's RE_DUP_MAX: larger bounds are a syntax error regcomp reports itself
 DUP_MAX = 0x7FFF
 #: beyond this, node counts are only "too many"
 _CAP = 1 << 40
 
 REG_ESPACE = 12
+
+log = logging.getLogger("hato.tables")
 
 # The probe runs with -I -S: nothing of hato, nothing from site-packages.
 # It writes "<regcomp result> <bytes allocated> <CPU seconds>".
@@ -279,22 +284,35 @@ class Cost(NamedTuple):
     seconds: float
 
 
+class ProbeFailed(Exception):
+    """The probe could not run (no process, no /proc): not a verdict on the
+    pattern."""
+
+
 def _probe(regex: bytes, options: int, libc: str) -> Cost | None:
     """Compile *regex* in a child process under the limits: what it took,
-    or None when it needed more memory or CPU than allowed."""
+    or None when it needed more memory or CPU than allowed. ProbeFailed
+    when the child could not do its work for another reason."""
     try:
         done = subprocess.run(
             [sys.executable or "python3", "-I", "-S", "-c", _PROBE,
              str(PROBE_LIMIT), str(options), libc],
-            input=regex, capture_output=True, timeout=PROBE_SECONDS * 4, check=False)
-    except (OSError, subprocess.SubprocessError):
+            input=regex, capture_output=True, timeout=PROBE_WALL_SECONDS, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    except (OSError, subprocess.SubprocessError) as err:
+        raise ProbeFailed(str(err)) from None
+    if done.returncode < 0 or b"MemoryError" in done.stderr:
+        # out of CPU time (SIGXCPU), killed, or crashed: never in this process
         return None
     try:
         err_text, used_text, seconds_text = done.stdout.split()
         err, used, seconds = int(err_text), int(used_text), float(seconds_text)
     except ValueError:
-        return None  # killed: out of CPU time, or out of memory in Python itself
-    if done.returncode != 0 or err == REG_ESPACE:
+        detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ProbeFailed(detail[-1] if detail else f"exit status {done.returncode}") \
+            from None
+    if err == REG_ESPACE:
         return None
     return Cost(max(used, 0), max(seconds, 0.0))
 
@@ -316,9 +334,21 @@ def compile_cost(regex: bytes, options: int, extended: bool, libc: str) -> Cost 
     return _probe(regex, options, libc)
 
 
+def cost_of(regex: bytes, options: int, extended: bool, libc: str) -> Cost | None:
+    """:func:`compile_cost`, except that when the probe cannot run the
+    pattern is compiled as Postfix would, unmeasured (with a warning), and
+    the next call probes again."""
+    try:
+        return compile_cost(regex, options, extended, libc)
+    except ProbeFailed as err:
+        log.warning("cannot measure a regular expression before compiling it (%s): "
+                    "compiling it unmeasured", err)
+        return Cost(shape(regex, extended)[0] * NODE_BYTES, 0.0)
+
+
 TOO_BIG = (f"regular expression too big: compiling it would take more than "
            f"{PROBE_LIMIT >> 20} MB or {PROBE_SECONDS} CPU second")
 
 
-__all__ = ["PROBE_LIMIT", "PROBE_SECONDS", "TOO_BIG", "Cost", "bracket_end", "compile_cost",
-           "shape", "simple"]
+__all__ = ["PROBE_LIMIT", "PROBE_SECONDS", "TOO_BIG", "Cost", "ProbeFailed", "bracket_end",
+           "compile_cost", "cost_of", "shape", "simple"]

@@ -21,7 +21,7 @@ import re
 
 from .base import TableError
 from .patternfile import Pattern, PatternFileTable, Report, Rule, log, printable
-from .regcost import PROBE_SECONDS, TOO_BIG, Cost, bracket_end, compile_cost, simple
+from .regcost import PROBE_SECONDS, TOO_BIG, Cost, bracket_end, cost_of, simple
 
 REG_EXTENDED = 1
 REG_ICASE = 2
@@ -183,7 +183,7 @@ class RegexpTable(PatternFileTable):
 
     @staticmethod
     def _cost(regex: bytes, options: int) -> Cost | None:
-        return compile_cost(regex, options & ~REG_NOSUB, bool(options & REG_EXTENDED),
+        return cost_of(regex, options & ~REG_NOSUB, bool(options & REG_EXTENDED),
                             _libc._name)
 
     def _too_big(self) -> str:

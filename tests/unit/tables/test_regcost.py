@@ -166,3 +166,39 @@ def test_table_time_budget_stops_probing(tmp_path):
                                     "/^[0-9]{1,3}$/ number\n"))
     assert where(t) == [(1, TOO_BIG), (2, TOO_BIG), (3, table_too_big(256))]
     assert t.get("123") == "number"
+
+
+@pytest.mark.parametrize("probe, verdict", [
+    ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "refused"),
+    ("raise MemoryError", "refused"),
+    ("raise SystemExit('no /proc here')", "unmeasured"),
+])
+def test_probe_outcomes(tmp_path, monkeypatch, caplog, probe, verdict):
+    """A probe killed by a signal or out of memory refuses the pattern; one
+    that could not do its work leaves the pattern to be compiled as Postfix
+    would, with a warning."""
+    monkeypatch.setattr(regcost, "_PROBE", probe)
+    compile_cost.cache_clear()
+    try:
+        t = RegexpTable(write(tmp_path, "/^q(\\ba?){0,3}$/ hit\n"))
+    finally:
+        compile_cost.cache_clear()
+    if verdict == "refused":
+        assert where(t) == [(1, TOO_BIG)]
+        assert t.get("qa") is None
+    else:
+        assert t.warnings == []
+        assert t.get("qa") == "hit"
+        assert "cannot measure a regular expression before compiling it (no /proc here)" \
+            in caplog.text
+
+
+def test_probe_that_cannot_start_compiles_unmeasured(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(regcost.sys, "executable", str(tmp_path / "no-python"))
+    compile_cost.cache_clear()
+    try:
+        t = RegexpTable(write(tmp_path, "/^q(\\ba?){0,3}$/ hit\n"))
+    finally:
+        compile_cost.cache_clear()
+    assert t.get("qaa") == "hit"
+    assert "cannot measure a regular expression" in caplog.text
