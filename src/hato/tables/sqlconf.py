@@ -162,7 +162,13 @@ class SqlConfig:
 # -- query and result templates (db_common.c) ---------------------------------
 
 
-Piece = str  # a literal run, or "%x" for one substitution
+class Subst(str):
+    """One substitution of a template: the letter or digit after its ``%``.
+    A template's other pieces are plain strings, so literal text such as
+    the ``%2`` that ``%%2`` stands for is never taken for one."""
+
+
+Piece = str  # a literal run, or a Subst
 
 
 @dataclass
@@ -208,7 +214,7 @@ class Expander:
             if literal:
                 pieces.append("".join(literal))
                 literal = []
-            pieces.append("%" + code)
+            pieces.append(Subst(code))
         if literal:
             pieces.append("".join(literal))
         return pieces
@@ -265,10 +271,10 @@ class Expander:
 
         out: list[str] = []
         for piece in pieces:
-            if len(piece) != 2 or piece[0] != "%":
+            if type(piece) is not Subst:
                 out.append(piece)
                 continue
-            code = piece[1]
+            code = piece
             if code == "s":
                 out.append(q(value))
             elif code == "u":

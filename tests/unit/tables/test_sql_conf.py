@@ -138,6 +138,11 @@ def query(template: str, key: str, quote=None, result_format: str = "%s") -> str
     ("%3", "u@.example.com.", None),
     ("%1", "example.com", None),  # no @: no domain
     ("100%% %s", "k", "100% k"),
+    # a literal run that reads like a substitution stays literal (the
+    # fuzzer's find: "%%2" crashed on a key without labels)
+    ("%%2", "k", "%2"),
+    ("%%s", "k", "%s"),
+    ("%%1%1", "u@example.com", "%1com"),
     ("%s", "o'brien", "o'brien"),
 ])
 def test_query_expansion(template: str, key: str, want: str | None) -> None:
