@@ -33,9 +33,8 @@ NODE_BYTES = 300
 #: a pattern is compiled without a probe when, after glibc's copying, its
 #: NFA has at most this many nodes ...
 SIMPLE_NODES = 2000
-#: ... and it has at most this many repetition operators and anchors (a
-#: bound {n,m} counts as m), and no repetition of something that can be
-#: empty or holds an anchor
+#: ... and it has at most this many repetition operators and anchors, and
+#: no repetition of something that can be empty or holds an anchor
 SIMPLE_TOKENS = 16
 #: the most one pattern may take to compile
 PROBE_LIMIT = 64 << 20
@@ -184,7 +183,7 @@ def shape(regex: bytes, extended: bool) -> tuple[int, int, bool]:
     def repeat(low: int, high: int | None) -> None:
         nonlocal tokens, risky
         copies = high if high is not None else low + 1 if low else 1
-        tokens += max(copies, 1)
+        tokens += 1
         # glibc loops on empty matches and copies anchor closures: slow
         risky = risky or top.last_nullable or top.last_anchor
         size = min(top.last * copies + (high - low if high is not None else 1), _CAP)

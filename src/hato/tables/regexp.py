@@ -15,13 +15,15 @@ Flags after the closing delimiter toggle regcomp() options, starting from
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import re
 
-from .base import TableError
+from .base import TableError, TableRetry
 from .patternfile import Pattern, PatternFileTable, Report, Rule, log, printable
 from .regcost import PROBE_SECONDS, TOO_BIG, Cost, bracket_end, cost_of, simple
+from .regmatch import MatchHelper
 
 REG_EXTENDED = 1
 REG_ICASE = 2
@@ -73,11 +75,14 @@ if not _C_LOCALE:  # pragma: no cover
 class _Regex:
     """One compiled regex_t."""
 
-    __slots__ = ("addr", "buf")
+    __slots__ = ("addr", "buf", "source")
 
     def __init__(self, buf: ctypes.Array):
         self.buf = buf
         self.addr = ctypes.addressof(buf)
+        #: (regex, options) of a pattern with back-references, which is
+        #: matched in the table's helper process (hato.tables.regmatch)
+        self.source: tuple[bytes, int] | None = None
 
 
 def _compile_raw(regex: bytes, options: int) -> tuple[_Regex | None, int, str]:
@@ -176,15 +181,32 @@ class RegexpTable(PatternFileTable):
     #: what compiling this table's patterns took (estimated or measured)
     _spent = 0
     _seconds = 0.0
+    #: matches back-reference patterns under a time limit (started when needed)
+    _helper: MatchHelper | None = None
 
     def _load(self) -> None:
         self._spent, self._seconds = 0, 0.0
+        self._stop_helper()
         super()._load()
+
+    def _stop_helper(self) -> None:
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            helper.stop()
+
+    def close(self) -> None:
+        super().close()
+        self._stop_helper()
+
+    def __del__(self) -> None:
+        super().__del__()
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self._stop_helper()
 
     @staticmethod
     def _cost(regex: bytes, options: int) -> Cost | None:
         return cost_of(regex, options & ~REG_NOSUB, bool(options & REG_EXTENDED),
-                            _libc._name)
+                       _libc._name)
 
     def _too_big(self) -> str:
         return (f"table too big: its patterns would take more than {TABLE_LIMIT >> 20} MB "
@@ -221,7 +243,10 @@ class RegexpTable(PatternFileTable):
     def compile(self, pattern: Pattern, want_groups: bool) -> tuple[object, int]:
         options = pattern.options if want_groups else pattern.options | REG_NOSUB
         self._afford(pattern.regex, options)
-        return regex_compile(pattern.regex, options)
+        rx, nsub = regex_compile(pattern.regex, options)
+        if _BACKREF.search(pattern.regex):
+            rx.source = (pattern.regex, options)
+        return rx, nsub
 
     def combinable(self, pattern: Pattern) -> bool:
         regex = pattern.regex
@@ -260,6 +285,8 @@ class RegexpTable(PatternFileTable):
     def execute(self, expr: object, key: bytes,
                 groups: int) -> list[tuple[int, int]] | bool | None:
         assert isinstance(expr, _Regex)
+        if expr.source is not None:
+            return self._execute_elsewhere(expr.source, key, groups)
         if groups == 0:
             err = _regexec(expr.addr, key, 0, None, 0)
             if err == 0:
@@ -279,6 +306,27 @@ class RegexpTable(PatternFileTable):
         msg = ctypes.create_string_buffer(256)
         _regerror(err, expr.addr, msg, 256)
         log.warning("regexp map %s: %s", self.spec, msg.value.decode("utf-8", "replace"))
+        return None
+
+    def _execute_elsewhere(self, source: tuple[bytes, int], key: bytes,
+                           groups: int) -> list[tuple[int, int]] | bool | None:
+        """:meth:`execute` for a back-reference pattern, in the helper
+        process; TableRetry when the match takes too long."""
+        if self._helper is None:
+            self._helper = MatchHelper(_libc._name, self.name)
+        count = groups + 1 if groups else 0
+        try:
+            err, offsets = self._helper.match(source[0], source[1], key, count)
+        except TableRetry as exc:
+            log.warning("regexp map %s: %s", self.spec, exc.reason)
+            raise
+        if err == 0:
+            if not groups:
+                return True
+            return [(offsets[2 * i], offsets[2 * i + 1]) for i in range(count)]
+        if err == REG_NOMATCH:
+            return False
+        log.warning("regexp map %s: regexec() failed with error %d", self.spec, err)
         return None
 
     def _run(self, key: bytes) -> bytes | None:

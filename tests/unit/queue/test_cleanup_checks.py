@@ -255,6 +255,22 @@ def test_lookup_failure_in_checks(tmp_path):
                        "try again later")) in result.log
 
 
+def test_runaway_back_reference_match_defers_the_message(tmp_path):
+    # glibc would take minutes on this header; the table gives up after
+    # 0.25 s and the message is deferred, not lost and not hung
+    slow = b"Subject: " + b"a" * 40 + b"\n"
+    result, _ = run(tmp_path, "/^Subject: (a|aa)*\\1*$/ REJECT\n",
+                    content=slow + MSG.split(b"\n", 2)[2])
+    assert result.status & CleanupStatus.WRITE and result.temporary
+    assert result.smtp_reply() == "451 4.3.0 Error: queue file write error"
+    assert ("warning", "4ABC: header_checks map lookup problem -- message not accepted, "
+                       "try again later") in result.log
+    # the same rule still works on a header it can answer
+    result, _ = run(tmp_path, "/^Subject: (a|aa)*\\1*$/ REJECT spam\n",
+                    content=b"Subject: aaaa\n" + MSG.split(b"\n", 2)[2])
+    assert result.status == CleanupStatus.CONT and result.reason == "5.7.1 spam"
+
+
 @pytest.mark.parametrize("flags_off", [True])
 def test_no_filter_flag(tmp_path, flags_off):
     from hato.queue.cleanup import CleanupFlag

@@ -45,7 +45,10 @@ def test_shape_counts_glibc_copies():
     assert shape(b"a{1000}{1000}", True)[0] >= 10 ** 6
     assert shape(b"(ab){3}", True)[0] >= 12
     # real patterns are small
-    assert shape(rb"^([0-9]{1,3}\.){3}[0-9]{1,3}$", True) == (31, 11, False)
+    assert shape(rb"^([0-9]{1,3}\.){3}[0-9]{1,3}$", True) == (31, 5, False)
+    # a host name of up to 63-letter labels is small enough; 127 of them is not
+    assert simple(rb"^([a-z0-9-]{1,63}\.)+[a-z]{2,63}$", True)
+    assert not simple(rb"^([a-z0-9-]{1,63}\.){1,127}[a-z]{2,63}$", True)
     assert shape(rb"^Subject:.*\b(viagra|cialis)\b", True)[1:] == (4, False)
     assert simple(rb"([a-z0-9-]+\.)+[a-z]+", True)
 
