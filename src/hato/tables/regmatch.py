@@ -7,10 +7,12 @@ key's length: ``(a*)(a*)(a*)\\3\\2\\1x`` takes 8 seconds on 63 ``a``s,
 header line for header_checks), and a call into the C library cannot be
 interrupted. So a table matches its back-reference patterns in a helper
 process (:class:`MatchHelper`, a ``python -I -S`` child that only compiles
-and matches), and gives up on a match that takes longer than
-:data:`MATCH_SECONDS`: the helper is killed (a new one starts with the next
-match) and the lookup fails temporarily (:class:`TableRetry`), so that the
-message waits instead of the process hanging.
+and matches), and gives up on a match on which the helper has spent more than
+:data:`MATCH_SECONDS` of CPU time (so that a loaded machine alone never
+fails a lookup), or that is not answered within :data:`WAIT_SECONDS`: the
+helper is killed (a new one starts with the next match) and the lookup
+fails temporarily (:class:`TableRetry`), so that the message waits instead
+of the process hanging.
 
 Patterns without back-references are matched in the process itself, as
 before; real back-reference patterns (``^Subject: (.+) \\1$``) match in
@@ -28,8 +30,14 @@ import time
 
 from .base import TableRetry
 
-#: the longest one match may take
+#: the CPU time one match may take in the helper
 MATCH_SECONDS = 0.25
+#: how long the helper may take to answer at all (start-up included), however
+#: loaded the machine
+WAIT_SECONDS = 5.0
+#: how often a waiting lookup looks at the helper's CPU time
+_SLICE = 0.02
+_TICK = os.sysconf("SC_CLK_TCK")
 
 # The helper: requests on stdin, replies on stdout, all little-endian.
 #   compile: "C" options:u32 length:u32 regex  -> "K" id:u32 | "E" length:u32 text
@@ -78,6 +86,16 @@ while True:
 """
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (0 when /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rpartition(b")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class MatchHelper:
     """One helper process for one table (started at its first match)."""
 
@@ -96,18 +114,29 @@ class MatchHelper:
         self.proc, self.ids, self._buffer = proc, {}, b""
         return proc
 
-    def _read(self, proc: subprocess.Popen, n: int, deadline: float) -> bytes:
-        """*n* bytes of the helper's reply; TableRetry when it is late or gone."""
+    def _read(self, proc: subprocess.Popen, n: int, cpu_limit: float | None = None) -> bytes:
+        """*n* bytes of the helper's reply; TableRetry when the helper has
+        spent more than *cpu_limit* CPU seconds on it (load alone does not
+        count), does not answer within :data:`WAIT_SECONDS`, or is gone."""
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         poller = select.poll()  # not select(): a busy daemon has descriptors past 1024
         poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + WAIT_SECONDS
+        start = _cpu_seconds(proc.pid) if cpu_limit is not None else 0.0
         while len(self._buffer) < n:
-            wait = max(deadline - time.monotonic(), 0.0) * 1000
-            if not poller.poll(wait):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 self.stop()
-                raise TableRetry(self.name, f"matching a pattern with back-references took "
-                                            f"longer than {MATCH_SECONDS:g} seconds: giving up")
+                raise TableRetry(self.name, f"the regular expression helper did not answer "
+                                            f"within {WAIT_SECONDS:g} seconds")
+            if not poller.poll(min(remaining, _SLICE) * 1000):
+                if cpu_limit is not None and _cpu_seconds(proc.pid) - start > cpu_limit:
+                    self.stop()
+                    raise TableRetry(self.name, f"matching a pattern with back-references "
+                                                f"took more than {cpu_limit:g} CPU seconds: "
+                                                f"giving up")
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 self.stop()
@@ -131,27 +160,28 @@ class MatchHelper:
         if got is not None:
             return got
         self._send(proc, b"C" + struct.pack("<II", options, len(regex)) + regex)
-        kind = self._read(proc, 1, time.monotonic() + 10)
+        kind = self._read(proc, 1)
         if kind == b"K":
-            got = struct.unpack("<I", self._read(proc, 4, time.monotonic() + 10))[0]
+            got = struct.unpack("<I", self._read(proc, 4))[0]
             self.ids[key] = got
             return got
-        (length,) = struct.unpack("<I", self._read(proc, 4, time.monotonic() + 10))
-        text = self._read(proc, length, time.monotonic() + 10).decode("utf-8", "replace")
+        (length,) = struct.unpack("<I", self._read(proc, 4))
+        text = self._read(proc, length).decode("utf-8", "replace")
         raise TableRetry(self.name, f"the regular expression helper: {text}")
 
     def match(self, regex: bytes, options: int, key: bytes, nmatch: int) -> tuple[int, list[int]]:
         """regexec() of *regex* on *key* in the helper: (result, the
         2 × *nmatch* offsets). TableRetry when it takes too long."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self.stop()  # died since the last match: close its pipes
         try:
-            proc = self.proc if self.proc is not None and self.proc.poll() is None \
-                else self._start()
+            proc = self.proc if self.proc is not None else self._start()
         except OSError as err:
             raise TableRetry(self.name, f"cannot start the regular expression helper: "
                                         f"{err}") from None
         index = self._id(proc, regex, options)
         self._send(proc, b"M" + struct.pack("<III", index, nmatch, len(key)) + key)
-        reply = self._read(proc, 4 + 8 * nmatch, time.monotonic() + MATCH_SECONDS)
+        reply = self._read(proc, 4 + 8 * nmatch, MATCH_SECONDS)
         result = struct.unpack_from("<i", reply)[0]
         return result, list(struct.unpack_from(f"<{2 * nmatch}i", reply, 4))
 
@@ -172,4 +202,4 @@ class MatchHelper:
         proc.wait()
 
 
-__all__ = ["MATCH_SECONDS", "MatchHelper"]
+__all__ = ["MATCH_SECONDS", "WAIT_SECONDS", "MatchHelper"]

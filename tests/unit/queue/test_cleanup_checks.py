@@ -257,7 +257,7 @@ def test_lookup_failure_in_checks(tmp_path):
 
 def test_runaway_back_reference_match_defers_the_message(tmp_path):
     # glibc would take minutes on this header; the table gives up after
-    # 0.25 s and the message is deferred, not lost and not hung
+    # 0.25 CPU seconds and the message is deferred, not lost and not hung
     slow = b"Subject: " + b"a" * 40 + b"\n"
     result, _ = run(tmp_path, "/^Subject: (a|aa)*\\1*$/ REJECT\n",
                     content=slow + MSG.split(b"\n", 2)[2])

@@ -39,11 +39,11 @@ def test_runaway_match_fails_temporarily_and_the_helper_comes_back(tmp_path, cap
     path = write(tmp_path, "/^(a|aa)*\\1*$/ slow\n/^(b)\\1$/ bb\n")
     t = RegexpTable(path)
     try:
-        with pytest.raises(TableRetry, match=f"back-references took longer than "
-                                             f"{MATCH_SECONDS:g} seconds"):
+        with pytest.raises(TableRetry, match=f"back-references took more than "
+                                             f"{MATCH_SECONDS:g} CPU seconds"):
             t.get("a" * 40)
-        assert (f"regexp map {path}: matching a pattern with back-references took longer "
-                f"than {MATCH_SECONDS:g} seconds: giving up") in caplog.text
+        assert (f"regexp map {path}: matching a pattern with back-references took more "
+                f"than {MATCH_SECONDS:g} CPU seconds: giving up") in caplog.text
         assert t._helper is not None and t._helper.proc is None  # killed
         # the next lookup starts a new helper; the same rule still answers quickly
         assert t.get("aaa") == "slow"
@@ -101,5 +101,19 @@ def test_reload_starts_a_fresh_helper(tmp_path):
         t._load()
         assert old.poll() is not None
         assert t.get("aa") == "double"
+    finally:
+        t.close()
+
+
+def test_helper_that_does_not_answer_is_given_up(tmp_path, monkeypatch):
+    # a helper that sleeps instead of matching: no CPU spent, the wait limit applies
+    monkeypatch.setattr(regmatch, "WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(regmatch, "_HELPER", regmatch._HELPER.replace(
+        'elif op == b"M":', 'elif op == b"M":\n        import time; time.sleep(30)'))
+    t = RegexpTable(write(tmp_path, "/(.)\\1/ double\n"))
+    try:
+        with pytest.raises(TableRetry, match="did not answer within 0.5 seconds"):
+            t.get("aa")
+        assert t._helper.proc is None
     finally:
         t.close()
