@@ -128,6 +128,8 @@ def bracket_end(regex: bytes, i: int) -> int:
 
 #: GNU anchors after a backslash: \b \B \< \> \` \'
 _ANCHORS = frozenset(b"bB<>`'")
+#: ( ) | { + ?
+_OPERATORS = frozenset(b"()|{+?")
 
 
 class _Frame:
@@ -219,50 +221,37 @@ def shape(regex: bytes, extended: bool) -> tuple[int, int, bool]:
             end = bracket_end(regex, i)
             i = end if end >= 0 else n
             continue
-        if c == 0x5C and i + 1 < n:  # backslash
-            d = regex[i + 1]
+        escaped = c == 0x5C and i + 1 < n
+        if escaped:
+            c = regex[i + 1]
             i += 2
-            if d in _ANCHORS:
-                atom(anchor=True)
-            elif extended:
-                atom()
-            elif d == 0x28:  # \(
-                open_group()
-            elif d == 0x29 and stack:  # \)
-                close_group()
-            elif d == 0x7C:  # \|
-                alternative()
-            elif d == 0x7B and top.last:  # \{
-                got = _bound(regex, i, b"\\}")
-                if got is None:
-                    atom()
-                else:
-                    repeat(got[0], got[1])
-                    i = got[2]
-            elif d == 0x2B and top.last:  # \+
-                repeat(1, None)
-            elif d == 0x3F and top.last:  # \?
-                repeat(0, 1)
-            else:
-                atom()
-            continue
-        i += 1
-        if c in (0x5E, 0x24):  # '^' '$'
+        else:
+            i += 1
+        if (c in _ANCHORS) if escaped else c in (0x5E, 0x24):  # \b \< … or ^ $
             atom(anchor=True)
-        elif extended and c == 0x28:
+            continue
+        # ( ) | { + ? are operators bare in extended syntax and after a
+        # backslash in basic syntax (+ and ? are GNU's); * is bare in both
+        if c == 0x2A:
+            op = 0 if escaped else c
+        else:
+            op = c if escaped != extended and c in _OPERATORS else 0
+        if op == 0x28:
             open_group()
-        elif extended and c == 0x29 and stack:
+        elif op == 0x29 and stack:
             close_group()
-        elif extended and c == 0x7C:
+        elif op == 0x7C:
             alternative()
-        elif c == 0x2A and top.last:  # '*'
+        elif op and not top.last:
+            atom()  # nothing to repeat: a literal
+        elif op == 0x2A:
             repeat(0, None)
-        elif extended and c == 0x2B and top.last:
+        elif op == 0x2B:
             repeat(1, None)
-        elif extended and c == 0x3F and top.last:
+        elif op == 0x3F:
             repeat(0, 1)
-        elif extended and c == 0x7B and top.last:
-            got = _bound(regex, i, b"}")
+        elif op == 0x7B:
+            got = _bound(regex, i, b"}" if extended else b"\\}")
             if got is None:
                 atom()
             else:

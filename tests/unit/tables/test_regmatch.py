@@ -19,6 +19,12 @@ def write(tmp_path, text: str) -> str:
     return str(path)
 
 
+def on_match(monkeypatch, code: str) -> None:
+    """Make the helper run *code* when it is asked to match."""
+    monkeypatch.setattr(regmatch, "_HELPER", regmatch._HELPER.replace(
+        'elif op == b"M":', f'elif op == b"M":\n        {code}'))
+
+
 def test_back_references_match_with_groups(tmp_path):
     t = RegexpTable(write(tmp_path, "/^Subject: (.+) \\1$/ dup $1\n"
                                     "/^(a)(b)\\2\\1$/ abba:$2$1\n"
@@ -82,8 +88,7 @@ def test_helper_that_died_between_lookups_is_replaced(tmp_path):
 
 def test_helper_that_dies_during_a_match_fails_the_lookup_temporarily(tmp_path, monkeypatch):
     # a helper that compiles, then exits instead of answering the match
-    monkeypatch.setattr(regmatch, "_HELPER", regmatch._HELPER.replace(
-        'elif op == b"M":', 'elif op == b"M":\n        raise SystemExit(3)'))
+    on_match(monkeypatch, "raise SystemExit(3)")
     t = RegexpTable(write(tmp_path, "/(.)\\1/ double\n"))
     try:
         with pytest.raises(TableRetry, match="the regular expression helper exited"):
@@ -108,8 +113,7 @@ def test_reload_starts_a_fresh_helper(tmp_path):
 def test_helper_that_does_not_answer_is_given_up(tmp_path, monkeypatch):
     # a helper that sleeps instead of matching: no CPU spent, the wait limit applies
     monkeypatch.setattr(regmatch, "WAIT_SECONDS", 0.5)
-    monkeypatch.setattr(regmatch, "_HELPER", regmatch._HELPER.replace(
-        'elif op == b"M":', 'elif op == b"M":\n        import time; time.sleep(30)'))
+    on_match(monkeypatch, "import time; time.sleep(30)")
     t = RegexpTable(write(tmp_path, "/(.)\\1/ double\n"))
     try:
         with pytest.raises(TableRetry, match="did not answer within 0.5 seconds"):
