@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import textwrap
@@ -29,10 +30,22 @@ from tests.conftest import require_tool
 PASSWORD = "s3cret pw\twith tab"
 
 
+def _accepts(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 def wait_for(path: str, proc: subprocess.Popen, what: str, *, log: str,
              timeout: float = 15) -> None:
+    """Wait until *path*, a UNIX socket, accepts a connection: a name left
+    behind by an earlier run of the daemon, or a socket bound but not yet
+    listening, is not ready."""
     deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
+    while not _accepts(path):
         if proc.poll() is not None:
             with open(log, errors="replace") as f:
                 pytest.fail(f"{what} exited with status {proc.returncode}: {f.read()[-2000:]}")
