@@ -6,8 +6,18 @@ descriptor in ``HATO_STATUS_FD``). Messages are text lines:
     worker → master   ``busy N``         sessions in progress now; sent only
                                           when the number changed, a burst of
                                           changes coalesced into one line
+                                          (see below)
     master → worker   ``stress yes``     the service reached its maxproc
                       ``stress no``      stress mode ended
+
+master needs the busy counts for one thing: stress mode, which starts when
+every worker of the service holds its share of maxproc (so the sum reaches
+maxproc) and ends after the sum has stayed low for seconds. A worker
+therefore reports a number at once (in the same loop iteration) only when
+it reaches its share or leaves it; other changes are sent at most every
+REPORT_DELAY seconds, so that a busy smtpd does not send master a line for
+every connection. What master sees is then exact wherever it decides: a
+worker below its share is below it in master's sum too.
 
 A worker started while its service is under stress gets ``HATO_STRESS=yes``
 in its environment. Lines that do not parse are ignored (master logs them).
@@ -25,7 +35,11 @@ from dataclasses import dataclass
 
 STATUS_FD_ENV = "HATO_STATUS_FD"
 STRESS_ENV = "HATO_STRESS"
+SHARE_ENV = "HATO_SESSION_LIMIT"
 MAX_LINE = 200
+#: Seconds a change of the busy count away from the worker's share of
+#: maxproc may wait before it is sent, together with the changes after it.
+REPORT_DELAY = 0.25
 
 
 @dataclass(frozen=True)
@@ -170,19 +184,26 @@ class WorkerStatus:
     :meth:`subscribe` (called at once when stress is already on). Without
     a channel (a service run in-process by a test) it only keeps state."""
 
-    def __init__(self, sock: socket.socket | None = None, *, stress: bool = False):
+    def __init__(self, sock: socket.socket | None = None, *, stress: bool = False,
+                 share: int = 0):
         self.stress = stress
+        #: This worker's share of the service's maxproc (master's
+        #: HATO_SESSION_LIMIT; 0: no limit, so no stress mode to detect).
+        self.share = share
         self._subscribers: list[Callable[[bool], None]] = []
         self._channel = StatusChannel(sock, self._line) if sock is not None else None
         self._busy = 0
-        self._sent: int | None = 0
-        self._flush_pending = False
+        self._sent = 0
+        self._soon = False  # a flush is due in this loop iteration
+        self._later: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_env(cls) -> WorkerStatus:
         fd = os.environ.get(STATUS_FD_ENV, "")
         sock = socket.socket(fileno=int(fd)) if fd.isdigit() else None
-        return cls(sock, stress=os.environ.get(STRESS_ENV, "") == "yes")
+        share = os.environ.get(SHARE_ENV, "")
+        return cls(sock, stress=os.environ.get(STRESS_ENV, "") == "yes",
+                   share=int(share) if share.isdigit() else 0)
 
     def start(self) -> None:
         """Attach to the running loop (call from inside it)."""
@@ -211,20 +232,32 @@ class WorkerStatus:
         return self._busy
 
     def report_busy(self, count: int) -> None:
-        """Called on every change; one line per loop iteration at most, and
-        none when the number is back where master last heard it."""
+        """Called on every change. A count that reaches this worker's share
+        of maxproc, or leaves it, is sent in this loop iteration; others
+        within REPORT_DELAY seconds. One line at most per sending, and none
+        when the number is back where master last heard it."""
         self._busy = count
-        if self._channel is None or self._flush_pending:
+        if self._channel is None or self._soon:
             return
-        self._flush_pending = True
-        asyncio.get_running_loop().call_soon(self._flush)
+        share = self.share
+        if share and (count >= share or self._sent >= share):
+            self._soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        elif self._later is None:
+            self._later = asyncio.get_running_loop().call_later(REPORT_DELAY, self._flush)
 
     def _flush(self) -> None:
-        self._flush_pending = False
+        self._soon = False
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         if self._channel is not None and self._busy != self._sent:
             self._sent = self._busy
             self._channel.send(format_message(Busy(self._busy)))
 
     def close(self) -> None:
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         if self._channel is not None:
             self._channel.close()

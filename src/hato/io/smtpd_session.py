@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import socket
 import ssl
@@ -79,6 +80,20 @@ def _commit_batch(commits):
     message's own."""
     return [Failed(r) if isinstance(r, BaseException) else r
             for r in commit_together(commits)]
+
+
+
+@functools.lru_cache(maxsize=16)
+def _session_limits(limits: P.Limits, enforce_tls: bool, bare_ok: bool) -> P.Limits:
+    """The server's limits as one session has them: TLS required on a
+    port where it is not a wrapper, bare newlines allowed for clients in
+    smtpd_forbid_bare_newline_exclusions. (Limits are frozen: the few
+    combinations are made once, not for every connection.)"""
+    if enforce_tls:
+        limits = dataclasses.replace(limits, enforce_tls=True)
+    if bare_ok:
+        limits = dataclasses.replace(limits, forbid_bare_newline="no")
+    return limits
 
 
 class SessionServer:
@@ -405,12 +420,11 @@ class Session(TlsAuth, MessageIntake, CommandHandlers):
         self.writer = writer
         self.facts = ClientFacts(name="unknown", reverse_name="unknown", addr=addr, port=port,
                                  stress=server.stress)  # policy servers see "stress=yes"
-        limits = server.limits
-        if server.tls.level == "encrypt" and not server.tls.wrapper:
-            limits = dataclasses.replace(limits, enforce_tls=True)
-        if server.bare_newline_exclusions and server.bare_newline_exclusions.match("", addr):
-            limits = dataclasses.replace(limits, forbid_bare_newline="no")
-        self.conn = P.ServerConnection(limits, hostname=server.hostname)
+        enforce_tls = server.tls.level == "encrypt" and not server.tls.wrapper
+        bare_ok = bool(server.bare_newline_exclusions
+                       and server.bare_newline_exclusions.match("", addr))
+        self.conn = P.ServerConnection(_session_limits(server.limits, enforce_tls, bare_ok),
+                                       hostname=server.hostname)
         self.checks = server.checks.session(self.facts)
         self.denied: P.Reply | None = None
         self.xforward: dict[str, str] = {}

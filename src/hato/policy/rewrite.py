@@ -793,6 +793,21 @@ class Rewriter(AddressMapper):
 
     # -- headers -------------------------------------------------------------------------
 
+    def header_tables(self, sender: bool) -> bool:
+        """Whether an address in a header of the sender (or recipient)
+        class may go through a table or masquerading. When not, what
+        :meth:`header_address` does depends on the address and the
+        settings alone."""
+        if sender:
+            klass, specific, classes = (HEADER_SENDER, self.sender_canonical_maps,
+                                        self.sender_canonical_classes)
+        else:
+            klass, specific, classes = (HEADER_RECIPIENT, self.recipient_canonical_maps,
+                                        self.recipient_canonical_classes)
+        return ((specific is not None and klass in classes)
+                or (self.canonical_maps is not None and klass in self.canonical_classes)
+                or bool(self.masquerade_domains and klass in self.masquerade_classes))
+
     def header_address(self, node: A.Tok, *, sender: bool, context: str,
                        map_ok: bool = True, warn: Warn | None = None) -> bool:
         """Rewrite one ADDR node of an address header in place, as

@@ -160,6 +160,10 @@ class Cleanup:
         self.hopcount_limit = s.int("hopcount_limit")
         self.size_limit = s.size("message_size_limit")
         self.token_limit = s.int("header_address_token_limit")
+        self.delay_warning_time = s.time("delay_warning_time")  # for the envelope (inject)
+        #: (context, sender class, header value) → the rewritten value, or
+        #: None when it stays as it is (CleanupState._rewrite_header).
+        self.header_memo: dict[tuple[str, bool, str], str | None] = {}
         self.duplicate_limit = s.int("duplicate_filter_limit")
         self.enable_orcpt = s.bool("enable_original_recipient")
         self.always_add = s.bool("always_add_missing_headers")
@@ -210,6 +214,10 @@ def _dsn_notify(r: str | Recipient) -> tuple[str, str, int, str]:
 
 
 # The bits as plain ints, for CleanupState's hot paths.
+#: Header values remembered per service before the memo starts again.
+HEADER_MEMO_SIZE = 4096
+_UNSEEN = object()
+
 _F = types.SimpleNamespace(**{m.name: int(m) for m in CleanupFlag})
 _S = types.SimpleNamespace(**{m.name: int(m) for m in CleanupStatus})
 
@@ -780,21 +788,36 @@ class CleanupState:
     def _rewrite_header(self, info: HeaderOpts, text: str, *, sender: bool) -> None:
         """cleanup_rewrite_sender()/cleanup_rewrite_recip()."""
         assert self.hdr_context is not None
+        svc = self.svc
         name_len = len(info.name)
-        tree = A.parse(text[name_len + 1:], self.svc.token_limit)
-        did_rewrite = False
+        value = text[name_len + 1:]
         map_ok = bool(self.flags & _F.MAP_OK)
-        for node in A.grep(tree, A.ADDR):
-            try:
-                did_rewrite |= self.svc.rewriter.header_address(
-                    node, sender=sender, context=self.hdr_context, map_ok=map_ok,
-                    warn=self._warn)
-            except TableRetry as err:
-                self._lookup_failed(err, "header address mapping")
+        # Without tables or masquerading for this class the result depends
+        # on the value and the settings alone, and the same From: and To:
+        # values come again and again: remembered per service.
+        memo = None if map_ok and svc.rewriter.header_tables(sender) else svc.header_memo
+        if memo is not None:
+            key = (self.hdr_context, sender, value)
+            new = memo.get(key, _UNSEEN)
+        if memo is None or new is _UNSEEN:
+            tree = A.parse(value, svc.token_limit)
+            did_rewrite = False
+            for node in A.grep(tree, A.ADDR):
+                try:
+                    did_rewrite |= svc.rewriter.header_address(
+                        node, sender=sender, context=self.hdr_context, map_ok=map_ok,
+                        warn=self._warn)
+                except TableRetry as err:
+                    self._lookup_failed(err, "header address mapping")
+            new = A.externalize(tree, lines=True) if did_rewrite else None
+            if memo is not None:
+                if len(memo) >= HEADER_MEMO_SIZE:
+                    memo.clear()
+                memo[key] = new
         if info.flags & OPT_DROP:
             return
-        if did_rewrite:
-            self._fold_header(text[:name_len] + ": " + A.externalize(tree, lines=True))
+        if new is not None:
+            self._fold_header(text[:name_len] + ": " + new)
         else:
             self._out_header(text)
 

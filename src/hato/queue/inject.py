@@ -84,7 +84,7 @@ class Injection:
             state = self.state = self.cleanup.open(sub, output=self._out, log=log,
                                                    output_lines=self._out_lines)
             self._initial = list(state.recipients)
-            warn = self.cleanup.settings.time("delay_warning_time")
+            warn = self.cleanup.delay_warning_time
             env = self.env = Envelope(
                 sender=state.sender, recipients=list(self._initial), ret=ret, envid=envid,
                 attributes=dict(attributes or {}), arrival_time=arrival_time,

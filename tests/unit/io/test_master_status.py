@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from hato.io import master_status
 from hato.io.master_status import (Busy, LineSplitter, StatusChannel, Stress, WorkerStatus,
                                    format_message, parse_message)
 
@@ -42,28 +43,75 @@ def test_line_splitter_joins_pieces_and_drops_long_lines():
     assert split.feed(b"xxx\nbusy 4\n") == ["busy 4"]
 
 
-def test_worker_status_coalesces_and_master_reads():
+def _status_pair(**kw):
+    master_end, worker_end = socket.socketpair()
+    lines: list[str] = []
+    closed = asyncio.Event()
+    master = StatusChannel(master_end, lines.append, closed.set)
+    master.start()
+    status = WorkerStatus(worker_end, **kw)
+    status.start()
+    return status, lines, closed
+
+
+def test_worker_status_coalesces_and_master_reads(monkeypatch):
+    monkeypatch.setattr(master_status, "REPORT_DELAY", 0.05)
+
     async def run():
-        master_end, worker_end = socket.socketpair()
-        lines: list[str] = []
-        closed = asyncio.Event()
-        master = StatusChannel(master_end, lines.append, closed.set)
-        master.start()
-        status = WorkerStatus(worker_end)
-        status.start()
-        for n in (1, 2, 3, 2):  # one loop iteration: one line with the last value
+        status, lines, closed = _status_pair()  # no share: no stress mode to detect
+        for n in (1, 2, 3, 2):  # one burst: one line with the last value
             status.report_busy(n)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
+        assert lines == []  # not yet: changes wait REPORT_DELAY
+        await asyncio.sleep(0.1)
+        assert lines == ["busy 2"]
         status.report_busy(3)
         status.report_busy(2)  # back where master last heard it: nothing sent
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
         status.report_busy(0)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
         assert status.busy == 0
         status.close()
         await asyncio.wait_for(closed.wait(), 2)
         return lines
     assert asyncio.run(run()) == ["busy 2", "busy 0"]
+
+
+def test_worker_status_reports_its_share_at_once(monkeypatch):
+    """Reaching the worker's share of maxproc, and leaving it, are what
+    master's stress mode turns on: sent in the same loop iteration, while
+    changes below the share wait."""
+    monkeypatch.setattr(master_status, "REPORT_DELAY", 60.0)
+
+    async def run():
+        status, lines, closed = _status_pair(share=3)
+        status.report_busy(1)
+        status.report_busy(2)
+        await asyncio.sleep(0.02)
+        assert lines == []  # below the share: held back
+        status.report_busy(3)
+        await asyncio.sleep(0.02)
+        assert lines == ["busy 3"]  # reached the share: at once, the wait dropped
+        status.report_busy(4)  # (a share is not a hard cap of the count)
+        await asyncio.sleep(0.02)
+        status.report_busy(2)
+        await asyncio.sleep(0.02)
+        assert lines == ["busy 3", "busy 4", "busy 2"]  # left it: at once too
+        status.report_busy(1)
+        await asyncio.sleep(0.02)
+        assert lines[-1] == "busy 2"  # below the share again: held back
+        status.close()
+        await asyncio.wait_for(closed.wait(), 2)
+        return lines
+    asyncio.run(run())
+
+
+def test_worker_status_share_from_env(monkeypatch):
+    monkeypatch.delenv("HATO_STATUS_FD", raising=False)
+    monkeypatch.setenv("HATO_SESSION_LIMIT", "7")
+    assert WorkerStatus.from_env().share == 7
+    monkeypatch.delenv("HATO_SESSION_LIMIT")
+    assert WorkerStatus.from_env().share == 0
 
 
 def test_worker_status_receives_stress_and_tells_subscribers():

@@ -173,6 +173,54 @@ def test_unchanged_address_header_is_kept_verbatim():
     assert text.startswith("To:   Ann   <ann@example.org>  (comment)\n")
 
 
+def test_header_rewriting_is_remembered_per_service():
+    """The same header value on the next message takes the remembered
+    result, rewritten or not, and gives the same text as the first time."""
+    svc = Cleanup(make_settings("append_dot_mydomain = yes\n"))
+    content = b"From: joe\nTo: Ann <ann@example.org>, bob\nCc: dave@host\n\n"
+    texts = []
+    for qid in ("4ABC123", "4ABC124"):
+        _, recs = cleanup_message(svc, Submission(queue_id=qid, sender="joe",
+                                                  recipients=["ann@example.org"],
+                                                  arrival_time=T0, tz=UTC), content)
+        texts.append(records_to_bytes(recs).decode())
+    for text in texts:
+        assert "From: joe@mx1.example.com\n" in text
+        assert "To: Ann <ann@example.org>, bob@mx1.example.com\n" in text
+        assert "Cc: dave@host.example.com\n" in text
+    assert texts[0].replace("4ABC123", "4ABC124") == texts[1]
+    assert svc.header_memo == {
+        ("local", True, " joe"): "joe@mx1.example.com",
+        ("local", False, " Ann <ann@example.org>, bob"):
+            "Ann <ann@example.org>,\nbob@mx1.example.com",  # (one address a line, folded later)
+        ("local", False, " dave@host"): "dave@host.example.com",
+    }
+    # A value that stays as it is is remembered as such.
+    cleanup_message(svc, Submission(queue_id="4ABC125", sender="joe", recipients=["x@y.example"],
+                                    arrival_time=T0, tz=UTC), b"To:  <x@y.example>\n\n")
+    assert svc.header_memo[("local", False, "  <x@y.example>")] is None
+
+
+def test_header_rewriting_through_tables_is_not_remembered(tmp_path):
+    """With canonical maps or masquerading for the class, every header
+    goes through them: a table's answer may change between messages."""
+    table = tmp_path / "canonical"
+    table.write_text("joe@mx1.example.com Joe.User@example.com\n")
+    svc = Cleanup(make_settings(f"canonical_maps = texthash:{table}\n"))
+
+    def from_header():
+        _, recs = cleanup_message(svc, Submission(queue_id="4ABC123", sender="x@example.org",
+                                                  recipients=["ann@example.org"],
+                                                  arrival_time=T0, tz=UTC), b"From: joe\n\n")
+        text = records_to_bytes(recs).decode()
+        return text[text.index("From:"):].split("\n")[0]
+
+    assert from_header() == "From: Joe.User@example.com"
+    assert svc.header_memo == {}
+    svc.rewriter.canonical_maps = None  # (as if the table were gone)
+    assert from_header() == "From: joe@mx1.example.com"
+
+
 def test_header_canonical_and_masquerade():
     main = """
         canonical_maps = inline:{ {joe@mx1.example.com = Joe.User@example.com} }
