@@ -9,8 +9,13 @@ when it is installed in --python, else asyncio): a Protocol per connection,
 canned replies (EHLO, MAIL, RCPT, DATA, QUIT), no checks, no parsing past
 the command's first four bytes, no logging. Each message is made durable
 as Postfix's cleanup makes it: the body written to a new file, fsync, the
-file renamed into a second directory, 250; and then removed (as a discard
-transport would, without a queue manager). It is not a mail server: it is
+file renamed into a second directory, then 250; and then removed (as a
+discard transport would, without a queue manager). It runs twice over:
+``floor-threads`` does the file work on a pool of eight threads, so that
+the fsyncs of concurrent sessions overlap as those of Postfix's cleanup
+processes do (and pays for handing the work over); ``floor-inline`` does
+it on the event loop, one fsync at a time (the least CPU, but the disk's
+latency bounds the rate). It is not a mail server: it is
 what any mail server in CPython pays before it does any of the work a mail
 server does, and so the lowest CPU per message hato's smtpd could reach in
 pure Python on this machine with this kernel.
@@ -20,8 +25,9 @@ for 127.0.0.0/8, default_transport = discard). Rounds alternate which goes
 first; each sends --messages messages with Postfix's smtp-source (a new
 connection per message). Printed per configuration: messages per second
 (min / median / max) and CPU milliseconds per message of the server (all
-of Postfix's processes, drain of the queue included; the floor's one
-process), and of smtp-source itself, which shares the two cores.
+of Postfix's processes, drain of the queue included; a floor's one
+process), and of smtp-source itself, which shares the two cores. Rounds
+go through the three engines in turn, reversed every other round.
 
 Runs as root (Postfix's instance). Not a test: nothing is asserted.
 """
@@ -63,10 +69,12 @@ default_process_limit = 1000
 smtpd_peername_lookup = no
 """
 
-#: The floor server, run by --python with the spool directory as argument
-#: and the port on stdin's first line; prints "ready" when it listens.
+#: The floor server, run by --python with the spool directory and the way
+#: it commits ("threads" or "inline") as arguments and the port on stdin's
+#: first line; prints "ready" when it listens.
 SERVER = textwrap.dedent('''\
     import asyncio, itertools, os, sys
+    from concurrent.futures import ThreadPoolExecutor
     try:
         import uvloop
     except ImportError:
@@ -75,6 +83,7 @@ SERVER = textwrap.dedent('''\
     TMP, DONE = os.path.join(SPOOL, "tmp"), os.path.join(SPOOL, "done")
     FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     NAMES = itertools.count()
+    POOL = ThreadPoolExecutor(8) if sys.argv[2] == "threads" else None
     EHLO = b"250-floor\\r\\n250-PIPELINING\\r\\n250-8BITMIME\\r\\n250 SIZE 10240000\\r\\n"
     REPLIES = {b"MAIL": b"250 2.1.0 Ok\\r\\n", b"RCPT": b"250 2.1.5 Ok\\r\\n",
                b"RSET": b"250 2.0.0 Ok\\r\\n", b"NOOP": b"250 2.0.0 Ok\\r\\n",
@@ -98,22 +107,33 @@ SERVER = textwrap.dedent('''\
             self.t = transport
             self.buf = b""
             self.body = None
+            self.committing = False  # input waits until the 250 is out
             transport.write(b"220 floor ESMTP\\r\\n")
 
         def data_received(self, data):
             buf = self.buf + data
             out = []
-            while True:
+            while not self.committing:
                 nl = buf.find(b"\\n")
                 if nl < 0:
                     break
                 line, buf = buf[:nl + 1], buf[nl + 1:]
                 if self.body is not None:
                     if line == b".\\r\\n":
-                        final = commit(b"".join(self.body))
-                        self.body = None
-                        out.append(b"250 2.0.0 Ok: queued\\r\\n")
-                        os.unlink(final)  # "discarded"
+                        body, self.body = b"".join(self.body), None
+                        if out:
+                            self.t.write(b"".join(out))
+                            out = []
+                        # the fsyncs of concurrent sessions overlap, as
+                        # those of Postfix's cleanup processes do
+                        self.committing = True
+                        if POOL is None:  # on the loop: one fsync at a time
+                            fut = asyncio.get_running_loop().create_future()
+                            fut.set_result(commit(body))
+                            self.committed(fut)
+                            continue
+                        fut = asyncio.get_running_loop().run_in_executor(POOL, commit, body)
+                        fut.add_done_callback(self.committed)
                     else:
                         self.body.append(line)
                     continue
@@ -132,6 +152,14 @@ SERVER = textwrap.dedent('''\
             if out:
                 self.t.write(b"".join(out))
 
+        def committed(self, fut):
+            os.unlink(fut.result())  # "discarded"
+            self.committing = False
+            if not self.t.is_closing():
+                self.t.write(b"250 2.0.0 Ok: queued\\r\\n")
+                if POOL is not None:
+                    self.data_received(b"")
+
     async def main(port):
         loop = asyncio.get_running_loop()
         server = await loop.create_server(Session, "127.0.0.1", port, backlog=1024)
@@ -149,9 +177,9 @@ class Floor:
     """The floor server as a child process (the bench's Engine calls it
     needs: a name, a port, CPU seconds)."""
 
-    name = "floor"
-
-    def __init__(self, root: Path, python: str):
+    def __init__(self, root: Path, python: str, commit: str):
+        self.name = f"floor-{commit}"
+        self.commit = commit
         self.root = root
         self.python = python
         self.port = free_port()
@@ -160,7 +188,8 @@ class Floor:
     def start(self) -> None:
         for d in ("tmp", "done"):
             (self.root / d).mkdir(parents=True)
-        self.proc = subprocess.Popen([self.python, "-c", SERVER, str(self.root)],
+        self.proc = subprocess.Popen([self.python, "-c", SERVER, str(self.root),
+                                      self.commit],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.proc.stdin.write(f"{self.port}\n".encode())
         self.proc.stdin.close()
@@ -212,17 +241,18 @@ def main() -> int:
     os.chmod(work, 0o755)
     postfix = Postfix(work / "postfix")
     postfix.port = free_port()
-    floor = Floor(work / "floor", args.python)
-    engines = [floor, postfix]
+    floors = [Floor(work / f"floor-{c}", args.python, c) for c in ("threads", "inline")]
+    engines = [*floors, postfix]
     try:
         postfix.create(POSTFIX_MAIN_CF, smtpd_inet=f"127.0.0.1:{postfix.port}")
         postfix.start()
-        floor.start()
+        for floor in floors:
+            floor.start()
         for e in engines:
             if not banner(e.port).startswith("220"):
                 raise BenchError(f"{e.name} did not greet")
             one_round(e, 50, 5, args.size, args.timeout)  # warm-up
-        print(f"{'sessions':>8} {'engine':>8} {'msg/s min/med/max':>22} "
+        print(f"{'sessions':>8} {'engine':>13} {'msg/s min/med/max':>22} "
               f"{'server CPU ms/msg':>18} {'smtp-source CPU ms/msg':>23}")
         for sessions in [int(x) for x in args.sessions.split(",")]:
             got: dict[str, list[tuple[float, float, float]]] = {e.name: [] for e in engines}
@@ -233,7 +263,7 @@ def main() -> int:
             for e in engines:
                 rs = got[e.name]
                 rate = sorted(r[0] for r in rs)
-                print(f"{sessions:>8} {e.name:>8} "
+                print(f"{sessions:>8} {e.name:>13} "
                       f"{rate[0]:6.0f} /{statistics.median(rate):6.0f} /{rate[-1]:6.0f} "
                       f"{statistics.median(r[1] for r in rs):18.2f} "
                       f"{statistics.median(r[2] for r in rs):23.2f}")
@@ -243,7 +273,8 @@ def main() -> int:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
     finally:
-        floor.stop()
+        for floor in floors:
+            floor.stop()
         stop_all([postfix], PROG)
         subprocess.run(["rm", "-rf", str(work)], check=False)
 
