@@ -608,6 +608,10 @@ class QueueManager:
             self._remove(queue_id)
         else:
             self._defer(queue_id, env, now)
+        # Closed here, on the finishing thread: the close of a removed file
+        # is when the kernel frees it, which takes longer than the unlink
+        # (about 0.1 ms here) and would hold up the event loop.
+        qf.close()
 
     def _remove(self, queue_id: str) -> None:
         """Nothing is left to do: the message and its logs go."""

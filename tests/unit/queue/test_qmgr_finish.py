@@ -64,9 +64,10 @@ def finish(qm, qf, qid, statuses):
     qm._finish(qf, qid, env, results, requests)
 
 
-def synced(ops: FaultyFileOps, qf) -> list[str]:
-    """The syncs of the queue file itself (its calls name its descriptor)."""
-    return [op for op, fd in ops.calls if op in ("fsync", "fdatasync") and fd == str(qf._fd)]
+def synced(ops: FaultyFileOps, fd: int) -> list[str]:
+    """The syncs of the queue file itself (its calls name its descriptor,
+    *fd*, which _finish closes)."""
+    return [op for op, f in ops.calls if op in ("fsync", "fdatasync") and f == str(fd)]
 
 
 def test_marks_that_finish_the_message_are_not_synced(tmp_path):
@@ -74,9 +75,12 @@ def test_marks_that_finish_the_message_are_not_synced(tmp_path):
     qid, qf = active_message(qm.store, 2)
     try:
         ops.calls.clear()
+        fd = qf._fd
         finish(qm, qf, qid, [SENT, SENT])
-        assert synced(ops, qf) == []
+        assert synced(ops, fd) == []
         assert any(op == "pwrite" for op, _ in ops.calls)  # the marks were written
+        # closed on the finishing thread, after the removal: not on qmgr's loop
+        assert qf._fd == -1 and ops.calls[-1] == ("close", str(fd))
     finally:
         qf.close()
     assert qm.store.find(qid, [ACTIVE, DEFERRED_Q]) is None
@@ -88,8 +92,10 @@ def test_marks_on_a_message_that_stays_are_synced(tmp_path):
     qid, qf = active_message(qm.store, 2)
     try:
         ops.calls.clear()
+        fd = qf._fd
         finish(qm, qf, qid, [SENT, DEFERRED])
-        assert "fdatasync" in synced(ops, qf)
+        assert "fdatasync" in synced(ops, fd)
+        assert qf._fd == -1
     finally:
         qf.close()
     assert qm.store.find(qid, [ACTIVE, DEFERRED_Q]) == DEFERRED_Q
