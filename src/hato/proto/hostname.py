@@ -3,10 +3,13 @@ server's address syntax and the policy layer."""
 
 from __future__ import annotations
 
+import functools
+
 VALID_LABEL_LEN = 63
 VALID_HOSTNAME_LEN = 255
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function; the same names come again
 def valid_hostname(name: str, *, utf8: bool = False) -> bool:
     """Postfix's valid_utf8_hostname(): letters, digits, ``-`` (not at a
     label's ends) and ``_``; labels of at most 63 characters, not all

@@ -16,6 +16,7 @@ replies.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -197,6 +198,7 @@ def _unquoted_ats(path: str) -> list[int] | None:
     return None if quoted else ats
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function; the same names come again
 def normalize_address(path: str, allow_empty: bool, *, smtputf8: bool = True,
                       numeric_ok: bool = False) -> str | None:
     """Validate a path's content; return the address in external form.
