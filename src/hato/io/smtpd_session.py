@@ -82,7 +82,6 @@ def _commit_batch(commits):
             for r in commit_together(commits)]
 
 
-
 @functools.lru_cache(maxsize=16)
 def _session_limits(limits: P.Limits, enforce_tls: bool, bare_ok: bool) -> P.Limits:
     """The server's limits as one session has them: TLS required on a

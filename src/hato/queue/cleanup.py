@@ -213,11 +213,11 @@ def _dsn_notify(r: str | Recipient) -> tuple[str, str, int, str]:
     return r, r, 0, ""
 
 
-# The bits as plain ints, for CleanupState's hot paths.
 #: Header values remembered per service before the memo starts again.
 HEADER_MEMO_SIZE = 4096
 _UNSEEN = object()
 
+# The bits as plain ints, for CleanupState's hot paths.
 _F = types.SimpleNamespace(**{m.name: int(m) for m in CleanupFlag})
 _S = types.SimpleNamespace(**{m.name: int(m) for m in CleanupStatus})
 
