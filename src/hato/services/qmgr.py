@@ -96,6 +96,9 @@ class QueueManager:
     def __init__(self, ctx):
         self.ctx = ctx
         self.s = ctx.settings
+        self._ints: dict[tuple[str, str], int] = {}  # _transport_int's answers
+        self._lifetime = self.s.time("maximal_queue_lifetime")
+        self._bounce_lifetime = self.s.time("bounce_queue_lifetime")
         self.external = self.s.str("info_log_address_format").lower() != "internal"
         self.log = ctx.log
         self.store = QueueStore.from_settings(self.s)
@@ -125,10 +128,17 @@ class QueueManager:
     # -- configuration helpers ------------------------------------------------------
 
     def _transport_int(self, transport: str, suffix: str) -> int:
-        try:
-            return self.s.int(f"{transport}_{suffix}")
-        except ConfigError:
-            return self.s.int(f"default_{suffix}")
+        """$transport_suffix, else $default_suffix (asked for each message:
+        read once; a reload starts a new qmgr)."""
+        key = (transport, suffix)
+        value = self._ints.get(key)
+        if value is None:
+            try:
+                value = self.s.int(f"{transport}_{suffix}")
+            except ConfigError:
+                value = self.s.int(f"default_{suffix}")
+            self._ints[key] = value
+        return value
 
     def _dest_limit(self, transport: str, nexthop: str) -> asyncio.Semaphore:
         key = (transport, nexthop)
@@ -501,8 +511,7 @@ class QueueManager:
         def finish() -> None:
             if done:
                 qf.mark_done(*done)
-            lifetime = self.s.time("bounce_queue_lifetime" if not env.sender
-                                   else "maximal_queue_lifetime")
+            lifetime = self._bounce_lifetime if not env.sender else self._lifetime
             if not deferred or time.time() - env.arrival_time >= lifetime:
                 self._remove(queue_id)
             else:
@@ -556,8 +565,7 @@ class QueueManager:
                 requests: dict[int, RcptRequest], forced: bool = False) -> None:
         store = self.store
         now = time.time()
-        lifetime = self.s.time("bounce_queue_lifetime" if not env.sender
-                               else "maximal_queue_lifetime")
+        lifetime = self._bounce_lifetime if not env.sender else self._lifetime
         expired = forced or now - env.arrival_time >= lifetime
         done, bounced, succeeded, delayed = [], [], [], []
         deferred = False
