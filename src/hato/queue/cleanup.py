@@ -213,8 +213,11 @@ def _dsn_notify(r: str | Recipient) -> tuple[str, str, int, str]:
     return r, r, 0, ""
 
 
-#: Header values remembered per service before the memo starts again.
+#: Header values remembered per service before the memo starts again,
+#: and the longest value remembered (a long list of recipients seldom
+#: comes twice, and the memo must stay small).
 HEADER_MEMO_SIZE = 4096
+HEADER_MEMO_VALUE = 256
 _UNSEEN = object()
 
 # The bits as plain ints, for CleanupState's hot paths.
@@ -795,7 +798,8 @@ class CleanupState:
         # Without tables or masquerading for this class the result depends
         # on the value and the settings alone, and the same From: and To:
         # values come again and again: remembered per service.
-        memo = None if map_ok and svc.rewriter.header_tables(sender) else svc.header_memo
+        memo = (svc.header_memo if len(value) <= HEADER_MEMO_VALUE
+                and not (map_ok and svc.rewriter.header_tables(sender)) else None)
         if memo is not None:
             key = (self.hdr_context, sender, value)
             new = memo.get(key, _UNSEEN)

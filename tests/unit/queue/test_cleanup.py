@@ -199,6 +199,13 @@ def test_header_rewriting_is_remembered_per_service():
     cleanup_message(svc, Submission(queue_id="4ABC125", sender="joe", recipients=["x@y.example"],
                                     arrival_time=T0, tz=UTC), b"To:  <x@y.example>\n\n")
     assert svc.header_memo[("local", False, "  <x@y.example>")] is None
+    # A long value is rewritten as ever, and not remembered.
+    long_to = ", ".join(f"user{i}" for i in range(60))
+    _, recs = cleanup_message(svc, Submission(queue_id="4ABC126", sender="joe",
+                                              recipients=["x@y.example"], arrival_time=T0,
+                                              tz=UTC), f"To: {long_to}\n\n".encode())
+    assert "user59@mx1.example.com" in records_to_bytes(recs).decode()
+    assert len(svc.header_memo) == 4
 
 
 def test_header_rewriting_through_tables_is_not_remembered(tmp_path):
