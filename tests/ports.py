@@ -76,6 +76,20 @@ def free_port() -> int:
     raise RuntimeError("unreachable")  # pragma: no cover - the cycle never ends
 
 
+def free_port_with(*offsets: int) -> int:
+    """A port as :func:`free_port` gives, with port + each offset free and
+    handed out too (``hato init -p PORT`` puts submission on PORT + 62:
+    another server of the test must not be given that one)."""
+    while True:
+        port = free_port()
+        others = [port + o for o in offsets]
+        with _lock:
+            if any(o in _given or not bindable(o) for o in others):
+                continue
+            _given.update(others)
+        return port
+
+
 def port_holders(port: int) -> str:
     """What ``ss`` says holds or talks to *port* (for a failure message)."""
     try:

@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 
 from tests.conftest import SRC
-from tests.ports import free_port  # noqa: F401 (re-exported for the tests)
+from tests.ports import free_port, free_port_with  # noqa: F401 (free_port re-exported for the tests)
+
+#: ``hato init -p PORT`` puts submission on PORT + 62
+SUBMISSION_OFFSET = 62
 
 OWNER = "hato"
 GROUP = "hatodrop"
@@ -104,7 +107,7 @@ class Instance:
         check_readable_by_owner()
         self.root = Path(tempfile.mkdtemp(prefix=f"hato-{name}-", dir="/tmp"))
         os.chmod(self.root, 0o755)
-        self.port = free_port()
+        self.port = free_port_with(SUBMISSION_OFFSET)  # both of init's ports held for us
         r = self.hato("init", "-p", str(self.port), str(self.root))
         assert r.returncode == 0, r.stderr
         self.maillog = self.root / "log" / "maillog"
