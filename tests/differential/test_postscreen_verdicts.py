@@ -4,7 +4,7 @@ postscreen log lines.
 
 One private Postfix (tests/postfix_instance.py) and one hato instance
 (tests/integration/instance.py), both with ``myhostname = mx.hato.test``,
-a 1 s greet wait, an access list ``cidr:`` table (permit and reject entries)
+a 2 s greet wait, an access list ``cidr:`` table (permit and reject entries)
 and two DNSBL sites (a weighted deny list and an allowlist, served by the
 test DNS server, tests/dnsserver.py), get the same master.cf lines: one
 postscreen service per configuration (:data:`CONFIGS`: the denylist,
@@ -61,7 +61,11 @@ from tests.postfix_instance import POSTFIX, PostfixError, PostfixInstance, _back
 
 pytestmark = [pytest.mark.differential, pytest.mark.integration]
 
-GREET_WAIT = 1
+#: The DNSBL replies must be in before the greet wait ends, or the score
+#: counts as 0. Under a loaded 2-core CI machine Postfix's dnsblog once
+#: answered a listed client's second session later than 1 s (PASS NEW where
+#: it logs "DNSBL rank 2"), so the wait is 2 s.
+GREET_WAIT = 2
 STAGGER = 0.2
 
 #: main.cf, both sides
