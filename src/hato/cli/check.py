@@ -241,7 +241,7 @@ NOT_YET: dict[str, str] = {}
 def _restriction_words(value: str) -> list[str]:
     """The restriction names of a list (table and argument words skipped)."""
     from ..config.values import split_list
-    from ..policy.smtpd_check import _ARG_COMMANDS, _MAP_COMMANDS
+    from ..policy.smtpd_restrictions import ARG_COMMANDS, MAP_COMMANDS
 
     words = split_list(value)  # a { ... } argument stays one word
     out: list[str] = []
@@ -251,7 +251,7 @@ def _restriction_words(value: str) -> list[str]:
             skip = False
             continue
         low = word.lower()
-        if low in _MAP_COMMANDS or low in _ARG_COMMANDS:
+        if low in MAP_COMMANDS or low in ARG_COMMANDS:
             skip = True
         if ":" in word or "=" in word or word.startswith("/") or " " in word:
             continue

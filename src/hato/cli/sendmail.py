@@ -182,7 +182,7 @@ def smtp_on_stdio(msgs: Messages) -> int:
 
     from ..io.ipc import notify
     from ..io.maillog import MailLog
-    from ..io.smtpd_session import SessionServer
+    from ..io.smtpd_server import SessionServer
     from ..io.smtpd_stdio import serve_stdio
     from ..proto.attr import Attrs
 

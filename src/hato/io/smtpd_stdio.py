@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from .smtpd_session import SessionServer
+from .smtpd_server import SessionServer
 from .smtpd_tlsauth import READ_SIZE
 
 

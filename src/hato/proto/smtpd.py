@@ -36,260 +36,39 @@ What the service must do:
   :class:`MessageData`, then :class:`BdatChunk` (pauses). A message the
   core abandons in the middle of a BDAT transfer (chunk over the size
   limit, null chunk) ends with a :class:`MessageEnd` with ``reply`` set.
+
+The core's vocabulary (replies, limits, states, events) lives in
+:mod:`hato.proto.smtpd_events` and its less common commands (VRFY, ETRN,
+STARTTLS, AUTH, XCLIENT, XFORWARD, BDAT) in :mod:`hato.proto.smtpd_verbs`;
+every public name is importable from here.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from enum import Enum
 
 from .smtpd_data import BdatReader, DotReader
-from .smtpd_syntax import (XCLIENT_NAMES, XFORWARD_NAMES, SyntaxProblem, normalize_address,
-                           parse_attributes, parse_mail_params, parse_rcpt_params, parse_vrfy,
-                           path_token, split_path)
+from .smtpd_events import (  # the core's vocabulary, part of this module's API
+    DEFAULT_EXTENSIONS, LINE_KEEP, LONG_LINE_KEEP, MODE_AUTH, MODE_BDAT, MODE_CMD, MODE_DATA,
+    MODE_DONE, MODE_TLS, NEED_DATA, PAUSED, REASON_BARE_LF, REASON_EOF, REASON_ERRORS,
+    REASON_FORBIDDEN, REASON_GREETING, REASON_REJECTED, REASON_SYNC, REASON_SYNTAX,
+    UNKNOWN_REPLY, Auth, AuthResponse, BdatChunk, Closed, DataCommand, Etrn, Event, Helo,
+    Limits, MailFrom, MessageData, MessageEnd, NeedData, Paused, ProtocolError,
+    ProtocolStateError, RcptTo, Reply, Simple, StartTls, State, UnknownCommand, Vrfy, Xclient,
+    Xforward)
+from .smtpd_syntax import (SyntaxProblem, normalize_address, parse_mail_params,
+                           parse_rcpt_params, path_token, split_path)
+from .smtpd_verbs import ExtensionCommands
+
+__all__ = [
+    "Reply", "DEFAULT_EXTENSIONS", "Limits", "NeedData", "Paused", "NEED_DATA", "PAUSED",
+    "ProtocolStateError", "State", "Event", "Helo", "MailFrom", "RcptTo", "UnknownCommand",
+    "UNKNOWN_REPLY", "DataCommand", "MessageData", "MessageEnd", "BdatChunk", "Simple", "Vrfy",
+    "Etrn", "StartTls", "Auth", "AuthResponse", "Xclient", "Xforward", "ProtocolError",
+    "Closed", "LINE_KEEP", "LONG_LINE_KEEP", "REASON_EOF", "REASON_ERRORS", "REASON_SYNC",
+    "REASON_FORBIDDEN", "REASON_BARE_LF", "REASON_GREETING", "REASON_REJECTED",
+    "REASON_SYNTAX", "ServerConnection", "is_header"]
 
-
-@dataclass(frozen=True)
-class Reply:
-    code: int
-    dsn: str  # enhanced status code, "" for none (e.g. 220, 354)
-    text: str  # may contain "\n" for a multi-line reply
-
-    def render(self, enhanced: bool = True) -> bytes:
-        lines = self.text.split("\n")
-        last = len(lines) - 1
-        prefix = f"{self.dsn} " if self.dsn and enhanced else ""
-        out = [f"{self.code}-{prefix}{line}" for line in lines[:last]]
-        out.append(f"{self.code} {prefix}{lines[last]}")
-        return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
-
-
-#: The extensions Postfix offers by default (when no EHLO told otherwise).
-DEFAULT_EXTENSIONS = frozenset({"PIPELINING", "SIZE", "VRFY", "ETRN", "ENHANCEDSTATUSCODES",
-                                "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"})
-
-
-@dataclass(frozen=True)
-class Limits:
-    line_length_limit: int = 2048  # commands longer than this are truncated
-    message_size_limit: int = 10240000  # 0: no limit
-    recipient_limit: int = 1000  # smtpd_recipient_limit
-    recipient_overshoot_limit: int = 1000
-    hard_error_limit: int = 20
-    soft_error_limit: int = 10
-    junk_command_limit: int = 100
-    forbid_bare_newline: str = "no"  # no | normalize | yes | reject
-    bare_newline_reject_code: int = 550
-    forbid_unauth_pipelining: bool = False
-    disable_vrfy: bool = False
-    helo_required: bool = False
-    smtputf8_enable: bool = True
-    strict_rfc821_envelopes: bool = False
-    resolve_numeric_domain: bool = False  # a@1.2.3.4 is a valid address
-    allow_untrusted_routing: bool = False  # not the core's: the service's policy
-    # -- additions --
-    strict_smtputf8: bool = False  # 553 5.6.7 for unicode addresses without SMTPUTF8
-    sasl_response_limit: int = 12288  # smtpd_sasl_response_limit
-    forbidden_commands: tuple[str, ...] = ("CONNECT", "GET", "POST")
-    forbid_bogus_commands: bool = True  # the default's regexp:{{/^[^A-Z]/ Bogus}}
-    enforce_tls: bool = False  # smtpd_tls_security_level=encrypt: 530 before STARTTLS
-    ask_unknown: bool = False  # an unknown command is an event (milters see it)
-    # Extensions that are available when no EHLO reply said otherwise (a
-    # HELO session, or EHLO accepted without a keyword list). None: Postfix's
-    # defaults (DEFAULT_EXTENSIONS, no STARTTLS/AUTH/XCLIENT/XFORWARD).
-    extensions: frozenset[str] | None = None
-
-
-class NeedData:
-    """next_event(): feed more bytes first."""
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-class Paused:
-    """next_event(): answer the last event (accept/reject) first."""
-
-    def __repr__(self) -> str:
-        return "PAUSED"
-
-
-NEED_DATA = NeedData()
-PAUSED = Paused()
-
-
-class ProtocolStateError(RuntimeError):
-    """The service used the API out of order (e.g. accept() with nothing paused)."""
-
-
-class State(Enum):
-    INIT = "init"  # before greet()
-    READY = "ready"  # greeted; no HELO/EHLO (also after STARTTLS and XCLIENT)
-    HELO = "helo"  # HELO/EHLO done, no mail transaction
-    MAIL = "mail"  # in a mail transaction (MAIL accepted)
-    DATA = "data"  # reading DATA content
-    BDAT = "bdat"  # a BDAT transfer is in progress
-    AUTH = "auth"  # SASL exchange in progress
-    STARTTLS = "starttls"  # STARTTLS accepted, waiting for starttls_done()
-    CLOSED = "closed"
-
-
-@dataclass
-class Event:
-    verb: str = ""  # the command as the client sent it, upper-cased ("MAIL")
-    pipelined: bool = False  # more input was already waiting when the command was read
-    # Set on the event of a line that was longer than its limit and was cut
-    # (Postfix: "request longer than LIMIT: first 30 chars..."): the limit
-    # (line_length_limit, or smtpd_sasl_response_limit for an AUTH response)
-    # and the start of the line as received (at most LONG_LINE_KEEP bytes).
-    long_line: tuple[int, bytes] | None = None
-
-
-@dataclass
-class Helo(Event):
-    hostname: str = ""
-    extended: bool = False  # EHLO
-
-
-@dataclass
-class MailFrom(Event):
-    address: str = ""  # external form without <>; "" is the null sender
-    size: int | None = None
-    body: str | None = None  # 7BIT | 8BITMIME
-    ret: str | None = None  # FULL | HDRS
-    envid: str | None = None  # xtext-decoded
-    smtputf8: bool = False
-    auth: str | None = None  # xtext-decoded, "<>" for none
-    params: dict[str, str] = field(default_factory=dict)  # others, upper-cased keys
-    args: list[str] = field(default_factory=list)  # as typed: the path, then each parameter
-
-
-@dataclass
-class RcptTo(Event):
-    address: str = ""
-    notify: frozenset[str] = frozenset()  # SUCCESS, FAILURE, DELAY or NEVER
-    orcpt: str | None = None  # "rfc822;addr" xtext-decoded
-    params: dict[str, str] = field(default_factory=dict)
-    args: list[str] = field(default_factory=list)  # as typed: the path, then each parameter
-
-
-@dataclass
-class UnknownCommand(Event):
-    """A command the core does not know (with ``ask_unknown``); answer with
-    :meth:`ServerConnection.reject` (Postfix: 500 5.5.2 Error: command not
-    recognized, unless a milter says otherwise)."""
-
-    line: str = ""
-
-
-UNKNOWN_REPLY = Reply(500, "5.5.2", "Error: command not recognized")
-
-
-@dataclass
-class DataCommand(Event):
-    """DATA (or the first BDAT): the service may still refuse the transaction."""
-
-
-@dataclass
-class MessageData(Event):
-    data: bytes = b""  # a piece of message content, dot-unstuffed, CRLF kept
-
-
-@dataclass
-class MessageEnd(Event):
-    size: int = 0
-    bare_newlines: int = 0
-    too_big: bool = False  # message_size_limit exceeded (the content was dropped)
-    bare_lf_rejected: bool = False  # forbid_bare_newline=reject refused the message
-    reply: Reply | None = None  # set: the core answered already (does not pause)
-
-
-@dataclass
-class BdatChunk(Event):
-    """One BDAT chunk has been read completely (its data came as MessageData)."""
-
-    size: int = 0
-    last: bool = False
-    total: int = 0  # message size so far
-
-
-@dataclass
-class Simple(Event):
-    """RSET, NOOP, QUIT: answered by the core."""
-
-    argument: str = ""
-
-
-@dataclass
-class Vrfy(Event):
-    argument: str = ""  # the address as sent (external form, maybe in <>)
-    smtputf8: bool = False  # VRFY address SMTPUTF8
-
-
-@dataclass
-class Etrn(Event):
-    argument: str = ""
-
-
-@dataclass
-class StartTls(Event):
-    pass
-
-
-@dataclass
-class Auth(Event):
-    mechanism: str = ""
-    initial: str | None = None  # base64 text, "=" for empty
-
-
-@dataclass
-class AuthResponse(Event):
-    line: str = ""  # "*" cancels
-
-
-@dataclass
-class Xclient(Event):
-    attributes: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Xforward(Event):
-    attributes: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class ProtocolError(Event):
-    """The core refused a command by itself; reply is what it sent."""
-
-    reply: Reply | None = None
-    junk: bool = False  # not a command at all (unknown, empty, bad UTF-8)
-    # The command line as received (before any NUL, without CRLF, at most
-    # LINE_KEEP bytes), for logging: Postfix names the whole line of a
-    # forbidden or non-SMTP command ("non-SMTP command from ...: %.100s").
-    line: bytes = b""
-
-
-@dataclass
-class Closed(Event):
-    """The peer closed or the core ends the session (after 421/221)."""
-
-    reason: str = ""  # "" after QUIT; see the REASON_* constants
-
-
-#: How much of a refused command line a ProtocolError keeps (``line``).
-LINE_KEEP = 100
-#: How much of an over-long line ``Event.long_line`` keeps.
-LONG_LINE_KEEP = 100
-
-REASON_EOF = "lost connection"
-REASON_ERRORS = "too many errors"
-REASON_SYNC = "protocol synchronization"
-REASON_FORBIDDEN = "forbidden command"
-REASON_BARE_LF = "bare <LF> received"
-REASON_GREETING = "greeting"
-REASON_REJECTED = "rejected"
-REASON_SYNTAX = "syntax error"
 
 # Postfix's command table flags: commands that count toward the junk limit,
 # commands that must be last in a pipeline group, commands allowed before TLS.
@@ -300,9 +79,6 @@ _KNOWN = frozenset({"HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOO
                     "VRFY", "ETRN", "STARTTLS", "AUTH", "XCLIENT", "XFORWARD"})
 
 _OK = Reply(250, "2.0.0", "Ok")
-
-# Reading modes
-_CMD, _DATA, _BDAT, _AUTH, _TLS, _DONE = range(6)
 
 
 def _r(code: int, dsn: str, text: str) -> Reply:
@@ -328,7 +104,7 @@ def is_header(word: str) -> bool:
     return False
 
 
-class ServerConnection:
+class ServerConnection(ExtensionCommands):
     """One SMTP server session, sans-IO."""
 
     def __init__(self, limits: Limits | None = None, hostname: str = "localhost"):
@@ -339,7 +115,7 @@ class ServerConnection:
         self._out = bytearray()
         self._events: deque[Event] = deque()
         self._paused: Event | None = None
-        self._mode = _CMD
+        self._mode = MODE_CMD
         self._greeted = False
         self._banner: Reply | None = None
         self._early_input = False
@@ -409,7 +185,7 @@ class ServerConnection:
             return
         if not self._greeted:
             self._early_input = True
-        if self._mode == _TLS:
+        if self._mode == MODE_TLS:
             return  # plaintext after STARTTLS: discarded (command injection)
         self._in += data
         self._bound_input()
@@ -439,11 +215,11 @@ class ServerConnection:
             return State.CLOSED
         if not self._greeted:
             return State.INIT
-        if self._mode == _TLS:
+        if self._mode == MODE_TLS:
             return State.STARTTLS
-        if self._mode == _AUTH or isinstance(self._paused, (Auth, AuthResponse)):
+        if self._mode == MODE_AUTH or isinstance(self._paused, (Auth, AuthResponse)):
             return State.AUTH
-        if self._mode == _DATA:
+        if self._mode == MODE_DATA:
             return State.DATA
         if self._bdat_active:
             return State.BDAT
@@ -480,7 +256,7 @@ class ServerConnection:
                 return self._events.popleft()
             if self._closed_event is not None:
                 return self._closed_event
-            if self._paused is not None or self._mode == _TLS:
+            if self._paused is not None or self._mode == MODE_TLS:
                 return PAUSED
             if not self._greeted:
                 return NEED_DATA
@@ -493,11 +269,11 @@ class ServerConnection:
 
     def _step(self) -> bool:
         """Try to produce events from buffered input; False if more is needed."""
-        if self._mode == _DATA:
+        if self._mode == MODE_DATA:
             return self._step_data()
-        if self._mode == _BDAT:
+        if self._mode == MODE_BDAT:
             return self._step_bdat()
-        if self._mode == _CMD and self.error_count >= self.limits.hard_error_limit:
+        if self._mode == MODE_CMD and self.error_count >= self.limits.hard_error_limit:
             self._send(_r(421, "4.7.0", f"{self.hostname} Error: too many errors"))
             self._close(REASON_ERRORS)
             return True
@@ -513,7 +289,7 @@ class ServerConnection:
             self._error("", _r(self.limits.bare_newline_reject_code, "5.5.2",
                                f"{self.hostname} Error: bare <LF> received"))
             self._close(REASON_BARE_LF)
-        elif self._mode == _AUTH:
+        elif self._mode == MODE_AUTH:
             self._auth_line(raw)
         else:
             self._command(raw)
@@ -529,7 +305,7 @@ class ServerConnection:
         As Postfix's smtp_get(): a line longer than the limit is truncated
         at the limit and the rest up to its LF is skipped.
         """
-        if self._mode not in (_CMD, _AUTH):
+        if self._mode not in (MODE_CMD, MODE_AUTH):
             return
         limit = self._line_limit()
         if self._skipping:
@@ -554,7 +330,7 @@ class ServerConnection:
             self._bound_input()
 
     def _line_limit(self) -> int:
-        return self.limits.sasl_response_limit if self._mode == _AUTH else \
+        return self.limits.sasl_response_limit if self._mode == MODE_AUTH else \
             self.limits.line_length_limit
 
     def _read_line(self) -> tuple[bytes, bool] | None:
@@ -588,7 +364,7 @@ class ServerConnection:
         if self._closed_event is None:
             self._closed_event = Closed(verb=self.last_command, reason=reason)
             self._events.append(self._closed_event)
-        self._mode = _DONE
+        self._mode = MODE_DONE
         self._paused = None
         self._in.clear()
 
@@ -820,65 +596,6 @@ class ServerConnection:
             return
         self._pause(DataCommand(verb=verb, pipelined=pending))
 
-    def _cmd_bdat(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
-        if "CHUNKING" not in self.offered:
-            self._error(verb, _r(521, "5.5.1", "Error: command not implemented"),
-                        pipelined=pending)
-            self._close(REASON_SYNTAX)
-            return
-        if (not 1 <= len(args) <= 2 or not args[0].isascii() or not args[0].isdigit()
-                or (len(args) == 2 and args[1].upper() != "LAST")):
-            self._error(verb, _r(521, "5.5.4", "Syntax: BDAT count [LAST]"), pipelined=pending)
-            self._close(REASON_SYNTAX)
-            return
-        size = int(args[0])
-        last = len(args) == 2
-        self._bdat_last = last
-        if self._bdat_error:
-            self._bdat_discard(verb, size, last, pending,
-                               _r(551, "5.0.0", f"Discarded {size} bytes after earlier error"))
-            return
-        bad = self._no_recipients(verb)
-        if bad is None and size == 0 and not last:
-            bad = _r(551, "5.7.1", "Null BDAT request")
-        if bad is None and self.limits.message_size_limit and \
-                self._bdat_total + size > self.limits.message_size_limit:
-            bad = _r(552, "5.3.4", "Chunk exceeds message size limit")
-        if bad is not None:
-            self._bdat_discard(verb, size, last, pending, bad)
-            return
-        self._bdat_active = True
-        self._bdat_pending_event = BdatChunk(verb=verb, pipelined=pending, size=size, last=last)
-        if not self._message_open:
-            self._pause(DataCommand(verb=verb, pipelined=pending))
-            return
-        self._start_chunk(size, discard=False)
-
-    def _bdat_discard(self, verb: str, size: int, last: bool, pending: bool,
-                      reply: Reply) -> None:
-        """Refuse a chunk: answer now, read and drop its bytes."""
-        if self._message_open:
-            self._message_open = False
-            self._send(reply)
-            self.error_count += 1
-            self._count(verb, False)
-            self._events.append(MessageEnd(verb=verb, pipelined=pending, size=self._bdat_total,
-                                           too_big=reply.code == 552, reply=reply))
-            self._core_answered = True
-        else:
-            self._error(verb, reply, pipelined=pending)
-        if self.mail_from is not None:
-            self._bdat_active = True
-            self._bdat_error = not last
-        if last:
-            self._end_transaction()
-        self._bdat_pending_event = None
-        self._start_chunk(size, discard=True)
-
-    def _start_chunk(self, size: int, discard: bool) -> None:
-        self._bdat = BdatReader(size, discard)
-        self._mode = _BDAT
-
     def _cmd_rset(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
         if args:
             self._error(verb, _r(501, "5.5.4", "Syntax: RSET"), pipelined=pending)
@@ -898,112 +615,6 @@ class ServerConnection:
         self._simple(verb, rest, pending, _r(221, "2.0.0", "Bye"))
         self._close("")
 
-    def _cmd_vrfy(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
-        if self.limits.disable_vrfy:
-            self._error(verb, _r(502, "5.5.1", "VRFY command is disabled"), pipelined=pending)
-            return
-        if not args:
-            suffix = " [SMTPUTF8]" if self.limits.smtputf8_enable else ""
-            self._error(verb, _r(501, "5.5.4", f"Syntax: VRFY address{suffix}"),
-                        pipelined=pending)
-            return
-        parsed = parse_vrfy(args, smtputf8_enable=self.limits.smtputf8_enable)
-        address = None if parsed is None else normalize_address(
-            parsed[1], allow_empty=False, smtputf8=parsed[2],
-            numeric_ok=self.limits.resolve_numeric_domain)
-        if parsed is None or address is None:
-            self._error(verb, _r(501, "5.1.3", "Bad recipient address syntax"),
-                        pipelined=pending)
-            return
-        self._pause(Vrfy(verb=verb, pipelined=pending, argument=parsed[0],
-                         smtputf8=parsed[2]))
-
-    def _cmd_etrn(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
-        if self._need_helo(verb, pending, dsn=""):
-            return
-        if self.mail_from is not None:
-            self._error(verb, _r(503, "", "Error: MAIL transaction in progress"),
-                        pipelined=pending)
-            return
-        if len(args) != 1:
-            self._error(verb, _r(500, "", "Syntax: ETRN domain"), pipelined=pending)
-            return
-        self._pause(Etrn(verb=verb, pipelined=pending, argument=args[0]))
-
-    def _cmd_starttls(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
-        if args:
-            self._error(verb, _r(501, "5.5.4", "Syntax: STARTTLS"), pipelined=pending)
-        elif self.tls_active:
-            self._error(verb, _r(554, "5.5.1", "Error: TLS already active"), pipelined=pending)
-        elif "STARTTLS" not in self.offered:
-            self._error(verb, _r(502, "5.5.1", "Error: command not implemented"),
-                        pipelined=pending)
-        elif self.mail_from is not None:
-            self._error(verb, _r(503, "5.5.1", "Error: MAIL transaction in progress"),
-                        pipelined=pending)
-        else:
-            self._pause(StartTls(verb=verb, pipelined=pending))
-
-    def _cmd_auth(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
-        if self.helo_name is None:
-            self._error(verb, _r(503, "5.5.1", "Error: send HELO/EHLO first"), pipelined=pending)
-        elif "AUTH" not in self.offered:
-            self._error(verb, _r(503, "5.5.1", "Error: authentication not enabled"),
-                        pipelined=pending)
-        elif self.mail_from is not None:
-            self._error(verb, _r(503, "5.5.1", "Error: MAIL transaction in progress"),
-                        pipelined=pending)
-        elif self.authenticated:
-            self._error(verb, _r(503, "5.5.1", "Error: already authenticated"),
-                        pipelined=pending)
-        elif not 1 <= len(args) <= 2:
-            self._error(verb, _r(501, "5.5.4", "Syntax: AUTH mechanism"), pipelined=pending)
-        else:
-            self._auth_verb = verb
-            self._pause(Auth(verb=verb, pipelined=pending, mechanism=args[0].upper(),
-                             initial=args[1] if len(args) == 2 else None))
-
-    def _cmd_xclient(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
-        self._x_command(verb, args, pending, XCLIENT_NAMES, Xclient)
-
-    def _cmd_xforward(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
-        self._x_command(verb, args, pending, XFORWARD_NAMES, Xforward)
-
-    def _x_command(self, verb: str, args: list[str], pending: bool, names: frozenset[str],
-                   cls: type[Xclient] | type[Xforward]) -> None:
-        if verb not in self.offered:
-            self._error(verb, _r(550, "5.7.0", "Error: insufficient authorization"),
-                        pipelined=pending)
-            return
-        if self.mail_from is not None:
-            self._error(verb, _r(503, "5.5.1", "Error: MAIL transaction in progress"),
-                        pipelined=pending)
-            return
-        try:
-            attrs = parse_attributes(verb, args, names)
-        except SyntaxProblem as e:
-            self._error(verb, _r(e.code, e.dsn, e.text), pipelined=pending)
-            return
-        self._pause(cls(verb=verb, pipelined=pending, attributes=attrs))
-
-    # ------------------------------------------------------------------ AUTH
-
-    def _auth_line(self, raw: bytes) -> None:
-        if self._truncated:
-            self._mode = _CMD
-            self._error(self._auth_verb, _r(500, "5.5.6", "SASL response limit exceeded"))
-            return
-        self._pause(AuthResponse(verb=self._auth_verb, pipelined=bool(self._in),
-                                 line=raw.decode("utf-8", "replace").strip()))
-
-    def auth_done(self, ok: bool, reply: Reply | None = None) -> None:
-        """End the SASL exchange: success → 235 (default), failure → 535."""
-        if ok:
-            self.accept(reply)
-        else:
-            self.reject(reply or _r(535, "5.7.8", "Error: authentication failed: "
-                                                  "authentication failure"))
-
     # ------------------------------------------------------------ content
 
     def _step_data(self) -> bool:
@@ -1022,7 +633,7 @@ class ServerConnection:
         return bool(used)
 
     def _finish_data(self, reader: DotReader) -> None:
-        self._mode = _CMD
+        self._mode = MODE_CMD
         self._data = None
         pending = bool(self._in)
         reply = None
@@ -1044,29 +655,6 @@ class ServerConnection:
         self._end_transaction()
         self._core_answered = True
         self._events.append(end)
-
-    def _step_bdat(self) -> bool:
-        reader = self._bdat
-        assert reader is not None
-        if not reader.done:
-            if not self._in:
-                return False
-            content, used = reader.read(self._in)
-            del self._in[:used]
-            if content:
-                self._bdat_total += len(content)
-                self._events.append(MessageData(verb="BDAT", data=content))
-            if not reader.done:
-                return True
-        self._mode = _CMD
-        self._bdat = None
-        ev = self._bdat_pending_event
-        self._bdat_pending_event = None
-        if ev is not None:
-            ev.total = self._bdat_total
-            ev.pipelined = bool(self._in)
-            self._pause(ev)
-        return True
 
     # ------------------------------------------------------ answering events
 
@@ -1107,7 +695,7 @@ class ServerConnection:
                 self._send(reply or Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
                 self._data = DotReader(self.limits.forbid_bare_newline,
                                        self.limits.message_size_limit)
-                self._mode = _DATA
+                self._mode = MODE_DATA
             else:
                 if reply is not None:
                     self._send(reply)
@@ -1132,13 +720,13 @@ class ServerConnection:
             self._send(reply or Reply(250, "", "Queuing started"))
         elif isinstance(ev, StartTls):
             self._send(reply or _r(220, "2.0.0", "Ready to start TLS"))
-            self._mode = _TLS
+            self._mode = MODE_TLS
             self._in.clear()
             self._skipping = False
             self._long_line = None
             self._long_ready = None
         elif isinstance(ev, (Auth, AuthResponse)):
-            self._mode = _CMD
+            self._mode = MODE_CMD
             self.authenticated = True
             self._send(reply or _r(235, "2.7.0", "Authentication successful"))
         elif isinstance(ev, Xclient):
@@ -1187,7 +775,7 @@ class ServerConnection:
                     self._bdat_error = True
                 self._start_chunk(size, discard=True)
         elif isinstance(ev, (Auth, AuthResponse)):
-            self._mode = _CMD
+            self._mode = MODE_CMD
             self._count(verb, False)
         else:
             self._count(verb, False)
@@ -1205,7 +793,7 @@ class ServerConnection:
         self._send(reply)
         if isinstance(self._paused, (Auth, AuthResponse)) and reply.code == 334:
             self._paused = None
-            self._mode = _AUTH
+            self._mode = MODE_AUTH
 
     def _take_paused(self) -> Event | None:
         ev = self._paused
@@ -1220,9 +808,9 @@ class ServerConnection:
 
     def starttls_done(self) -> None:
         """The TLS handshake completed: back to the initial state."""
-        if self._mode != _TLS:
+        if self._mode != MODE_TLS:
             raise ProtocolStateError("starttls_done() without an accepted STARTTLS")
-        self._mode = _CMD
+        self._mode = MODE_CMD
         self._in.clear()
         self.tls_active = True
         self._reset_session()

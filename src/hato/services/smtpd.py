@@ -58,7 +58,7 @@ import time
 from ..config.errors import ConfigError
 from ..io.dns import Resolver as DnsResolver
 from ..io.ipc import notify
-from ..io.smtpd_session import SessionServer
+from ..io.smtpd_server import SessionServer
 from ..proto.attr import Attrs
 
 

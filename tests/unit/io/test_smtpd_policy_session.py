@@ -10,7 +10,7 @@ import asyncio
 import re
 import socket
 
-from hato.io.smtpd_session import SessionServer
+from hato.io.smtpd_server import SessionServer
 from hato.queue.store import QueueStore
 from tests.policy_peer import CLOSE, HANG, PolicyPeer
 

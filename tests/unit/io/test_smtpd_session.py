@@ -12,7 +12,7 @@ import pytest
 
 from hato.io.batch import Batcher, Failed
 from hato.io.smtpd_message import parse_reply
-from hato.io.smtpd_session import SessionServer
+from hato.io.smtpd_server import SessionServer
 from hato.proto.smtpd import Reply
 from hato.queue.store import INCOMING, QueueStore
 

@@ -9,7 +9,7 @@ import asyncio
 import socket
 import time
 
-from hato.io.smtpd_session import SessionServer
+from hato.io.smtpd_server import SessionServer
 
 from .test_smtpd_session import server_for
 
