@@ -19,11 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from hato.cli.init import SUBMISSION_OFFSET  # hato init -p PORT: submission on PORT + it
 from tests.conftest import SRC
 from tests.ports import free_port, free_port_with  # noqa: F401 (free_port re-exported for the tests)
 
-#: ``hato init -p PORT`` puts submission on PORT + 62
-SUBMISSION_OFFSET = 62
 
 OWNER = "hato"
 GROUP = "hatodrop"

@@ -121,6 +121,9 @@ mech_list: SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5 PLAIN LOGIN
 """
 
 ROOT_OWNER = "hato"
+#: The submission service listens on the smtpd port plus this (2525 → 2587,
+#: as 25 → 587).
+SUBMISSION_OFFSET = 62
 ROOT_GROUP = "hatodrop"
 
 
@@ -169,7 +172,7 @@ def body(msgs: Messages, argv: list[str]) -> int:
     values = {
         "root": root, "user": user, "group": group, "smtp_port": smtp_port,
         "uid": max(uid, 1), "gid": gid,
-        "submission_port": smtp_port + 62,
+        "submission_port": smtp_port + SUBMISSION_OFFSET,
         "date": time.strftime("%Y-%m-%d") + f" by hato {__version__}",
     }
     wrote = []
