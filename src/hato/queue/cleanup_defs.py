@@ -8,6 +8,7 @@ classes (header_opts.c), the dates cleanup writes, and a message's
 from __future__ import annotations
 
 import time as _time
+import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -78,6 +79,10 @@ class CleanupFlag(IntFlag):
 
 EXTERNAL = CleanupFlag.FILTER | CleanupFlag.BCC_OK | CleanupFlag.MAP_OK
 INTERNAL = CleanupFlag.MAP_OK
+
+#: The bits as plain ints (attributes by name), for cleanup's hot paths.
+FLAG_BITS = types.SimpleNamespace(**{m.name: int(m) for m in CleanupFlag})
+STATUS_BITS = types.SimpleNamespace(**{m.name: int(m) for m in CleanupStatus})
 
 
 # -- message header classification (header_opts.c) ------------------------------------
