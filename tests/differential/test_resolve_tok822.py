@@ -21,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hato.policy import address as A
-from hato.queue.cleanup import header_name_length, mail_date
+from hato.queue.cleanup_defs import mail_date
+from hato.queue.mime import header_name_length
 
 pytestmark = pytest.mark.differential
 
