@@ -31,20 +31,28 @@ async def _readable(sock: socket.socket, timeout: float) -> None:
     fut = loop.create_future()
     loop.add_reader(sock.fileno(), lambda: fut.done() or fut.set_result(None))
     try:
-        await asyncio.wait_for(fut, timeout)
+        async with asyncio.timeout(timeout):
+            await fut
     finally:
         loop.remove_reader(sock.fileno())
 
 
-async def _connect(link: socket.socket, path: str) -> None:
+async def _connect(link: socket.socket, path: str, timeout: float) -> None:
     """Connect to smtpd's pass socket. A full listen queue answers EAGAIN
     (which asyncio's sock_connect would take for success): wait and try
-    again, as a blocking connect would."""
+    again, as a blocking connect would, for at most *timeout* seconds
+    (TimeoutError). The usual connect succeeds at once and costs no timer."""
+    deadline = None
     while True:
         try:
             link.connect(path)
             return
         except BlockingIOError:
+            now = asyncio.get_running_loop().time()
+            if deadline is None:
+                deadline = now + timeout
+            elif now >= deadline:
+                raise TimeoutError from None
             await asyncio.sleep(0.005)
 
 
@@ -57,20 +65,22 @@ async def pass_client(path: str, client: socket.socket, attrs: Attrs,
     link.setblocking(False)
     try:
         try:
-            await asyncio.wait_for(_connect(link, path), timeout)
+            await _connect(link, path, timeout)
             socket.send_fds(link, [encode(attrs)], [client.fileno()])
-        except (OSError, asyncio.TimeoutError) as err:
+        except OSError as err:  # TimeoutError included
             raise HandoffError(f"connect to {path}: "
-                               f"{getattr(err, 'strerror', None) or err or 'timeout'}") from None
+                               f"{getattr(err, 'strerror', None) or str(err) or 'timeout'}"
+                               ) from None
         parser = AttrReader(max_message=MAX_MESSAGE)
         while True:
             reply = parser.next_message()
             if reply is not None:
                 break
             try:
-                data = await asyncio.wait_for(loop.sock_recv(link, MAX_MESSAGE), timeout)
-            except (OSError, asyncio.TimeoutError) as err:
-                raise HandoffError(f"{path}: {err or 'no reply'}") from None
+                async with asyncio.timeout(timeout):
+                    data = await loop.sock_recv(link, MAX_MESSAGE)
+            except OSError as err:  # TimeoutError included
+                raise HandoffError(f"{path}: {str(err) or 'no reply in time'}") from None
             if not data:
                 raise HandoffError(f"{path}: connection closed without a reply")
             try:

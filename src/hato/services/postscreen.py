@@ -263,7 +263,8 @@ class Postscreen:
 
     async def _send(self, sock: socket.socket, text: str) -> None:
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.sock_sendall(sock, text.encode()), 10)
+        async with asyncio.timeout(10):
+            await loop.sock_sendall(sock, text.encode())
 
     async def _read_proxy(self, sock: socket.socket):
         """postscreen_upstream_proxy_protocol = haproxy: the header (v1 or

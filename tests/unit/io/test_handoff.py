@@ -107,3 +107,73 @@ def test_a_full_listen_queue_is_waited_out(tmp_path):
         for s in (sock, client, far, listener, *fillers):
             s.close()
     asyncio.run(main())
+
+
+def _full_listener(path: str) -> tuple[socket.socket, list[socket.socket]]:
+    """A pass socket whose listen queue is full (connect answers EAGAIN)."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(0)
+    fillers = []
+    for _ in range(8):
+        f = socket.socket(socket.AF_UNIX)
+        f.setblocking(False)
+        try:
+            f.connect(path)
+        except BlockingIOError:
+            f.close()
+            return listener, fillers
+        fillers.append(f)
+    raise AssertionError("the listen queue never filled up")
+
+
+def test_a_listen_queue_that_stays_full_times_out(tmp_path):
+    path = str(tmp_path / "smtpd")
+
+    async def main():
+        listener, fillers = _full_listener(path)
+        client, far = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(HandoffError, match=f"connect to {path}: timeout"):
+            await pass_client(path, client, Attrs.of(client_addr="x"), timeout=0.3)
+        assert loop.time() - began >= 0.3
+        for s in (client, far, listener, *fillers):
+            s.close()
+    asyncio.run(main())
+
+
+def test_an_smtpd_that_never_answers_times_out(tmp_path):
+    """The connection and the socket get through, but no status comes
+    back: the hand-off fails after the timeout (postscreen then answers
+    421 itself)."""
+    path = str(tmp_path / "smtpd")
+
+    async def main():
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(path)
+        listener.listen(5)
+        client, far = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(HandoffError, match="no reply in time"):
+            await pass_client(path, client, Attrs.of(client_addr="x"), timeout=0.3)
+        assert loop.time() - began >= 0.3
+        link, _ = listener.accept()  # what the hand-off sent is there, unanswered
+        data, fds, _flags, _addr = socket.recv_fds(link, 4096, 1)
+        assert b"client_addr" in data and len(fds) == 1
+        for fd in fds:
+            socket.close(fd)
+        for s in (link, client, far, listener):
+            s.close()
+    asyncio.run(main())
+
+
+def test_receive_client_times_out_without_a_message(tmp_path):
+    async def main():
+        link, other = socket.socketpair()
+        with pytest.raises(HandoffError, match="timeout"):
+            await receive_client(link, timeout=0.2)
+        other.close()
+        link.close()
+    asyncio.run(main())
