@@ -374,6 +374,7 @@ class Session(TlsAuth, MessageIntake, CommandHandlers):
                     return "errors" if conn.error_count >= conn.limits.hard_error_limit else ""
                 data = await self._read()
                 if data is None:
+                    self._anvil_disconnect()
                     self._send_now(P.Reply(421, "4.4.2",
                                            f"{self.server.hostname} Error: timeout exceeded"))
                     return "timeout"
@@ -388,6 +389,7 @@ class Session(TlsAuth, MessageIntake, CommandHandlers):
                 self.request_began = time.monotonic()
                 self.deadline = self.request_began + self.server.timeout
             if isinstance(ev, P.Closed):
+                self._anvil_disconnect()  # before the last reply (221, 421) goes out
                 await self._flush()
                 if ev.reason == P.REASON_EOF:
                     return "lost"
@@ -436,14 +438,22 @@ class Session(TlsAuth, MessageIntake, CommandHandlers):
                 if self.milters is not None:
                     await self.milters.abort()
 
+    def _anvil_disconnect(self) -> None:
+        """anvil hears that the session is over (once; close() makes sure).
+        A session that ends with a reply (221 after QUIT, 421) tells anvil
+        before that reply goes out: its client may connect again as soon
+        as it has read it, and must not count twice against
+        smtpd_client_connection_count_limit."""
+        if self.anvil is not None:
+            self.anvil.disconnect()
+
     async def close(self) -> None:
         """Close the connection. After a failed TLS handshake the stream's
         protocol is no longer the transport's, so nothing waits for it."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.anvil is not None:
-            self.anvil.disconnect()
+        self._anvil_disconnect()
         if self.milters is not None:
             try:
                 if self.facts.helo_name is not None:
