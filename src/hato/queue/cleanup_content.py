@@ -54,6 +54,16 @@ class ContentPass:
     """A part of CleanupState: what _Mime calls for each header, the end of
     the headers and each body line."""
 
+    def _check(self, lookup, title: str, *args) -> Action | None:
+        """A header or body check's lookup; a table that fails for now
+        refuses the message for now (4xx), as Postfix: no action then."""
+        try:
+            return lookup(*args)
+        except TableRetry:
+            self._warn(f"{title} map lookup problem -- message not accepted, try again later")
+            self.errs |= _S.WRITE
+            return None
+
     def find_opts(self, header: str) -> HeaderOpts | None:
         return find_header_opts(self.svc.header_table, header)
 
@@ -151,13 +161,7 @@ class ContentPass:
         if self.flags & _F.FILTER:
             checks = self.svc.checks.tables_for(klass)
             if checks is not None:
-                try:
-                    action = self.svc.checks.check_header(klass, text)
-                except TableRetry:
-                    self._warn(f"{checks.title} map lookup problem -- "
-                               f"message not accepted, try again later")
-                    self.errs |= _S.WRITE
-                    action = None
+                action = self._check(self.svc.checks.check_header, checks.title, klass, text)
                 if action is not None:
                     result = self._act(HEADER, text, action, checks.title)
                     if result is None:
@@ -294,13 +298,7 @@ class ContentPass:
             limit = checks.body_checks_size_limit
             if limit == 0 or offset < limit:
                 line = data.decode("utf-8", "surrogateescape")
-                try:
-                    action = checks.check_body(line)
-                except TableRetry:
-                    self._warn(f"{checks.body_checks.title} map lookup problem -- "
-                               f"message not accepted, try again later")
-                    self.errs |= _S.WRITE
-                    action = None
+                action = self._check(checks.check_body, checks.body_checks.title, line)
                 if action is not None:
                     result = self._act(BODY, line, action, checks.body_checks.title)
                     if result is None:

@@ -65,28 +65,31 @@ def test_a_message_without_a_socket_is_refused(tmp_path):
     asyncio.run(main())
 
 
+def _full_listener(path: str) -> tuple[socket.socket, list[socket.socket]]:
+    """A pass socket whose listen queue is full (connect answers EAGAIN)."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(0)
+    fillers = []
+    for _ in range(8):
+        f = socket.socket(socket.AF_UNIX)
+        f.setblocking(False)
+        try:
+            f.connect(path)
+        except BlockingIOError:
+            f.close()
+            return listener, fillers
+        fillers.append(f)
+    raise AssertionError("the listen queue never filled up")
+
+
 def test_a_full_listen_queue_is_waited_out(tmp_path):
     """smtpd busy: the pass socket's queue is full (EAGAIN on connect);
     postscreen waits for room instead of failing the client."""
     path = str(tmp_path / "smtpd")
 
     async def main():
-        listener = socket.socket(socket.AF_UNIX)
-        listener.bind(path)
-        listener.listen(0)
-        fillers = []
-        full = False
-        for _ in range(8):  # fill the queue until connect would fail
-            f = socket.socket(socket.AF_UNIX)
-            f.setblocking(False)
-            try:
-                f.connect(path)
-            except BlockingIOError:
-                f.close()
-                full = True
-                break
-            fillers.append(f)
-        assert full, "the listen queue never filled up"
+        listener, fillers = _full_listener(path)
         client, far = socket.socketpair()
         loop = asyncio.get_running_loop()
         handing = loop.create_task(pass_client(path, client, Attrs.of(client_addr="x"),
@@ -107,24 +110,6 @@ def test_a_full_listen_queue_is_waited_out(tmp_path):
         for s in (sock, client, far, listener, *fillers):
             s.close()
     asyncio.run(main())
-
-
-def _full_listener(path: str) -> tuple[socket.socket, list[socket.socket]]:
-    """A pass socket whose listen queue is full (connect answers EAGAIN)."""
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(0)
-    fillers = []
-    for _ in range(8):
-        f = socket.socket(socket.AF_UNIX)
-        f.setblocking(False)
-        try:
-            f.connect(path)
-        except BlockingIOError:
-            f.close()
-            return listener, fillers
-        fillers.append(f)
-    raise AssertionError("the listen queue never filled up")
 
 
 def test_a_listen_queue_that_stays_full_times_out(tmp_path):
