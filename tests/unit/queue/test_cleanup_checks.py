@@ -253,6 +253,11 @@ def test_lookup_failure_in_checks(tmp_path):
     assert result.status & CleanupStatus.WRITE and result.temporary
     assert ("warning", ("Q: header_checks map lookup problem -- message not accepted, "
                        "try again later")) in result.log
+    svc = Cleanup(make_settings("body_checks = fail:x\n"))
+    result, _ = cleanup_message(svc, sub, MSG)
+    assert result.status & CleanupStatus.WRITE and result.temporary
+    assert ("warning", ("Q: body_checks map lookup problem -- message not accepted, "
+                       "try again later")) in result.log
 
 
 def test_runaway_back_reference_match_defers_the_message(tmp_path):
