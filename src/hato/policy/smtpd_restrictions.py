@@ -75,6 +75,18 @@ ARG_COMMANDS = frozenset({
 })
 
 
+#: The HELO name restrictions (and their old names): the check of a name;
+#: an address literal gets _invalid_hostaddr() for each of them.
+_HELO_NAME_CHECKS = {
+    "reject_invalid_helo_hostname": "_invalid_hostname",
+    "reject_invalid_hostname": "_invalid_hostname",
+    "reject_unknown_helo_hostname": "_unknown_hostname",
+    "reject_unknown_hostname": "_unknown_hostname",
+    "reject_non_fqdn_helo_hostname": "_non_fqdn_hostname",
+    "reject_non_fqdn_hostname": "_non_fqdn_hostname",
+}
+
+
 class RestrictionChecks(SessionState):
     """A mixin of SmtpdSession: one restriction of a list, by name."""
 
@@ -194,27 +206,14 @@ class RestrictionChecks(SessionState):
                     return status, i
             return DUNNO, i
         # HELO
-        if low in ("reject_invalid_helo_hostname", "reject_invalid_hostname"):
+        helo_check = _HELO_NAME_CHECKS.get(low)
+        if helo_check is not None:
             helo = self._helo_name()
             if helo is None:
                 return DUNNO, i
             if not helo.startswith("["):
-                return self._invalid_hostname(helo), i
-            return self._invalid_hostaddr(helo), i
-        if low in ("reject_unknown_helo_hostname", "reject_unknown_hostname"):
-            helo = self._helo_name()
-            if helo is None:
-                return DUNNO, i
-            if not helo.startswith("["):
-                return self._unknown_hostname(helo), i
-            return self._invalid_hostaddr(helo), i
-        if low in ("reject_non_fqdn_helo_hostname", "reject_non_fqdn_hostname"):
-            helo = self._helo_name()
-            if helo is None:
-                return DUNNO, i
-            if not helo.startswith("["):
-                return self._non_fqdn_hostname(helo), i
-            return self._invalid_hostaddr(helo), i
+                return getattr(self, helo_check)(helo), i
+            return self._invalid_hostaddr(helo), i  # an address literal
         if low == "permit_naked_ip_address":
             self._warn("restriction permit_naked_ip_address is deprecated. Use "
                        "permit_mynetworks or permit_sasl_authenticated instead")
