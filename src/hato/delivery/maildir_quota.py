@@ -8,8 +8,10 @@
 * ``check(maildir, size)`` runs once the message is written in ``tmp/``
   (so *size* is exact, the ``S=`` of its name) and before it is moved into
   ``new/``. It finds the quota root (a Maildir with a ``maildirfolder``
-  file is a sub-folder: its parent holds ``maildirsize``), takes an
-  exclusive flock() on that directory — so hato's own concurrent
+  file is a sub-folder: its parent holds ``maildirsize``); when no table
+  gives a quota and there is no ``maildirsize`` it is done (no quota, no
+  lock: hato creates the file only from a table quota). Otherwise it takes
+  an exclusive flock() on that directory — so hato's own concurrent
   deliveries to one Maildir check and append one after the other and never
   overshoot the quota — reads ``maildirsize``, recalculates it when the
   rules say so, and raises :class:`~hato.delivery.dsn.DeliveryError` when
@@ -185,6 +187,13 @@ class MaildirsizeKeeper:
 
     def check(self, maildir: str, size: int) -> None:
         root = quota_root(maildir)
+        if self.policy.quota is None and not os.path.lexists(os.path.join(root, FILENAME)):
+            # No quota from the tables and no maildirsize: nothing to check
+            # or keep up to date, and hato creates the file only from a
+            # table quota, so concurrent deliveries need not take turns.
+            self.release()
+            self._append_to = None
+            return
         self._lock(root)
         quota, usage, keep = self.current(root, size, write=True)
         self._append_to = root if keep else None

@@ -328,3 +328,44 @@ def test_quota_settings_lookup(tmp_path):
         qs.policy_for("bad@example.com", warn=log)
     assert info.value.dsn == "4.3.0" and "hato_mailbox_quota_maps" in log.lines[0]
     assert QuotaSettings().policy_for("x@y").quota is None
+
+
+def test_no_quota_anywhere_takes_no_lock(tmp_path):
+    """Without a table quota and without maildirsize there is nothing to
+    keep: a delivery does not wait for a lock on the Maildir (concurrent
+    deliveries to one big mailbox do not take turns)."""
+    import fcntl
+
+    box = make(tmp_path / "M")
+    fd = os.open(box, os.O_RDONLY | os.O_DIRECTORY)
+    done = threading.Event()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a delivery with a quota would hold it
+        worker = threading.Thread(target=lambda: (deliver(box), done.set()))
+        worker.start()
+        assert done.wait(10), "the delivery waited for the Maildir's lock"
+    finally:
+        os.close(fd)  # drops the lock: a waiting delivery ends
+        worker.join()
+    assert len(os.listdir(os.path.join(box, "new"))) == 1
+    assert sorted(os.listdir(box)) == ["cur", "new", "tmp"]
+
+
+def test_a_maildirsize_without_table_quota_still_takes_the_lock(tmp_path):
+    """A maildirsize (another program's quota) is kept up to date under the
+    lock, as before."""
+    import fcntl
+
+    box = make(tmp_path / "M", "1000S")
+    fd = os.open(box, os.O_RDONLY | os.O_DIRECTORY)
+    done = threading.Event()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        worker = threading.Thread(target=lambda: (deliver(box), done.set()))
+        worker.start()
+        assert not done.wait(0.5), "the delivery did not wait for the lock"
+    finally:
+        os.close(fd)
+        worker.join()
+    assert done.is_set()
+    assert sizefile(box).usage == Usage(100, 1)
