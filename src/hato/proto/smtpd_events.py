@@ -16,9 +16,11 @@ class Reply:
     text: str  # may contain "\n" for a multi-line reply
 
     def render(self, enhanced: bool = True) -> bytes:
+        prefix = f"{self.dsn} " if self.dsn and enhanced else ""
+        if "\n" not in self.text:  # (almost every reply)
+            return f"{self.code} {prefix}{self.text}\r\n".encode("utf-8", "surrogateescape")
         lines = self.text.split("\n")
         last = len(lines) - 1
-        prefix = f"{self.dsn} " if self.dsn and enhanced else ""
         out = [f"{self.code}-{prefix}{line}" for line in lines[:last]]
         out.append(f"{self.code} {prefix}{lines[last]}")
         return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")

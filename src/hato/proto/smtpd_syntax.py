@@ -59,10 +59,18 @@ def _find_close(text: str, start: int, closing: str) -> int:
 _SPACE = " \t\r\n\f\v"
 
 
+_PLAIN_ANGLE = re.compile(r'[^\\"<>]*>')
+_PLAIN_QUOTE = re.compile(r'[^\\"]*"')
+
+
 def _quoted_end(text: str, i: int, wanted: str) -> int:
     """Postfix's smtp_quoted(): the index after the ``wanted`` that closes a
     ``<...>`` or ``"..."`` opened just before ``i`` (``<>`` nest, quotes
     inside them too, backslash escapes); -1 when it is never closed."""
+    # The usual case, <user@example.com>: nothing inside that nests or escapes.
+    plain = (_PLAIN_ANGLE if wanted == ">" else _PLAIN_QUOTE).match(text, i)
+    if plain is not None:
+        return plain.end()
     stack = [wanted]
     n = len(text)
     while i < n:

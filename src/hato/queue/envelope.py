@@ -74,6 +74,9 @@ class Recipient:
     offset: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if not self.notify:  # (no NOTIFY: the usual case)
+            self.notify = frozenset()
+            return
         self.notify = frozenset(n.upper() for n in self.notify)
         unknown = self.notify - NOTIFY_BITS.keys()
         if unknown:
