@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.get("HATO_VENV", "/opt/hato/venv"), "bin", "python"))
     ap.add_argument("--hato", help="the hato command (default: beside --python)")
     ap.add_argument("--timeout", type=float, default=1800, help="per run, seconds")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="copy the callgrind and cProfile output files there "
+                         "(for callgrind_annotate, pstats)")
     args = ap.parse_args(argv)
     counts = sorted(common.int_list(args.messages))
     if len(counts) != 2 or counts[0] == counts[1] or counts[0] < 1:
@@ -238,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
                        for k in runs[1]}
                 for key, value in sorted(per.items(), key=lambda kv: -kv[1])[:args.top]:
                     print(f"  {value:8.1f}  {key}")
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
+            for path in work.glob("callgrind.*"):
+                shutil.copy(path, args.keep)
+            for path in work.glob("profile.*"):
+                shutil.copy(path, args.keep)
         return 0
     except BenchError as err:
         print(f"{PROG}: {err}", file=sys.stderr)

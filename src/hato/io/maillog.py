@@ -42,10 +42,21 @@ QUEUE_SIZE = 10000
 BATCH_SIZE = 512  # lines per write; a loop's turn writes at once when it has this many
 
 
+# (second, zone names, its timestamp): the last one made, for the lines of
+# one second (time.tzname changes with a time.tzset())
+_LAST_STAMP: tuple[int, tuple[str, str], str] = (-1, ("", ""), "")
+
+
 def syslog_timestamp(when: float) -> str:
     """``Mmm dd hh:mm:ss`` with a space-padded day, in local time, in English."""
+    global _LAST_STAMP
+    second, zones = int(when), time.tzname
+    if _LAST_STAMP[0] == second and _LAST_STAMP[1] is zones:
+        return _LAST_STAMP[2]
     t = time.localtime(when)
-    return f"{MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    stamp = f"{MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    _LAST_STAMP = (second, zones, stamp)
+    return stamp
 
 
 def printable(text: str, utf8: bool = True) -> str:
@@ -139,13 +150,9 @@ class MaillogFileHandler(logging.Handler):
         fmt = self.formatter
         assert isinstance(fmt, PostfixFormatter)
         pid = os.getpid()
-        stamps: dict[int, str] = {}
         out = []
         for level, when, text, program in batch:
-            sec = int(when)
-            stamp = stamps.get(sec)
-            if stamp is None:
-                stamp = stamps[sec] = syslog_timestamp(when)
+            stamp = syslog_timestamp(when)
             out.append(f"{stamp} {self.hostname} {fmt.line(level, text, pid, program)}\n")
         data = "".join(out).encode("utf-8", "replace")
         try:

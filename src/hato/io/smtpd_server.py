@@ -255,7 +255,8 @@ class SessionServer:
             sock.close()
             return
         sock.setblocking(False)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        inet = sock.family in (socket.AF_INET, socket.AF_INET6)
+        if inet:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if addr is None:
                 addr, port = str(peer[0]), str(peer[1])
@@ -271,7 +272,8 @@ class SessionServer:
         else:
             reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
             session = Session(self, reader, writer, addr, port)
-        session.facts.server_addr, session.facts.server_port = _server_address(sock, *server)
+        session.facts.server_addr, session.facts.server_port = _server_address(sock, inet,
+                                                                                *server)
         try:
             await session.run()
         finally:
@@ -405,7 +407,7 @@ class _NoChecks:
         return True
 
 
-def _server_address(sock: socket.socket, addr: str | None,
+def _server_address(sock: socket.socket, inet: bool, addr: str | None,
                     port: str | None) -> tuple[str, str]:
     """The server side of a client connection (Postfix's dest_addr and
     dest_port): as postscreen saw it, or the socket's own address."""
@@ -415,7 +417,7 @@ def _server_address(sock: socket.socket, addr: str | None,
         local = sock.getsockname()
     except OSError:
         return "", ""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+    if not inet:
         return "127.0.0.1", "0"
     host = str(local[0])
     if host.startswith("::ffff:") and "." in host:

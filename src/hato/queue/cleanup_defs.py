@@ -162,10 +162,26 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+# (second, zone names, its local mail_date()): the last one made, for the
+# messages of one second (time.tzname changes with a time.tzset())
+_LAST_DATE: tuple[int, tuple[str, str], str] = (-1, ("", ""), "")
+
+
 def mail_date(when: float, tz: tzinfo | None = None) -> str:
     """Postfix's mail_date(): ``Tue,  5 Mar 2024 10:00:00 +0100 (CET)`` —
     English names, a space-padded day (Postfix 3.7's ``%e``), the UTC
     offset and the zone name. *tz* None is the local time zone."""
+    global _LAST_DATE
+    if tz is None:
+        second, zones = int(when), _time.tzname
+        if _LAST_DATE[0] == second and _LAST_DATE[1] is zones:
+            return _LAST_DATE[2]
+        _LAST_DATE = (second, zones, _mail_date(when, None))
+        return _LAST_DATE[2]
+    return _mail_date(when, tz)
+
+
+def _mail_date(when: float, tz: tzinfo | None) -> str:
     if tz is None:
         lt = _time.localtime(when)
         parts = (lt.tm_wday, lt.tm_mday, lt.tm_mon, lt.tm_year, lt.tm_hour, lt.tm_min,

@@ -37,6 +37,24 @@ def test_timestamp_day_is_space_padded():
     assert syslog_timestamp(when) == "Nov  2 03:04:05"
 
 
+def test_timestamp_follows_the_time_zone_within_one_second(monkeypatch):
+    """The timestamp of the last second is kept for the next lines, but
+    not across a change of time zone (time.tzset())."""
+    when = 1700000000.25
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        assert syslog_timestamp(when) == "Nov 14 22:13:20"
+        assert syslog_timestamp(when + 0.5) == "Nov 14 22:13:20"
+        assert syslog_timestamp(when + 1) == "Nov 14 22:13:21"
+        monkeypatch.setenv("TZ", "Asia/Kolkata")
+        time.tzset()
+        assert syslog_timestamp(when + 1) == "Nov 15 03:43:21"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_reopens_a_rotated_file(tmp_path):
     path = tmp_path / "maillog"
     log = MailLog(syslog_name="postfix", daemon="qmgr", maillog_file=str(path), hostname="h")

@@ -42,6 +42,22 @@ def run(main: str = "", content: bytes = b"", **kw):
 
 # -- dates and the local Received: header ----------------------------------------------------
 
+def test_local_mail_date_follows_the_time_zone_within_one_second(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        assert mail_date(1700000000.1) == "Tue, 14 Nov 2023 22:13:20 +0000 (UTC)"
+        assert mail_date(1700000000.9) == "Tue, 14 Nov 2023 22:13:20 +0000 (UTC)"
+        monkeypatch.setenv("TZ", "Asia/Kolkata")
+        time.tzset()
+        assert mail_date(1700000000.9) == "Wed, 15 Nov 2023 03:43:20 +0530 (IST)"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_mail_date():
     assert mail_date(T0, UTC) == DATE
     cet = datetime.timezone(datetime.timedelta(hours=1), "CET")
