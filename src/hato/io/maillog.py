@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import os
 import socket
 import sys
@@ -50,9 +51,9 @@ _LAST_STAMP: tuple[int, tuple[str, str], str] = (-1, ("", ""), "")
 def syslog_timestamp(when: float) -> str:
     """``Mmm dd hh:mm:ss`` with a space-padded day, in local time, in English."""
     global _LAST_STAMP
-    second, zones = int(when), time.tzname
-    if _LAST_STAMP[0] == second and _LAST_STAMP[1] is zones:
-        return _LAST_STAMP[2]
+    second, zones, last = math.floor(when), time.tzname, _LAST_STAMP  # (one read: threads)
+    if last[0] == second and last[1] is zones:
+        return last[2]
     t = time.localtime(when)
     stamp = f"{MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
     _LAST_STAMP = (second, zones, stamp)

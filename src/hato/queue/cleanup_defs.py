@@ -7,6 +7,7 @@ classes (header_opts.c), the dates cleanup writes, and a message's
 
 from __future__ import annotations
 
+import math
 import time as _time
 import types
 from collections.abc import Iterable, Sequence
@@ -173,11 +174,12 @@ def mail_date(when: float, tz: tzinfo | None = None) -> str:
     offset and the zone name. *tz* None is the local time zone."""
     global _LAST_DATE
     if tz is None:
-        second, zones = int(when), _time.tzname
-        if _LAST_DATE[0] == second and _LAST_DATE[1] is zones:
-            return _LAST_DATE[2]
-        _LAST_DATE = (second, zones, _mail_date(when, None))
-        return _LAST_DATE[2]
+        second, zones, last = math.floor(when), _time.tzname, _LAST_DATE  # (one read: threads)
+        if last[0] == second and last[1] is zones:
+            return last[2]
+        date = _mail_date(when, None)
+        _LAST_DATE = (second, zones, date)
+        return date
     return _mail_date(when, tz)
 
 

@@ -53,6 +53,11 @@ def test_local_mail_date_follows_the_time_zone_within_one_second(monkeypatch):
         monkeypatch.setenv("TZ", "Asia/Kolkata")
         time.tzset()
         assert mail_date(1700000000.9) == "Wed, 15 Nov 2023 03:43:20 +0530 (IST)"
+        # the two sides of 1970-01-01 00:00:00 are different seconds
+        monkeypatch.setenv("TZ", "UTC")
+        time.tzset()
+        assert mail_date(-0.5) == "Wed, 31 Dec 1969 23:59:59 +0000 (UTC)"
+        assert mail_date(0.5) == "Thu,  1 Jan 1970 00:00:00 +0000 (UTC)"
     finally:
         monkeypatch.undo()
         time.tzset()
