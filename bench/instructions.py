@@ -35,7 +35,9 @@ side), qmgr (nothing wakes it: the messages stay in incoming/, which is
 emptied between runs), and the other threads' time is counted by callgrind
 (it runs them one at a time) but not by cProfile, which sees the event
 loop's thread only. The queue files are still created, written and fsynced,
-and the log written, as in the real worker.
+and the log written, as in the real worker; but the harness runs as root,
+so each queue file also gets the fchown() that a worker running as
+mail_owner does not make.
 
 Runs as root (the instance's files belong to its mail owner). Needs
 valgrind (Debian's ``valgrind``) for callgrind and Postfix's smtp-source
