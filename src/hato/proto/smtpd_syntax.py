@@ -71,6 +71,11 @@ def _quoted_end(text: str, i: int, wanted: str) -> int:
     plain = (_PLAIN_ANGLE if wanted == ">" else _PLAIN_QUOTE).match(text, i)
     if plain is not None:
         return plain.end()
+    return _quoted_scan(text, i, wanted)
+
+
+def _quoted_scan(text: str, i: int, wanted: str) -> int:
+    """:func:`_quoted_end` character by character, as smtp_quoted() goes."""
     stack = [wanted]
     n = len(text)
     while i < n:
