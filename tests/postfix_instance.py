@@ -278,14 +278,15 @@ class PostfixInstance:
                     pass
         self.kill_strays()
 
-    def kill_strays(self) -> None:
-        """SIGKILL any process still running from this instance's daemon
-        directory with this instance's configuration (``-c`` or
-        MAIL_CONFIG)."""
+    def own_pids(self) -> list[int]:
+        """The processes of this instance: everything started with this
+        instance's configuration (``-c`` or MAIL_CONFIG: ``postfix -c DIR
+        start`` gives it to master, master to its daemons)."""
         if self.root is None:
-            return
+            return []
         conf = str(self.conf).encode()
         me = os.getpid()
+        pids = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == me:
                 continue
@@ -297,10 +298,48 @@ class PostfixInstance:
             except OSError:
                 continue
             if conf in argv or b"MAIL_CONFIG=" + conf in environ:
+                pids.append(int(entry))
+        return sorted(pids)
+
+    def processes_report(self) -> str:
+        """What each process of this instance is doing (for a failure
+        message): its state, the system call it waits in, its kernel stack
+        and, with gdb installed, its user-space stack."""
+        out = []
+        gdb = shutil.which("gdb")
+        for pid in self.own_pids():
+            def read(name: str, pid: int = pid) -> str:
                 try:
-                    os.kill(int(entry), signal.SIGKILL)
-                except OSError:
-                    pass
+                    with open(f"/proc/{pid}/{name}", errors="replace") as f:
+                        return f.read().strip()
+                except OSError as e:
+                    return f"({e.strerror})"
+            state = next((line for line in read("status").splitlines()
+                          if line.startswith("State:")), "State: ?")
+            out.append(f"pid {pid} {read('cmdline').replace(chr(0), ' ').strip()} "
+                       f"{state}\n  wchan: {read('wchan')}  syscall: {read('syscall')}\n"
+                       f"  kernel stack:\n    " + read("stack").replace("\n", "\n    "))
+            if gdb:
+                try:
+                    r = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-ex", "bt"],
+                                       capture_output=True, text=True, timeout=60, check=False)
+                    frames = [line for line in r.stdout.splitlines() if line.startswith("#")]
+                    out.append("  user stack:\n    " + "\n    ".join(frames or ["(none)"]))
+                except (OSError, subprocess.TimeoutExpired) as e:
+                    out.append(f"  gdb: {e}")
+        return "\n".join(out) or "(no process of this instance is running)"
+
+    def kill_strays(self) -> None:
+        """SIGKILL any process still running from this instance's daemon
+        directory with this instance's configuration (``-c`` or
+        MAIL_CONFIG)."""
+        if self.root is None:
+            return
+        for pid in self.own_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def cleanup(self) -> None:
         try:

@@ -40,6 +40,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -145,14 +146,19 @@ class Peer:
                 # with Cyrus SASL and TLS on this machine): start it afresh
                 # on a port of its own (whatever held the first one)
                 old, holders = self.pf.root, port_holders(self.port)
+                first = f"{self.log()[-2000:]}\n{self.pf.processes_report()}"
+                # in the run's warnings summary even when the second try works
+                warnings.warn(f"Postfix did not greet on 127.0.0.1:{self.port} (started "
+                              f"afresh):\n{holders}\n{first}", stacklevel=1)
                 self.pf.stop()
                 shutil.rmtree(old, ignore_errors=True)
                 self.pf.port = free_port()
                 self.pf.start()
-                if not self.greets():
+                if not self.greets(timeout=60.0):
                     raise AssertionError(f"Postfix does not greet on 127.0.0.1:{self.port}\n"
-                                         f"{self.log()[-3000:]}\nthe first try: {holders}\n"
-                                         f"{port_holders(self.port)}")
+                                         f"{self.log()[-3000:]}\n{port_holders(self.port)}\n"
+                                         f"{self.pf.processes_report()}\n"
+                                         f"the first try: {holders}\n{first}")
         except BaseException:
             self.cleanup()
             raise
