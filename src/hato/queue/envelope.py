@@ -78,7 +78,7 @@ class Recipient:
             self.notify = frozenset()
             return
         self.notify = frozenset(n.upper() for n in self.notify)
-        unknown = self.notify - NOTIFY_BITS.keys()
+        unknown = self.notify.difference(NOTIFY_BITS)  # a frozenset ("- keys()" gives a set)
         if unknown:
             raise ValueError(f"unknown DSN NOTIFY keyword(s): {', '.join(sorted(unknown))}")
         if NEVER in self.notify and len(self.notify) > 1:

@@ -18,12 +18,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from . import records as R
 from .cleanup import Cleanup, CleanupResult, CleanupState, Submission
 from .envelope import ATTR_ENCODING, Envelope, Recipient
 from .errors import wrap_os_error
 from .store import INCOMING, QueueError, QueueStore, QueueWriter
+
+if TYPE_CHECKING:
+    from .milter_edit import MilterMessage
 
 LogFn = Callable[[str, str], None]  # (level, text)
 
@@ -34,6 +38,17 @@ class Injected:
     queue_id: str | None  # None when nothing was queued
     #: the queue file's writer when something was queued (commit_together())
     writer: QueueWriter | None = field(default=None, repr=False, compare=False)
+
+
+class Committed(Protocol):
+    """What a commit of :func:`commit_together` returns: an :class:`Injected`
+    or another result of the same shape (a maildrop submission's)."""
+
+    @property
+    def queue_id(self) -> str | None: ...
+
+    @property
+    def writer(self) -> QueueWriter | None: ...
 
 
 class Injection:
@@ -49,7 +64,7 @@ class Injection:
         self._initial: list[Recipient] = []
         self._pending: list[tuple[str, bytes]] | None = []
         self.result: CleanupResult | None = None
-        self.edit = None  # the MilterMessage, once a milter looks at the message
+        self.edit: MilterMessage | None = None  # once a milter looks at the message
         self.done = False
 
     def _out_lines(self, lines: list[bytes]) -> None:
@@ -119,7 +134,7 @@ class Injection:
                 raise
         return self.result
 
-    def milter_message(self, *, header_checks=None):
+    def milter_message(self, *, header_checks=None) -> MilterMessage:
         """The message as milters see and change it
         (:class:`~hato.queue.milter_edit.MilterMessage`); after
         :meth:`end_content` accepted it."""
@@ -209,7 +224,8 @@ def clean_into_queue(cleanup: Cleanup, store: QueueStore, chunks: Iterable[bytes
 __all__ = ["clean_into_queue", "Injected", "Injection", "QueueError"]
 
 
-def commit_together(commits: Sequence[Callable[[], Injected]]) -> list[Injected | BaseException]:
+def commit_together(commits: Sequence[Callable[[], Committed]]
+                    ) -> list[Committed | BaseException]:
     """Several commits with one fsync per queue directory: each callable
     commits one :class:`Injection` with ``sync_dir=False`` (publishing its
     queue file, fsynced and renamed); then each directory that received a
@@ -217,7 +233,7 @@ def commit_together(commits: Sequence[Callable[[], Injected]]) -> list[Injected 
     directory's fsync failed, taken away again. Per callable, in order: its
     :class:`Injected` or the exception it ended with. Nothing is reported
     committed before its name is durable."""
-    out: list[Injected | BaseException] = []
+    out: list[Committed | BaseException] = []
     published: dict[str, list[tuple[int, QueueWriter]]] = {}
     for i, commit in enumerate(commits):
         try:
