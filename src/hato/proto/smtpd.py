@@ -476,7 +476,8 @@ class ServerConnection(ExtensionCommands):
         self._pause(Helo(verb=verb, pipelined=pending, hostname=" ".join(args),
                          extended=verb == "EHLO"))
 
-    _cmd_ehlo = _cmd_helo
+    def _cmd_ehlo(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
+        self._cmd_helo(verb, rest, args, pending)
 
     def _need_helo(self, verb: str, pending: bool, dsn: str = "5.5.1") -> bool:
         if self.limits.helo_required and self.helo_name is None:

@@ -11,7 +11,8 @@ from collections import deque
 
 from .smtpd_data import BdatReader
 from .smtpd_events import (MODE_BDAT, MODE_CMD, REASON_SYNTAX, Auth, AuthResponse, BdatChunk,
-                           DataCommand, Event, Limits, MessageData, MessageEnd, Reply, StartTls,
+                           DataCommand, Event, Limits, MailFrom, MessageData, MessageEnd, Reply,
+                           StartTls,
                            Xclient, Xforward, Etrn, Vrfy)
 from .smtpd_syntax import (XCLIENT_NAMES, XFORWARD_NAMES, SyntaxProblem, normalize_address,
                            parse_attributes, parse_vrfy)
@@ -21,11 +22,10 @@ class ExtensionCommands:
     """Mixed into ServerConnection, whose state and helpers these use."""
 
     limits: Limits
-    mail_from: str | None
+    mail_from: MailFrom | None
     helo_name: str | None
     tls_active: bool
     authenticated: bool
-    offered: frozenset[str]
     error_count: int
     _in: bytearray
     _events: deque[Event]
@@ -40,6 +40,43 @@ class ExtensionCommands:
     _bdat_error: bool
     _bdat_active: bool
     _bdat_pending_event: BdatChunk | None
+
+    # what ServerConnection defines, for these methods (and for mypy)
+    @property
+    def offered(self) -> frozenset[str]:
+        raise NotImplementedError
+
+    def _send(self, reply: Reply) -> None:
+        raise NotImplementedError
+
+    def _close(self, reason: str, send: bool = True) -> None:
+        raise NotImplementedError
+
+    def _count(self, verb: str, ok: bool) -> None:
+        raise NotImplementedError
+
+    def _error(self, verb: str, reply: Reply, *, count: bool = True, junk: bool = False,
+               error: bool = True, pipelined: bool = False, ok: bool = False) -> None:
+        raise NotImplementedError
+
+    def _pause(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def _need_helo(self, verb: str, pending: bool, dsn: str = "5.5.1") -> bool:
+        raise NotImplementedError
+
+    def _no_recipients(self, verb: str) -> Reply | None:
+        raise NotImplementedError
+
+    def accept(self, reply: Reply | None = None, *,
+               ehlo_keywords: list[str] | None = None) -> None:
+        raise NotImplementedError
+
+    def reject(self, reply: Reply, *, close: bool = False) -> None:
+        raise NotImplementedError
+
+    def _end_transaction(self) -> None:
+        raise NotImplementedError
 
     def _cmd_vrfy(self, verb: str, rest: str, args: list[str], pending: bool) -> None:
         if self.limits.disable_vrfy:

@@ -9,6 +9,8 @@ whole pass does.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..policy import address as A
 from ..policy.headerchecks import (
     BODY,
@@ -39,6 +41,10 @@ from .mime import (
     mime_error_text,
 )
 
+if TYPE_CHECKING:
+    from .cleanup import Cleanup
+    from .cleanup_defs import Submission
+
 #: Header values remembered per service before the memo starts again,
 #: and the longest value remembered (a long list of recipients seldom
 #: comes twice, and the memo must stay small).
@@ -53,6 +59,53 @@ _F, _S = FLAG_BITS, STATUS_BITS
 class ContentPass:
     """A part of CleanupState: what _Mime calls for each header, the end of
     the headers and each body line."""
+
+    # CleanupState's state and helpers that these methods use (declared for
+    # mypy, and for the compiled build: docs/compiled.md)
+    svc: Cleanup
+    sub: Submission
+    qid: str
+    flags: int
+    errs: int
+    sender: str
+    recip: str | None
+    reason: str | None
+    filter: str | None
+    redirect: str | None
+    encoding: str | None
+    message_id: str | None
+    hbc_rcpt: list[str]
+    hop_count: int
+    headers_seen: set[str]
+    xrcpt: list[str]
+    xrcpt_resent: list[str]
+    xresent: bool
+    hdr_context: str | None
+
+    @property
+    def out_ok(self) -> bool:
+        raise NotImplementedError
+
+    def _log(self, level: str, text: str) -> None:
+        raise NotImplementedError
+
+    def _warn(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _lookup_failed(self, err: TableRetry, what: str) -> None:
+        raise NotImplementedError
+
+    def _out(self, rec_type: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _out_string(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _out_header(self, header: str) -> None:
+        raise NotImplementedError
+
+    def _fold_header(self, header: str) -> None:
+        raise NotImplementedError
 
     def _check(self, lookup, title: str, *args) -> Action | None:
         """A header or body check's lookup; a table that fails for now
@@ -231,7 +284,7 @@ class ContentPass:
                 memo[key] = new
         if info.flags & OPT_DROP:
             return
-        if new is not None:
+        if isinstance(new, str):  # (None: unchanged)
             self._fold_header(text[:name_len] + ": " + new)
         else:
             self._out_header(text)

@@ -6,13 +6,13 @@ message/rfc822 parts, and reports the MIME errors Postfix reports. Used by
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..policy.headerchecks import HeaderClass
 from . import records as R
 
 if TYPE_CHECKING:
-    from .cleanup import CleanupState
+    from .cleanup_defs import HeaderOpts
 
 _IS_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 
@@ -115,6 +115,21 @@ def _tok_is(tok: tuple[str, str], text: str) -> bool:
     return tok[0] == "t" and tok[1].lower() == text
 
 
+class MimeOwner(Protocol):
+    """What :class:`_Mime` calls back: cleanup's CleanupState, or the smtp
+    client's content pass (a Protocol: the compiled build checks no class)."""
+
+    def find_opts(self, header: str) -> HeaderOpts | None: ...
+
+    def header(self, klass: HeaderClass, info: HeaderOpts | None, text: str) -> None: ...
+
+    def header_end(self) -> None: ...
+
+    def body(self, rec_type: str, data: bytes, offset: int) -> None: ...
+
+    def mime_error(self, code: int, text: bytes) -> None: ...
+
+
 class _Mime:
     """mime_state: splits the content into header blocks and body lines,
     following multipart boundaries and message/rfc822 parts.
@@ -128,7 +143,7 @@ class _Mime:
     errors *report* asks for. cleanup is one owner, the smtp client's
     content pass (hato.delivery.smtp_content) another."""
 
-    def __init__(self, owner: CleanupState, *, disable: bool, report: int,
+    def __init__(self, owner: MimeOwner, *, disable: bool, report: int,
                  header_limit: int, max_depth: int, bound_len: int):
         self.o = owner
         self.disable = disable
