@@ -24,7 +24,8 @@ status=sent (...)`` per recipient and ``QID: removed`` — which is how
 
 The base main.cf (:data:`BASE_MAIN_CF`) sets the instance's paths and
 names (``myhostname = mx.hato.test``); ``main_cf`` settings (a dict or
-main.cf text) are appended and override it. ``master_cf_extra`` is
+main.cf text) override it: they replace the base's entries of the same
+names (:func:`merged_main_cf`) and are appended. ``master_cf_extra`` is
 appended to the generated master.cf.
 """
 
@@ -149,6 +150,26 @@ def _main_cf_text(main_cf: dict | str | None) -> str:
     return "".join(f"{k} = {v}\n" for k, v in main_cf.items())
 
 
+_SETTING = re.compile(r"^([A-Za-z0-9_]+)[ \t]*=", re.MULTILINE)
+
+
+def merged_main_cf(base: str, extra: str) -> str:
+    """*base* without the settings that *extra* sets again, then *extra*.
+
+    Appending would work too (the last entry wins), but every Postfix
+    process that reads main.cf then warns "overriding earlier entry" for
+    each repeated name, through postlogd's datagram socket. At start many
+    processes do so at once, before postlogd reads: the socket's queue
+    fills, and postlogd, which reads main.cf itself first, blocks sending
+    its own warning to itself; every daemon that logs then blocks behind
+    it (an smtpd that never greets)."""
+    assert not re.search(r"^[ \t]", base, re.MULTILINE), "no continuation lines in base"
+    again = set(_SETTING.findall(extra))
+    kept = [line for line in base.splitlines(keepends=True)
+            if not ((m := _SETTING.match(line)) and m.group(1) in again)]
+    return "".join(kept) + extra
+
+
 class PostfixInstance:
     """Context manager: a running private Postfix; ``.port``, ``.root``,
     ``.conf``, ``.maillog``; ``stop()`` is idempotent."""
@@ -223,7 +244,8 @@ class PostfixInstance:
         self.queue.mkdir(mode=0o755)    # root-owned; `postfix start` makes the rest
         (self.root / "data").mkdir()
         shutil.chown(self.root / "data", "postfix", "postfix")
-        (self.conf / "main.cf").write_text(BASE_MAIN_CF.format(root=self.root) + self.main_cf)
+        (self.conf / "main.cf").write_text(
+            merged_main_cf(BASE_MAIN_CF.format(root=self.root), self.main_cf))
         listen = f"127.0.0.1:{self.port}"
         (self.conf / "master.cf").write_text(MASTER_CF.format(listen=listen)
                                              + self.master_cf_extra)
